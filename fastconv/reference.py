@@ -1,0 +1,783 @@
+"""Pure-NumPy reference implementations of every fastconv op.
+
+This module is both the benchmark baseline and a test oracle, so it is written
+as the strongest reasonable vectorised NumPy, never as a naive loop:
+
+* convolutions are im2col + batched GEMM: ``sliding_window_view`` over the
+  zero-padded input, one copy into ``(N, groups, C_in/groups * kH * kW, OH * OW)``
+  columns, then ``numpy.matmul`` (BLAS) broadcasting the grouped weight over
+  the batch, which writes the output directly in NCHW order;
+* the input gradient (= transposed convolution) is one GEMM into columns
+  followed by a scatter-add of each kernel tap into a padded buffer, a Python
+  loop over the ``kH * kW`` taps only;
+* pooling loops over the kernel taps in Python and works on whole
+  ``(N, C, OH, OW)`` strided views per tap; the max-pool gradient is a single
+  ``numpy.bincount``.
+
+Semantics follow PyTorch 2.x on CPU, including its tie and NaN rules for max
+pooling and its divisor rule for average pooling. Every argument is parsed and
+validated by :mod:`fastconv._validation`. Internally everything runs in 2-D
+form: a 1-D op is a 2-D op with ``H = kH = 1``.
+"""
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ._validation import (
+    as_float_arrays,
+    check_ndim,
+    check_shape,
+    check_size,
+    conv_geometry,
+    conv_transpose_geometry,
+    pool_geometry,
+)
+
+__all__ = [
+    "conv1d",
+    "conv2d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "max_pool1d",
+    "max_pool2d",
+    "avg_pool1d",
+    "avg_pool2d",
+    "conv1d_input",
+    "conv2d_input",
+    "conv1d_weight",
+    "conv2d_weight",
+    "conv_transpose1d_input",
+    "conv_transpose2d_input",
+    "conv_transpose1d_weight",
+    "conv_transpose2d_weight",
+    "conv_bias",
+    "max_pool1d_grad",
+    "max_pool2d_grad",
+    "avg_pool1d_grad",
+    "avg_pool2d_grad",
+]
+
+_LAYOUT = {1: "(N, C, L)", 2: "(N, C, H, W)"}
+_WEIGHT_LAYOUT = {1: "(C_out, C_in/groups, kL)", 2: "(C_out, C_in/groups, kH, kW)"}
+_TWEIGHT_LAYOUT = {1: "(C_in, C_out/groups, kL)", 2: "(C_in, C_out/groups, kH, kW)"}
+
+
+# -- shared helpers -------------------------------------------------------------
+
+
+def _as4d(a, nd):
+    """View an (N, C, L) array as (N, C, 1, L); 4-D arrays pass through."""
+    return a if nd == 2 else a[:, :, None, :]
+
+
+def _from4d(a, nd):
+    return np.ascontiguousarray(a if nd == 2 else a[:, :, 0, :])
+
+
+def _padded(x, begin, size, value):
+    """Place ``x`` at offset ``begin`` in a ``size`` plane filled with ``value``.
+
+    ``size`` may be smaller than ``begin + x``'s plane (a negative end padding):
+    the part of ``x`` that does not fit is cropped.
+    """
+    h, w = x.shape[2:]
+    if tuple(begin) == (0, 0) and tuple(size) == (h, w):
+        return x
+    out = np.full(x.shape[:2] + tuple(size), value, dtype=x.dtype)
+    (bh, bw), (sh, sw) = begin, size
+    fh, fw = max(0, min(h, sh - bh)), max(0, min(w, sw - bw))
+    out[:, :, bh : bh + fh, bw : bw + fw] = x[:, :, :fh, :fw]
+    return out
+
+
+def _tap(a, i, j, out_size, stride, dilation):
+    """The strided (N, C, OH, OW) view of ``a`` seen by kernel tap (i, j)."""
+    (oh, ow), (sh, sw), (dh, dw) = out_size, stride, dilation
+    return a[:, :, i * dh : i * dh + sh * (oh - 1) + 1 : sh,
+             j * dw : j * dw + sw * (ow - 1) + 1 : sw]
+
+
+def _matmul(a, b):
+    """``a @ b`` that skips BLAS for a contraction of length one.
+
+    Depthwise convolutions contract over a single channel; there a broadcast
+    product is several times faster than a stack of rank-1 GEMM calls.
+    """
+    if a.shape[-1] == 1:
+        return a * b
+    return a @ b
+
+
+def _columns(x4, g):
+    """im2col: (N, groups, C_in/groups * kH * kW, OH * OW) windows of ``x4``."""
+    h, w = g.in_size
+    size = (h + g.pad_begin[0] + g.pad_end[0], w + g.pad_begin[1] + g.pad_end[1])
+    xp = _padded(x4, g.pad_begin, size, 0)
+    (kh, kw), (oh, ow), (sh, sw), (dh, dw) = g.kernel, g.out_size, g.stride, g.dilation
+    win = sliding_window_view(xp, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
+    win = win[:, :, : sh * (oh - 1) + 1 : sh, : sw * (ow - 1) + 1 : sw, ::dh, ::dw]
+    n, cg = x4.shape[0], g.c_in // g.groups
+    win = win.reshape(n, g.groups, cg, oh, ow, kh, kw).transpose(0, 1, 2, 5, 6, 3, 4)
+    return win.reshape(n, g.groups, cg * kh * kw, oh * ow)
+
+
+def _conv_forward(x4, w4, g):
+    """Convolution of ``x4`` (N, c_in, H, W) with ``w4`` as described by ``g``."""
+    n = x4.shape[0]
+    og = g.c_out // g.groups
+    wm = w4.reshape(g.groups, og, -1)
+    out = _matmul(wm, _columns(x4, g))  # (N, groups, og, OH * OW)
+    return out.reshape(n, g.c_out, *g.out_size)
+
+
+def _conv_input(gy4, w4, g):
+    """Input gradient of the convolution ``g``: a transposed convolution of ``gy4``."""
+    n = gy4.shape[0]
+    (kh, kw), (oh, ow), (h, w) = g.kernel, g.out_size, g.in_size
+    og = g.c_out // g.groups
+    wm = w4.reshape(g.groups, og, -1).transpose(0, 2, 1)
+    cols = _matmul(wm, gy4.reshape(n, g.groups, og, oh * ow))
+    cols = cols.reshape(n, g.c_in, kh, kw, oh, ow)
+    # The buffer holds the padded input and every position a tap touches; with
+    # output_padding the end padding is negative and the input reaches further.
+    size = tuple(
+        max(b + i + max(e, 0), d * (k - 1) + s * (o - 1) + 1)
+        for b, i, e, d, k, s, o in zip(
+            g.pad_begin, g.in_size, g.pad_end, g.dilation, g.kernel, g.stride, g.out_size
+        )
+    )
+    buf = np.zeros((n, g.c_in) + size, dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            _tap(buf, i, j, g.out_size, g.stride, g.dilation)[...] += cols[:, :, i, j]
+    bh, bw = g.pad_begin
+    return buf[:, :, bh : bh + h, bw : bw + w]
+
+
+def _conv_weight(x4, gy4, g):
+    """Weight gradient of the convolution ``g`` with input ``x4``."""
+    n = x4.shape[0]
+    (kh, kw), (oh, ow) = g.kernel, g.out_size
+    og, cg = g.c_out // g.groups, g.c_in // g.groups
+    gy = gy4.reshape(n, g.groups, og, oh * ow)
+    cols = _columns(x4, g).transpose(0, 1, 3, 2)  # (N, groups, OH * OW, cg*kh*kw)
+    gw = _matmul(gy, cols).sum(axis=0)
+    return gw.reshape(g.c_out, cg, kh, kw)
+
+
+def _check_bias(bias, c_out):
+    if bias is not None:
+        check_shape(bias, (c_out,), "bias", "(C_out,)")
+
+
+# -- convolution ----------------------------------------------------------------
+
+
+def _conv(nd, x, weight, bias, stride, padding, dilation, groups):
+    arrays, _ = as_float_arrays({"x": x, "weight": weight, "bias": bias})
+    x, weight, bias = arrays["x"], arrays["weight"], arrays["bias"]
+    check_ndim(x, nd + 2, "x", _LAYOUT[nd])
+    check_ndim(weight, nd + 2, "weight", _WEIGHT_LAYOUT[nd])
+    g = conv_geometry(x.shape, weight.shape, nd, stride, padding, dilation, groups)
+    _check_bias(bias, g.c_out)
+    out = _conv_forward(_as4d(x, nd), _as4d(weight, nd), g)
+    if bias is not None:
+        out += bias[:, None, None]
+    return _from4d(out, nd)
+
+
+def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1)
+
+    1-D cross-correlation of ``x`` with ``weight``, plus ``bias``:
+    ``y[n, o, l] = b[o] + sum_{c, t} x_pad[n, g*C_in/groups + c, l*s + t*d] * w[o, c, t]``
+    where ``g`` is the group of output channel ``o``.
+
+    ``padding`` is an int, a ``(left, right)`` pair, ``'valid'`` or ``'same'``.
+
+    Shape:
+        x: (N, C_in, L); weight: (C_out, C_in/groups, k); bias: (C_out,)
+        out: (N, C_out, L_out) with
+        ``L_out = (L + pad_left + pad_right - dilation*(k-1) - 1) // stride + 1``.
+
+    >>> conv1d([[[3, 4, 5]]], [[[1, 2]]])
+    array([[[11., 14.]]])
+    """
+    return _conv(1, x, weight, bias, stride, padding, dilation, groups)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1)
+
+    2-D cross-correlation of ``x`` with ``weight``, plus ``bias``:
+    ``y[n, o, i, j] = b[o] + sum_{c, p, q} x_pad[n, g*C_in/groups + c,
+    i*sH + p*dH, j*sW + q*dW] * w[o, c, p, q]``.
+
+    ``padding`` is an int, an ``(pH, pW)`` pair, ``((top, bottom), (left,
+    right))``, ``'valid'`` or ``'same'`` (stride 1; the odd extra row/column of
+    an even effective kernel goes at the end).
+
+    Shape:
+        x: (N, C_in, H, W); weight: (C_out, C_in/groups, kH, kW); bias: (C_out,)
+        out: (N, C_out, H_out, W_out) with
+        ``H_out = (H + pad_top + pad_bottom - dH*(kH-1) - 1) // sH + 1``
+        and likewise for ``W_out``.
+
+    >>> conv2d(np.ones((2, 3, 8, 8)), np.ones((4, 3, 3, 3)), stride=2, padding=1).shape
+    (2, 4, 4, 4)
+    """
+    return _conv(2, x, weight, bias, stride, padding, dilation, groups)
+
+
+def _conv_transpose(nd, x, weight, bias, stride, padding, output_padding, groups,
+                    dilation):
+    arrays, _ = as_float_arrays({"x": x, "weight": weight, "bias": bias})
+    x, weight, bias = arrays["x"], arrays["weight"], arrays["bias"]
+    check_ndim(x, nd + 2, "x", _LAYOUT[nd])
+    check_ndim(weight, nd + 2, "weight", _TWEIGHT_LAYOUT[nd])
+    g = conv_transpose_geometry(x.shape, weight.shape, nd, stride, padding,
+                                output_padding, groups, dilation)
+    _check_bias(bias, g.c_in)
+    out = _conv_input(_as4d(x, nd), _as4d(weight, nd), g)
+    if bias is not None:
+        out += bias[:, None, None]
+    return _from4d(out, nd)
+
+
+def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0,
+                     groups=1, dilation=1):
+    """conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1)
+
+    1-D transposed convolution: the input gradient of ``conv1d`` with the same
+    weight and parameters, taking ``x`` as the gradient of its output, plus
+    ``bias``. Every ``x[n, c, l]`` adds ``x[n, c, l] * w[c, o, t]`` at output
+    position ``l*s + t*d - padding``.
+
+    Shape:
+        x: (N, C_in, L); weight: (C_in, C_out/groups, k); bias: (C_out,)
+        out: (N, C_out, L_out) with
+        ``L_out = (L-1)*stride - 2*padding + dilation*(k-1) + output_padding + 1``.
+
+    >>> conv_transpose1d(np.ones((1, 2, 5)), np.ones((2, 3, 3)), stride=2).shape
+    (1, 3, 11)
+    """
+    return _conv_transpose(1, x, weight, bias, stride, padding, output_padding,
+                           groups, dilation)
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0,
+                     groups=1, dilation=1):
+    """conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1)
+
+    2-D transposed convolution: the input gradient of ``conv2d`` with the same
+    weight and parameters, taking ``x`` as the gradient of its output, plus
+    ``bias``. Every ``x[n, c, i, j]`` adds ``x[n, c, i, j] * w[c, o, p, q]`` at
+    output position ``(i*sH + p*dH - pH, j*sW + q*dW - pW)``.
+
+    Shape:
+        x: (N, C_in, H, W); weight: (C_in, C_out/groups, kH, kW); bias: (C_out,)
+        out: (N, C_out, H_out, W_out) with
+        ``H_out = (H-1)*sH - 2*pH + dH*(kH-1) + output_padding_H + 1``
+        and likewise for ``W_out``.
+
+    >>> conv_transpose2d(np.ones((1, 4, 3, 3)), np.ones((4, 2, 2, 2)), stride=2).shape
+    (1, 2, 6, 6)
+    """
+    return _conv_transpose(2, x, weight, bias, stride, padding, output_padding,
+                           groups, dilation)
+
+
+# -- convolution gradients --------------------------------------------------------
+
+
+def _conv_input_grad(nd, input_size, weight, grad_output, stride, padding, dilation,
+                     groups):
+    input_size = check_size(input_size, nd, "input_size")
+    arrays, _ = as_float_arrays({"weight": weight, "grad_output": grad_output})
+    weight, gy = arrays["weight"], arrays["grad_output"]
+    check_ndim(weight, nd + 2, "weight", _WEIGHT_LAYOUT[nd])
+    check_ndim(gy, nd + 2, "grad_output", _LAYOUT[nd])
+    g = conv_geometry(input_size, weight.shape, nd, stride, padding, dilation, groups)
+    check_shape(gy, g.output_shape(), "grad_output", "the convolution's output shape")
+    return _from4d(_conv_input(_as4d(gy, nd), _as4d(weight, nd), g), nd)
+
+
+def conv1d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1,
+                 groups=1):
+    """conv1d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1)
+
+    Gradient of ``conv1d`` with respect to its input:
+    ``gx[n, c, l] = sum_{o, t, j : j*s + t*d - pad_left = l} gy[n, o, j] * w[o, c, t]``.
+    Input positions no window reaches get 0.
+
+    Shape:
+        input_size: (N, C_in, L); weight: (C_out, C_in/groups, k)
+        grad_output: (N, C_out, L_out) as computed by ``conv1d``
+        out: input_size
+    """
+    return _conv_input_grad(1, input_size, weight, grad_output, stride, padding,
+                            dilation, groups)
+
+
+def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1,
+                 groups=1):
+    """conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1)
+
+    Gradient of ``conv2d`` with respect to its input: every ``gy[n, o, i, j]``
+    adds ``gy[n, o, i, j] * w[o, c, p, q]`` to input position
+    ``(i*sH + p*dH - pad_top, j*sW + q*dW - pad_left)`` of channel
+    ``g*C_in/groups + c``. Input positions no window reaches get 0.
+
+    Shape:
+        input_size: (N, C_in, H, W); weight: (C_out, C_in/groups, kH, kW)
+        grad_output: (N, C_out, H_out, W_out) as computed by ``conv2d``
+        out: input_size
+    """
+    return _conv_input_grad(2, input_size, weight, grad_output, stride, padding,
+                            dilation, groups)
+
+
+def _conv_weight_grad(nd, x, weight_size, grad_output, stride, padding, dilation,
+                      groups):
+    weight_size = check_size(weight_size, nd, "weight_size")
+    arrays, _ = as_float_arrays({"input": x, "grad_output": grad_output})
+    x, gy = arrays["input"], arrays["grad_output"]
+    check_ndim(x, nd + 2, "input", _LAYOUT[nd])
+    check_ndim(gy, nd + 2, "grad_output", _LAYOUT[nd])
+    g = conv_geometry(x.shape, weight_size, nd, stride, padding, dilation, groups)
+    check_shape(gy, g.output_shape(), "grad_output", "the convolution's output shape")
+    return _from4d(_conv_weight(_as4d(x, nd), _as4d(gy, nd), g), nd)
+
+
+def conv1d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1,
+                  groups=1):
+    """conv1d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1)
+
+    Gradient of ``conv1d`` with respect to its weight:
+    ``gw[o, c, t] = sum_{n, j} gy[n, o, j] * x_pad[n, g*C_in/groups + c, j*s + t*d]``.
+
+    Shape:
+        input: (N, C_in, L); weight_size: (C_out, C_in/groups, k)
+        grad_output: (N, C_out, L_out) as computed by ``conv1d``
+        out: weight_size
+    """
+    return _conv_weight_grad(1, input, weight_size, grad_output, stride, padding,
+                             dilation, groups)
+
+
+def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1,
+                  groups=1):
+    """conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1)
+
+    Gradient of ``conv2d`` with respect to its weight:
+    ``gw[o, c, p, q] = sum_{n, i, j} gy[n, o, i, j]
+    * x_pad[n, g*C_in/groups + c, i*sH + p*dH, j*sW + q*dW]``.
+
+    Shape:
+        input: (N, C_in, H, W); weight_size: (C_out, C_in/groups, kH, kW)
+        grad_output: (N, C_out, H_out, W_out) as computed by ``conv2d``
+        out: weight_size
+    """
+    return _conv_weight_grad(2, input, weight_size, grad_output, stride, padding,
+                             dilation, groups)
+
+
+def _conv_transpose_input_grad(nd, input_size, weight, grad_output, stride, padding,
+                               output_padding, groups, dilation):
+    input_size = check_size(input_size, nd, "input_size")
+    arrays, _ = as_float_arrays({"weight": weight, "grad_output": grad_output})
+    weight, gy = arrays["weight"], arrays["grad_output"]
+    check_ndim(weight, nd + 2, "weight", _TWEIGHT_LAYOUT[nd])
+    check_ndim(gy, nd + 2, "grad_output", _LAYOUT[nd])
+    g = conv_transpose_geometry(input_size, weight.shape, nd, stride, padding,
+                                output_padding, groups, dilation)
+    check_shape(gy, g.input_shape(), "grad_output",
+                "the transposed convolution's output shape")
+    return _from4d(_conv_forward(_as4d(gy, nd), _as4d(weight, nd), g), nd)
+
+
+def conv_transpose1d_input(input_size, weight, grad_output, stride=1, padding=0,
+                           output_padding=0, groups=1, dilation=1):
+    """conv_transpose1d_input(input_size, weight, grad_output, stride=1, padding=0, output_padding=0, groups=1, dilation=1)
+
+    Gradient of ``conv_transpose1d`` with respect to its input: the ``conv1d``
+    of ``grad_output`` with the same weight, stride, dilation and groups, padded
+    by ``padding`` on the left and ``padding - output_padding`` on the right.
+
+    Shape:
+        input_size: (N, C_in, L); weight: (C_in, C_out/groups, k)
+        grad_output: (N, C_out, L_out) as computed by ``conv_transpose1d``
+        out: input_size
+    """
+    return _conv_transpose_input_grad(1, input_size, weight, grad_output, stride,
+                                      padding, output_padding, groups, dilation)
+
+
+def conv_transpose2d_input(input_size, weight, grad_output, stride=1, padding=0,
+                           output_padding=0, groups=1, dilation=1):
+    """conv_transpose2d_input(input_size, weight, grad_output, stride=1, padding=0, output_padding=0, groups=1, dilation=1)
+
+    Gradient of ``conv_transpose2d`` with respect to its input: the ``conv2d``
+    of ``grad_output`` with the same weight, stride, dilation and groups, padded
+    by ``padding`` at the beginning and ``padding - output_padding`` at the end
+    of each axis.
+
+    Shape:
+        input_size: (N, C_in, H, W); weight: (C_in, C_out/groups, kH, kW)
+        grad_output: (N, C_out, H_out, W_out) as computed by ``conv_transpose2d``
+        out: input_size
+    """
+    return _conv_transpose_input_grad(2, input_size, weight, grad_output, stride,
+                                      padding, output_padding, groups, dilation)
+
+
+def _conv_transpose_weight_grad(nd, x, weight_size, grad_output, stride, padding,
+                                output_padding, groups, dilation):
+    weight_size = check_size(weight_size, nd, "weight_size")
+    arrays, _ = as_float_arrays({"input": x, "grad_output": grad_output})
+    x, gy = arrays["input"], arrays["grad_output"]
+    check_ndim(x, nd + 2, "input", _LAYOUT[nd])
+    check_ndim(gy, nd + 2, "grad_output", _LAYOUT[nd])
+    g = conv_transpose_geometry(x.shape, weight_size, nd, stride, padding,
+                                output_padding, groups, dilation)
+    check_shape(gy, g.input_shape(), "grad_output",
+                "the transposed convolution's output shape")
+    # The convolution being undone has grad_output as its input and x as the
+    # gradient of its output.
+    return _from4d(_conv_weight(_as4d(gy, nd), _as4d(x, nd), g), nd)
+
+
+def conv_transpose1d_weight(input, weight_size, grad_output, stride=1, padding=0,
+                            output_padding=0, groups=1, dilation=1):
+    """conv_transpose1d_weight(input, weight_size, grad_output, stride=1, padding=0, output_padding=0, groups=1, dilation=1)
+
+    Gradient of ``conv_transpose1d`` with respect to its weight:
+    ``gw[c, o, t] = sum_{n, l} x[n, c, l] * gy_pad[n, g*C_out/groups + o, l*s + t*d]``,
+    i.e. the ``conv1d`` weight gradient with the roles of input and output
+    gradient exchanged.
+
+    Shape:
+        input: (N, C_in, L); weight_size: (C_in, C_out/groups, k)
+        grad_output: (N, C_out, L_out) as computed by ``conv_transpose1d``
+        out: weight_size
+    """
+    return _conv_transpose_weight_grad(1, input, weight_size, grad_output, stride,
+                                       padding, output_padding, groups, dilation)
+
+
+def conv_transpose2d_weight(input, weight_size, grad_output, stride=1, padding=0,
+                            output_padding=0, groups=1, dilation=1):
+    """conv_transpose2d_weight(input, weight_size, grad_output, stride=1, padding=0, output_padding=0, groups=1, dilation=1)
+
+    Gradient of ``conv_transpose2d`` with respect to its weight:
+    ``gw[c, o, p, q] = sum_{n, i, j} x[n, c, i, j]
+    * gy_pad[n, g*C_out/groups + o, i*sH + p*dH, j*sW + q*dW]``,
+    i.e. the ``conv2d`` weight gradient with the roles of input and output
+    gradient exchanged.
+
+    Shape:
+        input: (N, C_in, H, W); weight_size: (C_in, C_out/groups, kH, kW)
+        grad_output: (N, C_out, H_out, W_out) as computed by ``conv_transpose2d``
+        out: weight_size
+    """
+    return _conv_transpose_weight_grad(2, input, weight_size, grad_output, stride,
+                                       padding, output_padding, groups, dilation)
+
+
+def conv_bias(grad_output):
+    """conv_bias(grad_output)
+
+    Gradient of any convolution with respect to its bias: ``grad_output``
+    summed over every axis except the channel axis 1.
+
+    Shape:
+        grad_output: (N, C_out, *spatial)
+        out: (C_out,)
+    """
+    arrays, _ = as_float_arrays({"grad_output": grad_output})
+    gy = arrays["grad_output"]
+    if gy.ndim < 2:
+        raise ValueError(
+            f"Expected grad_output of at least 2 dimensions (N, C_out, ...), "
+            f"got shape {gy.shape}"
+        )
+    return gy.sum(axis=(0,) + tuple(range(2, gy.ndim)))
+
+
+# -- pooling ----------------------------------------------------------------------
+
+
+def _pool_plane(g):
+    """Plane size holding the padded input and every window, even in ceil mode."""
+    return tuple(
+        max(i + 2 * p, s * (o - 1) + d * (k - 1) + 1)
+        for i, p, s, o, d, k in zip(g.in_size, g.padding, g.stride, g.out_size,
+                                    g.dilation, g.kernel)
+    )
+
+
+def _avg_divisor(g, count_include_pad, dtype):
+    """(OH, OW) divisors, PyTorch's rule, as an outer product of per-axis counts."""
+    counts = []
+    for i, k, s, p, o in zip(g.in_size, g.kernel, g.stride, g.padding, g.out_size):
+        start = np.arange(o) * s - p
+        end = np.minimum(start + k, i + p)
+        if count_include_pad:
+            counts.append(end - start)
+        else:
+            counts.append(np.minimum(end, i) - np.maximum(start, 0))
+    return np.multiply.outer(counts[0], counts[1]).astype(dtype)
+
+
+def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    arrays, _ = as_float_arrays({"x": x})
+    x = arrays["x"]
+    check_ndim(x, nd + 2, "x", _LAYOUT[nd])
+    g = pool_geometry(x.shape[2:], nd, kernel_size, stride, padding, dilation, ceil_mode)
+    x4 = _as4d(x, nd)
+    xp = _padded(x4, g.padding, _pool_plane(g), -np.inf)
+    (kh, kw), (oh, ow), (sh, sw), (dh, dw) = g.kernel, g.out_size, g.stride, g.dilation
+    val = np.full(x4.shape[:2] + g.out_size, -np.inf, dtype=x.dtype)
+    if not return_indices:
+        for i in range(kh):
+            for j in range(kw):
+                # On ties np.maximum returns its second argument: the first wins.
+                np.maximum(_tap(xp, i, j, g.out_size, g.stride, g.dilation), val, out=val)
+        return _from4d(val, nd)
+
+    # PyTorch's rule, run for all windows at once: scan the taps in row-major
+    # order, starting from maxval = -inf and the index of the first tap at a
+    # non-negative position; take a tap if val > maxval or val is NaN. Padding
+    # cells are -inf, so they can never be taken.
+    w_in = g.in_size[1]
+    rows = np.arange(oh) * sh - g.padding[0]  # window starts, unpadded coordinates
+    cols = np.arange(ow) * sw - g.padding[1]
+    first_row = rows + -(rows.clip(max=0) // dh) * dh
+    first_col = cols + -(cols.clip(max=0) // dw) * dw
+    idx = np.empty(val.shape, dtype=np.int64)
+    idx[...] = np.add.outer(first_row * w_in, first_col)
+    upd = np.empty(val.shape, dtype=bool)
+    nan = np.empty(val.shape, dtype=bool)
+    for i in range(kh):
+        for j in range(kw):
+            v = _tap(xp, i, j, g.out_size, g.stride, g.dilation)
+            np.greater(v, val, out=upd)
+            np.isnan(v, out=nan)
+            upd |= nan
+            np.copyto(val, v, where=upd)
+            flat = np.add.outer((rows + i * dh) * w_in, cols + j * dw)
+            np.copyto(idx, flat, where=upd)
+    return _from4d(val, nd), _from4d(idx, nd)
+
+
+def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)
+
+    Maximum over each window of ``x`` padded with ``-inf``:
+    ``y[n, c, l] = max_t x_pad[n, c, l*s + t*d]``. Ties go to the first
+    element of the window; a NaN wins (the last NaN if there are several).
+    ``indices`` are int64 positions in the unpadded input. ``stride``
+    defaults to ``kernel_size``.
+
+    Shape:
+        x: (N, C, L)
+        out (and indices): (N, C, L_out) with
+        ``L_out = floor_or_ceil((L + 2*padding - dilation*(k-1) - 1) / stride) + 1``;
+        in ceil mode a last window starting in the right padding is dropped.
+
+    >>> max_pool1d([[[1, 3, 2, 5, 4]]], 2, return_indices=True)
+    (array([[[3., 5.]]]), array([[[1, 3]]]))
+    """
+    return _max_pool(1, x, kernel_size, stride, padding, dilation, ceil_mode,
+                     return_indices)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)
+
+    Maximum over each window of ``x`` padded with ``-inf``:
+    ``y[n, c, i, j] = max_{p, q} x_pad[n, c, i*sH + p*dH, j*sW + q*dW]``.
+    Windows are scanned row-major: ties go to the first element, a NaN wins
+    (the last NaN if there are several). ``indices`` are int64 flat positions
+    ``h*W + w`` in the unpadded input plane. ``stride`` defaults to
+    ``kernel_size``.
+
+    Shape:
+        x: (N, C, H, W)
+        out (and indices): (N, C, H_out, W_out) with
+        ``H_out = floor_or_ceil((H + 2*pH - dH*(kH-1) - 1) / sH) + 1``, likewise
+        ``W_out``; in ceil mode a last window starting in the padding is dropped.
+
+    >>> max_pool2d(np.zeros((2, 3, 7, 7)), 3, stride=2, ceil_mode=True).shape
+    (2, 3, 3, 3)
+    """
+    return _max_pool(2, x, kernel_size, stride, padding, dilation, ceil_mode,
+                     return_indices)
+
+
+def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad):
+    arrays, _ = as_float_arrays({"x": x})
+    x = arrays["x"]
+    check_ndim(x, nd + 2, "x", _LAYOUT[nd])
+    g = pool_geometry(x.shape[2:], nd, kernel_size, stride, padding, 1, ceil_mode)
+    xp = _padded(_as4d(x, nd), g.padding, _pool_plane(g), 0)
+    acc = np.zeros(x.shape[:2] + g.out_size, dtype=x.dtype)
+    for i in range(g.kernel[0]):
+        for j in range(g.kernel[1]):
+            acc += _tap(xp, i, j, g.out_size, g.stride, g.dilation)
+    acc /= _avg_divisor(g, count_include_pad, x.dtype)
+    return _from4d(acc, nd)
+
+
+def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True):
+    """avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True)
+
+    Mean over each window of ``x`` padded with zeros. For a window starting
+    at ``start = l*s - padding`` and ending at ``end = min(start + k, L + padding)``
+    the divisor is ``end - start`` if ``count_include_pad``, otherwise the
+    number of window elements inside the input. ``stride`` defaults to
+    ``kernel_size``.
+
+    Shape:
+        x: (N, C, L)
+        out: (N, C, L_out) with
+        ``L_out = floor_or_ceil((L + 2*padding - k) / stride) + 1``;
+        in ceil mode a last window starting in the right padding is dropped.
+
+    >>> avg_pool1d([[[1, 3, 2, 6]]], 2)
+    array([[[2., 4.]]])
+    """
+    return _avg_pool(1, x, kernel_size, stride, padding, ceil_mode, count_include_pad)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True):
+    """avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True)
+
+    Mean over each window of ``x`` padded with zeros. Per axis a window runs
+    from ``start = i*s - p`` to ``end = min(start + k, size + p)``; the divisor
+    is the product over both axes of ``end - start`` if ``count_include_pad``,
+    otherwise of the number of window elements inside the input. ``stride``
+    defaults to ``kernel_size``.
+
+    Shape:
+        x: (N, C, H, W)
+        out: (N, C, H_out, W_out) with
+        ``H_out = floor_or_ceil((H + 2*pH - kH) / sH) + 1``, likewise ``W_out``;
+        in ceil mode a last window starting in the padding is dropped.
+
+    >>> avg_pool2d(np.zeros((2, 3, 6, 6)), 2).shape
+    (2, 3, 3, 3)
+    """
+    return _avg_pool(2, x, kernel_size, stride, padding, ceil_mode, count_include_pad)
+
+
+# -- pooling gradients --------------------------------------------------------------
+
+
+def _max_pool_grad(nd, grad_output, indices, input_size):
+    input_size = check_size(input_size, nd, "input_size")
+    arrays, dtype = as_float_arrays({"grad_output": grad_output})
+    gy = arrays["grad_output"]
+    check_ndim(gy, nd + 2, "grad_output", _LAYOUT[nd])
+    indices = np.asarray(indices)
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"Expected indices to have an integer dtype, got {indices.dtype}")
+    check_shape(indices, gy.shape, "indices", "the shape of grad_output")
+    if gy.shape[:2] != input_size[:2]:
+        raise ValueError(
+            f"Expected grad_output of shape (N, C, ...) = {input_size[:2]} + (...) "
+            f"matching input_size={input_size}, got {gy.shape}"
+        )
+    plane = int(np.prod(input_size[2:]))
+    if indices.size and (indices.min() < 0 or indices.max() >= plane):
+        raise ValueError(
+            f"Expected indices in [0, {plane}) for input_size={input_size}, got "
+            f"values in [{indices.min()}, {indices.max()}]"
+        )
+    n_planes = input_size[0] * input_size[1]
+    flat = indices.reshape(n_planes, -1).astype(np.int64)
+    flat += np.arange(n_planes, dtype=np.int64)[:, None] * plane
+    out = np.bincount(flat.ravel(), weights=gy.ravel(), minlength=n_planes * plane)
+    return out.astype(dtype, copy=False).reshape(input_size)
+
+
+def max_pool1d_grad(grad_output, indices, input_size):
+    """max_pool1d_grad(grad_output, indices, input_size)
+
+    Gradient of ``max_pool1d`` with respect to its input: every
+    ``grad_output[n, c, l]`` is added at position ``indices[n, c, l]`` of
+    plane ``(n, c)``; overlapping windows accumulate.
+
+    Shape:
+        grad_output, indices: (N, C, L_out); indices integer, in [0, L)
+        input_size: (N, C, L); out: input_size
+    """
+    return _max_pool_grad(1, grad_output, indices, input_size)
+
+
+def max_pool2d_grad(grad_output, indices, input_size):
+    """max_pool2d_grad(grad_output, indices, input_size)
+
+    Gradient of ``max_pool2d`` with respect to its input: every
+    ``grad_output[n, c, i, j]`` is added at flat position ``indices[n, c, i, j]``
+    (``h*W + w``) of plane ``(n, c)``; overlapping windows accumulate.
+
+    Shape:
+        grad_output, indices: (N, C, H_out, W_out); indices integer, in [0, H*W)
+        input_size: (N, C, H, W); out: input_size
+    """
+    return _max_pool_grad(2, grad_output, indices, input_size)
+
+
+def _avg_pool_grad(nd, grad_output, input_size, kernel_size, stride, padding, ceil_mode,
+                   count_include_pad):
+    input_size = check_size(input_size, nd, "input_size")
+    arrays, dtype = as_float_arrays({"grad_output": grad_output})
+    gy = arrays["grad_output"]
+    check_ndim(gy, nd + 2, "grad_output", _LAYOUT[nd])
+    g = pool_geometry(input_size[2:], nd, kernel_size, stride, padding, 1, ceil_mode)
+    check_shape(gy, g.out_shape(input_size[:2]), "grad_output",
+                "the pooling output shape")
+    share = _as4d(gy, nd) / _avg_divisor(g, count_include_pad, dtype)
+    buf = np.zeros(tuple(input_size[:2]) + _pool_plane(g), dtype=dtype)
+    for i in range(g.kernel[0]):
+        for j in range(g.kernel[1]):
+            _tap(buf, i, j, g.out_size, g.stride, g.dilation)[...] += share
+    (ph, pw), (h, w) = g.padding, g.in_size
+    return _from4d(buf[:, :, ph : ph + h, pw : pw + w], nd)
+
+
+def avg_pool1d_grad(grad_output, input_size, kernel_size, stride=None, padding=0,
+                    ceil_mode=False, count_include_pad=True):
+    """avg_pool1d_grad(grad_output, input_size, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True)
+
+    Gradient of ``avg_pool1d`` with respect to its input: every
+    ``grad_output[n, c, l] / divisor[l]`` is added to each input element of
+    window ``l``; padding receives nothing.
+
+    Shape:
+        grad_output: (N, C, L_out) as computed by ``avg_pool1d``
+        input_size: (N, C, L); out: input_size
+    """
+    return _avg_pool_grad(1, grad_output, input_size, kernel_size, stride, padding,
+                          ceil_mode, count_include_pad)
+
+
+def avg_pool2d_grad(grad_output, input_size, kernel_size, stride=None, padding=0,
+                    ceil_mode=False, count_include_pad=True):
+    """avg_pool2d_grad(grad_output, input_size, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True)
+
+    Gradient of ``avg_pool2d`` with respect to its input: every
+    ``grad_output[n, c, i, j] / divisor[i, j]`` is added to each input element
+    of window ``(i, j)``; padding receives nothing.
+
+    Shape:
+        grad_output: (N, C, H_out, W_out) as computed by ``avg_pool2d``
+        input_size: (N, C, H, W); out: input_size
+    """
+    return _avg_pool_grad(2, grad_output, input_size, kernel_size, stride, padding,
+                          ceil_mode, count_include_pad)

@@ -1,0 +1,127 @@
+"""Build the Cython kernels, with OpenMP when the compiler has it.
+
+* OpenMP is detected by compiling a small test program. Without it the
+  extensions are built serial (correct, one thread) and a warning says so;
+  ``FASTCONV_REQUIRE_OPENMP=1`` turns that case into a build error, and
+  ``FASTCONV_DISABLE_OPENMP=1`` builds serial on purpose.
+* On x86-64 the convolution kernels are compiled three times, for the
+  baseline ISA, for AVX2+FMA and for AVX-512F; fastconv picks one at import
+  time from the CPU's features. No build ever uses ``-march=native``.
+"""
+
+import os
+import platform
+import sys
+import tempfile
+import textwrap
+import warnings
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+KERNELS = "fastconv/_kernels"
+
+CYTHON_DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": False,
+    "wraparound": False,
+    "cdivision": True,
+    "initializedcheck": False,
+}
+
+OPENMP_TEST = textwrap.dedent(
+    """
+    #include <omp.h>
+    int main(void) {
+        int n = 0;
+        #pragma omp parallel reduction(+:n)
+        n += omp_get_thread_num() >= 0;
+        return n > 0 ? 0 : 1;
+    }
+    """
+)
+
+
+def _is_x86_64():
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def _openmp_flags(compiler_type):
+    """(compile_args, link_args) that enable OpenMP for this compiler."""
+    if compiler_type == "msvc":
+        return ["/openmp"], []
+    if sys.platform == "darwin":
+        # Apple clang needs libomp from Homebrew or conda; its prefix goes in
+        # CPPFLAGS/LDFLAGS (cibuildwheel sets them).
+        return ["-Xpreprocessor", "-fopenmp"], ["-lomp"]
+    return ["-fopenmp"], ["-fopenmp"]
+
+
+def _isa_flags(compiler_type, variant):
+    if variant == "generic":
+        return []
+    if compiler_type == "msvc":
+        return {"avx2": ["/arch:AVX2"], "avx512": ["/arch:AVX512"]}[variant]
+    return {"avx2": ["-mavx2", "-mfma"], "avx512": ["-mavx512f", "-mavx2", "-mfma"]}[variant]
+
+
+def _compiles_with_openmp(compiler, compile_args, link_args):
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "omp_test.c")
+        with open(src, "w") as f:
+            f.write(OPENMP_TEST)
+        try:
+            objects = compiler.compile([src], output_dir=tmp, extra_postargs=compile_args)
+            compiler.link_executable(
+                objects, os.path.join(tmp, "omp_test"), extra_postargs=link_args
+            )
+        except Exception:
+            return False
+    return True
+
+
+class BuildExt(build_ext):
+    """build_ext that adds OpenMP and per-variant ISA flags for the compiler in use."""
+
+    def build_extensions(self):
+        ctype = self.compiler.compiler_type
+        compile_args, link_args = _openmp_flags(ctype)
+        if os.environ.get("FASTCONV_DISABLE_OPENMP") == "1":
+            use_openmp = False
+        else:
+            use_openmp = _compiles_with_openmp(self.compiler, compile_args, link_args)
+        if not use_openmp:
+            if os.environ.get("FASTCONV_REQUIRE_OPENMP") == "1":
+                raise RuntimeError(
+                    "FASTCONV_REQUIRE_OPENMP=1 but this compiler cannot build OpenMP "
+                    f"code with {compile_args} {link_args}."
+                )
+            warnings.warn(
+                "fastconv: OpenMP is not available with this compiler; building a "
+                "correct but SERIAL extension (one thread). Install an OpenMP-capable "
+                "compiler for parallel kernels.",
+                stacklevel=1,
+            )
+            compile_args, link_args = [], []
+        opt = ["/O2"] if ctype == "msvc" else ["-O3"]
+        for ext in self.extensions:
+            variant = ext.name.rsplit("_", 1)[-1] if "_conv_" in ext.name else "generic"
+            ext.extra_compile_args = opt + compile_args + _isa_flags(ctype, variant)
+            ext.extra_link_args = list(link_args)
+        super().build_extensions()
+
+
+def _extensions():
+    names = ["_openmp", "_pool", "_conv_generic"]
+    if _is_x86_64():
+        names += ["_conv_avx2", "_conv_avx512"]
+    exts = [
+        Extension(f"fastconv._kernels.{name}", [f"{KERNELS}/{name}.pyx"],
+                  include_dirs=[KERNELS])
+        for name in names
+    ]
+    return cythonize(exts, compiler_directives=CYTHON_DIRECTIVES, include_path=["."])
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})
