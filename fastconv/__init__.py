@@ -1,1 +1,38 @@
-"""placeholder"""
+"""fastconv: fast, exact convolution and pooling kernels for NumPy.
+
+Functional ops follow PyTorch's names and conventions (channels-first,
+cross-correlation, ``stride/padding/dilation/groups``); :mod:`fastconv.grad`
+has their gradients with ``torch.nn.grad`` signatures; :mod:`fastconv.reference`
+is a pure-NumPy implementation of every op, the baseline and test oracle.
+"""
+
+from . import grad, reference
+from ._config import get_num_threads, set_num_threads, show_config
+from ._version import __version__
+from .functional import (
+    avg_pool1d,
+    avg_pool2d,
+    conv1d,
+    conv2d,
+    conv_transpose1d,
+    conv_transpose2d,
+    max_pool1d,
+    max_pool2d,
+)
+
+__all__ = [
+    "__version__",
+    "conv1d",
+    "conv2d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "max_pool1d",
+    "max_pool2d",
+    "avg_pool1d",
+    "avg_pool2d",
+    "grad",
+    "reference",
+    "set_num_threads",
+    "get_num_threads",
+    "show_config",
+]

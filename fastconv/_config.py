@@ -1,0 +1,122 @@
+"""Thread count, ISA dispatch and build facts.
+
+The thread count used by every kernel is decided here and nowhere else:
+
+* ``set_num_threads(n)`` fixes it for fastconv (``None`` restores the default);
+* otherwise it is the OpenMP runtime's ``omp_get_max_threads()``, read at each
+  call, which honours ``OMP_NUM_THREADS`` and ``threadpoolctl.threadpool_limits``.
+
+The convolution kernels exist in several builds of the same source (baseline,
+AVX2+FMA, AVX-512F on x86-64). The best one the CPU supports is chosen at
+import; ``FASTCONV_ISA=generic|avx2|avx512`` forces one (for testing).
+"""
+
+import importlib
+import os
+import platform
+import sys
+
+import numpy as np
+
+from ._kernels import _openmp
+
+__all__ = ["set_num_threads", "get_num_threads", "show_config"]
+
+_user_threads = None
+
+_ISA_ORDER = ("avx512", "avx2", "generic")
+
+
+def set_num_threads(n):
+    """Set the number of threads fastconv's kernels use; ``None`` resets it.
+
+    Parameters
+    ----------
+    n : int >= 1 or None
+        With ``None`` the thread count follows the OpenMP runtime default,
+        which honours ``OMP_NUM_THREADS`` and ``threadpoolctl``.
+    """
+    global _user_threads
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise TypeError(f"Expected n to be an int or None, got {n!r}")
+        if n < 1:
+            raise ValueError(f"Expected n >= 1, got {n}")
+        n = int(n)
+    _user_threads = n
+
+
+def get_num_threads():
+    """The number of threads the next kernel call will use."""
+    if _user_threads is not None:
+        return _user_threads
+    return max(1, _openmp.omp_max_threads())
+
+
+def _supported_isas():
+    features = _openmp.cpu_features()
+    isas = ["generic"]
+    if features["avx2_fma"]:
+        isas.append("avx2")
+    if features["avx512f"]:
+        isas.append("avx512")
+    return isas
+
+
+def _load_conv_kernels():
+    supported = _supported_isas()
+    forced = os.environ.get("FASTCONV_ISA")
+    if forced:
+        if forced not in _ISA_ORDER:
+            raise ImportError(
+                f"Expected FASTCONV_ISA to be one of {_ISA_ORDER}, got {forced!r}"
+            )
+        if forced not in supported:
+            raise ImportError(
+                f"FASTCONV_ISA={forced} but this CPU supports only {supported}"
+            )
+        candidates = [forced]
+    else:
+        candidates = [isa for isa in _ISA_ORDER if isa in supported]
+    for isa in candidates:
+        try:
+            return isa, importlib.import_module(f"fastconv._kernels._conv_{isa}")
+        except ImportError:  # variant not built on this platform
+            continue
+    raise ImportError("no build of fastconv's convolution kernels could be loaded")
+
+
+ISA, conv_kernels = _load_conv_kernels()
+
+
+def _openmp_runtime():
+    """Path of the OpenMP runtime library loaded in this process, if any."""
+    if not _openmp.openmp_enabled():
+        return None
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (install threadpoolctl to see it)"
+    for info in threadpool_info():
+        if info.get("user_api") == "openmp":
+            return f"{info['internal_api']} ({info['filepath']})"
+    return "unknown"
+
+
+def show_config():
+    """Print the version, OpenMP status and runtime, threads, and ISA in use."""
+    from . import __version__
+
+    lines = [
+        f"fastconv {__version__}",
+        f"python: {sys.version.split()[0]}, numpy: {np.__version__}",
+        f"platform: {platform.platform()} ({platform.machine()})",
+        f"openmp: {'enabled' if _openmp.openmp_enabled() else 'DISABLED (serial build)'}",
+        f"openmp runtime: {_openmp_runtime()}",
+        f"threads: {get_num_threads()}"
+        + (" (set_num_threads)" if _user_threads is not None else " (OpenMP default)"),
+        f"cpu features: {', '.join(_supported_isas())}",
+        f"conv kernels: {ISA} build",
+        f"compiler: {_openmp.compiler_info()}",
+    ]
+    print("\n".join(lines))

@@ -1,0 +1,390 @@
+"""Convolution and pooling ops with PyTorch's names and conventions.
+
+Layout is channels-first: 1-D input ``(N, C, L)``, 2-D input ``(N, C, H, W)``.
+Each op normalises and validates its arguments once (``_validation``), makes
+its arrays C-contiguous in the resolved float dtype, allocates the output and
+calls one compiled kernel. 1-D ops run the 2-D kernels with ``H = 1``.
+
+Dtypes: float32 and float64 run their own kernels and stay as they are.
+Integer and bool inputs are cast to float64; mixed float inputs follow
+``numpy.result_type``; complex, object, string and float16 inputs raise
+``TypeError``.
+"""
+
+import numpy as np
+
+from . import _config
+from ._kernels import _pool
+from ._validation import (
+    as_float_arrays,
+    check_ndim,
+    check_shape,
+    conv_geometry,
+    conv_transpose_geometry,
+    pool_geometry,
+)
+
+__all__ = [
+    "conv1d",
+    "conv2d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "max_pool1d",
+    "max_pool2d",
+    "avg_pool1d",
+    "avg_pool2d",
+]
+
+_LAYOUT = {1: "(N, C, L)", 2: "(N, C, H, W)"}
+
+
+def _as4d(a, nd):
+    """View a C-contiguous (N, C, L) array as (N, C, 1, L)."""
+    return a if nd == 2 else a.reshape(a.shape[0], a.shape[1], 1, a.shape[2])
+
+
+def _empty_bias(dtype):
+    return np.empty(0, dtype=dtype)
+
+
+def _check_conv_operands(x, w, nd, x_name="input", w_name="weight"):
+    check_ndim(x, nd + 2, x_name, _LAYOUT[nd])
+    check_ndim(w, nd + 2, w_name, "(channels, channels/groups, kernel...)")
+    if x.shape[1] == 0 or any(s == 0 for s in x.shape[2:]):
+        raise ValueError(
+            f"Expected {x_name} with non-zero channel and spatial sizes, got shape {x.shape}"
+        )
+
+
+def _check_bias(b, channels):
+    if b is not None:
+        check_shape(b, (channels,), "bias", "one value per output channel")
+
+
+# -- kernel launchers, shared by the forward ops and the gradients -----------
+
+
+def conv_forward(x, w, b, geo):
+    """Run the forward kernel: ``conv{nd}d`` of ``x`` with ``w`` for geometry ``geo``."""
+    out = np.empty(geo.output_shape(), dtype=x.dtype)
+    _config.conv_kernels.conv2d_forward(
+        _as4d(x, geo.nd), _as4d(w, geo.nd),
+        _empty_bias(x.dtype) if b is None else b,
+        _as4d(out, geo.nd), *geo.kernel_args(), _config.get_num_threads(),
+    )
+    return out
+
+
+def conv_input_grad(grad_out, w, b, geo):
+    """Run the input-gradient kernel (a transposed convolution) for ``geo``."""
+    grad_in = np.empty(geo.input_shape(), dtype=grad_out.dtype)
+    _config.conv_kernels.conv2d_input_grad(
+        _as4d(grad_out, geo.nd), _as4d(w, geo.nd),
+        _empty_bias(grad_out.dtype) if b is None else b,
+        _as4d(grad_in, geo.nd), *geo.kernel_args(), _config.get_num_threads(),
+    )
+    return grad_in
+
+
+def conv_weight_grad(x, grad_out, geo):
+    """Run the weight-gradient kernel and sum its per-thread partial results."""
+    n_threads = _config.get_num_threads()
+    shape = geo.weight_shape()
+    partial = np.zeros((n_threads, int(np.prod(shape))), dtype=x.dtype)
+    _config.conv_kernels.conv2d_weight_grad(
+        _as4d(x, geo.nd), _as4d(grad_out, geo.nd), partial,
+        *geo.kernel, *geo.kernel_args(), n_threads,
+    )
+    return partial.sum(axis=0).reshape(shape)
+
+
+# -- convolution --------------------------------------------------------------
+
+
+def _conv(x, weight, bias, nd, stride, padding, dilation, groups):
+    arrays, _ = as_float_arrays({"input": x, "weight": weight, "bias": bias})
+    x, w, b = arrays["input"], arrays["weight"], arrays["bias"]
+    _check_conv_operands(x, w, nd)
+    geo = conv_geometry(x.shape, w.shape, nd, stride, padding, dilation, groups)
+    _check_bias(b, geo.c_out)
+    return conv_forward(x, w, b, geo)
+
+
+def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1)
+
+    1-D convolution (cross-correlation, the deep-learning convention): the
+    scanning MLP / TDNN. For output channel ``j`` in group ``g``::
+
+        y[n, j, t] = b[j] + sum_{i, k} w[j, i, k] * x_pad[n, g*C_in/groups + i, t*stride + k*dilation]
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C_in, L)
+    weight : array_like, shape (C_out, C_in/groups, k)
+    bias : array_like, shape (C_out,), optional
+    stride, dilation : int or (int,)
+    padding : int, (int,), (left, right), 'valid' or 'same'
+        Zeros added at both ends. ``'same'`` needs stride 1 and puts the extra
+        pad of an even effective kernel at the end, as PyTorch does.
+    groups : int
+        Input and output channels are split into ``groups`` independent blocks.
+
+    Shape
+    -----
+    ``L_out = floor((L + pad_left + pad_right - dilation*(k-1) - 1) / stride) + 1``,
+    which must be >= 1. Output ``(N, C_out, L_out)``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.conv1d(np.array([[[3., 4., 5.]]]), np.array([[[1., 2.]]]))
+    array([[[11., 14.]]])
+    """
+    return _conv(x, weight, bias, 1, stride, padding, dilation, groups)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1)
+
+    2-D convolution (cross-correlation). For output channel ``j`` in group ``g``::
+
+        y[n, j, h, w] = b[j] + sum_{i, p, q} W[j, i, p, q]
+                        * x_pad[n, g*C_in/groups + i, h*s_h + p*d_h, w*s_w + q*d_w]
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C_in, H, W)
+    weight : array_like, shape (C_out, C_in/groups, kH, kW)
+    bias : array_like, shape (C_out,), optional
+    stride, dilation : int or (int, int)
+    padding : int, (int, int), ((top, bottom), (left, right)), 'valid' or 'same'
+        ``'same'`` needs stride 1; with an even effective kernel the extra
+        pad goes at the bottom/right, as PyTorch does.
+    groups : int
+
+    Shape
+    -----
+    ``H_out = floor((H + pad_top + pad_bottom - d_h*(kH-1) - 1) / s_h) + 1``
+    (likewise ``W_out``), which must be >= 1. Output ``(N, C_out, H_out, W_out)``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.zeros((1, 3, 224, 224), np.float32)
+    >>> w = np.zeros((64, 3, 7, 7), np.float32)
+    >>> fastconv.conv2d(x, w, stride=2, padding=3).shape
+    (1, 64, 112, 112)
+    """
+    return _conv(x, weight, bias, 2, stride, padding, dilation, groups)
+
+
+def _conv_transpose(x, weight, bias, nd, stride, padding, output_padding, groups, dilation):
+    arrays, _ = as_float_arrays({"input": x, "weight": weight, "bias": bias})
+    x, w, b = arrays["input"], arrays["weight"], arrays["bias"]
+    _check_conv_operands(x, w, nd)
+    geo = conv_transpose_geometry(
+        x.shape, w.shape, nd, stride, padding, output_padding, groups, dilation
+    )
+    _check_bias(b, geo.c_in)
+    return conv_input_grad(x, w, b, geo)
+
+
+def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0,
+                     groups=1, dilation=1):
+    """conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1)
+
+    1-D transposed convolution: the input gradient of ``conv1d`` with the same
+    weight, i.e. a full convolution of the zero-upsampled input with the
+    flipped kernel. Each input sample scatters ``x[n, i, t] * w[i, j, k]`` to
+    output position ``t*stride - padding + k*dilation``.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C_in, L)
+    weight : array_like, shape (C_in, C_out/groups, k)
+    bias : array_like, shape (C_out,), optional
+    stride, padding, output_padding, dilation : int or (int,)
+        ``output_padding`` (< max(stride, dilation)) adds to the end of the output.
+    groups : int
+
+    Shape
+    -----
+    ``L_out = (L - 1)*stride - 2*padding + dilation*(k-1) + output_padding + 1``.
+    """
+    return _conv_transpose(x, weight, bias, 1, stride, padding, output_padding, groups,
+                           dilation)
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0,
+                     groups=1, dilation=1):
+    """conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1)
+
+    2-D transposed convolution (the input gradient of ``conv2d``, used for
+    upsampling). See :func:`conv_transpose1d` for the rule, per axis.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C_in, H, W)
+    weight : array_like, shape (C_in, C_out/groups, kH, kW)
+    bias : array_like, shape (C_out,), optional
+    stride, padding, output_padding, dilation : int or (int, int)
+    groups : int
+
+    Shape
+    -----
+    ``H_out = (H - 1)*s_h - 2*p_h + d_h*(kH-1) + output_padding_h + 1``
+    (likewise ``W_out``). Output ``(N, C_out, H_out, W_out)``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.ones((16, 64, 32, 32), np.float32)
+    >>> w = np.ones((64, 32, 2, 2), np.float32)
+    >>> fastconv.conv_transpose2d(x, w, stride=2).shape
+    (16, 32, 64, 64)
+    """
+    return _conv_transpose(x, weight, bias, 2, stride, padding, output_padding, groups,
+                           dilation)
+
+
+# -- pooling ------------------------------------------------------------------
+
+
+def _pool_input(x, nd):
+    arrays, _ = as_float_arrays({"input": x})
+    x = arrays["input"]
+    check_ndim(x, nd + 2, "input", _LAYOUT[nd])
+    if any(s == 0 for s in x.shape[1:]):
+        raise ValueError(
+            f"Expected input with non-zero channel and spatial sizes, got shape {x.shape}"
+        )
+    return x
+
+
+def _planes(a, geo_size):
+    """View (N, C, *spatial) as (N*C, H, W)."""
+    return a.reshape((-1,) + tuple(geo_size))
+
+
+def _max_pool(x, nd, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    x = _pool_input(x, nd)
+    geo = pool_geometry(x.shape[2:], nd, kernel_size, stride, padding, dilation, ceil_mode)
+    out = np.empty(geo.out_shape(x.shape[:2]), dtype=x.dtype)
+    shape = geo.out_shape(x.shape[:2]) if return_indices else (0,) * (nd + 2)
+    indices = np.empty(shape, dtype=np.int64)
+    _pool.max_pool2d_forward(
+        _planes(x, geo.in_size), _planes(out, geo.out_size),
+        indices.reshape((-1,) + geo.out_size) if return_indices else indices.reshape(0, 0, 0),
+        *geo.kernel_args(), _config.get_num_threads(),
+    )
+    return (out, indices) if return_indices else out
+
+
+def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)
+
+    1-D max pooling: ``y[n, c, t] = max_k x_pad[n, c, t*stride + k*dilation]``
+    with ``-inf`` padding. See :func:`max_pool2d` for the rules.
+
+    Shape
+    -----
+    Input ``(N, C, L)``, output ``(N, C, L_out)`` with
+    ``L_out = floor_or_ceil((L + 2*padding - dilation*(k-1) - 1) / stride) + 1``.
+    Indices (``return_indices=True``) are int64 positions in ``[0, L)``.
+    """
+    return _max_pool(x, 1, kernel_size, stride, padding, dilation, ceil_mode,
+                     return_indices)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)
+
+    2-D max pooling over windows of ``kernel_size`` (dilated by ``dilation``),
+    moved by ``stride`` (default: ``kernel_size``) over the input padded with
+    ``-inf`` (``padding`` <= kernel_size/2).
+
+    Rules, as in PyTorch: each window is scanned in row-major order; on a tie
+    the first maximum wins; a NaN wins (the last one if several) and its index
+    points at it; a window that is all ``-inf`` still gets the index of a real
+    element. With ``return_indices=True`` the int64 indices are flat positions
+    ``h*W + w`` in the input plane: the "switches" that route the gradient
+    (:func:`fastconv.grad.max_pool2d`).
+
+    Shape
+    -----
+    ``H_out = floor_or_ceil((H + 2*p_h - d_h*(kH-1) - 1) / s_h) + 1``; with
+    ``ceil_mode`` a last window that would start in the bottom/right padding is
+    dropped. Output ``(N, C, H_out, W_out)``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.array([[[[1, 3, 2, 4], [5, 6, 7, 8], [9, 2, 1, 0], [4, 5, 6, 7]]]], float)
+    >>> y, idx = fastconv.max_pool2d(x, 2, return_indices=True)
+    >>> y[0, 0], idx[0, 0]
+    (array([[6., 8.],
+           [9., 7.]]), array([[ 5,  7],
+           [ 8, 15]]))
+    """
+    return _max_pool(x, 2, kernel_size, stride, padding, dilation, ceil_mode,
+                     return_indices)
+
+
+def _check_count_include_pad(count_include_pad):
+    if not isinstance(count_include_pad, (bool, np.bool_)):
+        raise TypeError(
+            f"Expected count_include_pad to be a bool, got {count_include_pad!r}"
+        )
+
+
+def _avg_pool(x, nd, kernel_size, stride, padding, ceil_mode, count_include_pad):
+    x = _pool_input(x, nd)
+    _check_count_include_pad(count_include_pad)
+    geo = pool_geometry(x.shape[2:], nd, kernel_size, stride, padding, 1, ceil_mode)
+    out = np.empty(geo.out_shape(x.shape[:2]), dtype=x.dtype)
+    _pool.avg_pool2d_forward(
+        _planes(x, geo.in_size), _planes(out, geo.out_size),
+        *geo.kernel, *geo.stride, *geo.padding, bool(count_include_pad),
+        _config.get_num_threads(),
+    )
+    return out
+
+
+def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True):
+    """avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True)
+
+    1-D average pooling. See :func:`avg_pool2d` for the divisor rule.
+
+    Shape
+    -----
+    Input ``(N, C, L)``, output ``(N, C, L_out)``,
+    ``L_out = floor_or_ceil((L + 2*padding - k) / stride) + 1``.
+    """
+    return _avg_pool(x, 1, kernel_size, stride, padding, ceil_mode, count_include_pad)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True):
+    """avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True)
+
+    2-D average pooling with zero padding. Each output is the window's sum
+    divided by the window's area clipped to the padded input
+    (``count_include_pad=True``) or to the input itself (``False``); windows
+    that ``ceil_mode`` lets run past the padding count only up to its edge.
+
+    Shape
+    -----
+    ``H_out = floor_or_ceil((H + 2*p_h - kH) / s_h) + 1``, as for max pooling.
+    Output ``(N, C, H_out, W_out)``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.avg_pool2d(np.ones((2, 3, 32, 32)), 2).shape
+    (2, 3, 16, 16)
+    """
+    return _avg_pool(x, 2, kernel_size, stride, padding, ceil_mode, count_include_pad)
