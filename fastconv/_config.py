@@ -4,7 +4,11 @@ The thread count used by every kernel is decided here and nowhere else:
 
 * ``set_num_threads(n)`` fixes it for fastconv (``None`` restores the default);
 * otherwise it is the OpenMP runtime's ``omp_get_max_threads()``, read at each
-  call, which honours ``OMP_NUM_THREADS`` and ``threadpoolctl.threadpool_limits``.
+  call, which honours ``OMP_NUM_THREADS`` and ``threadpoolctl.threadpool_limits``;
+* in a child forked from a process whose kernels already ran on several
+  threads, it is 1. GNU libgomp's thread pool does not survive ``fork`` and a
+  parallel region in the child would hang (PyTorch makes the same choice).
+  Use the "spawn" or "forkserver" start method for parallel children.
 
 The convolution kernels exist in several builds of the same source (baseline,
 AVX2+FMA, AVX-512F on x86-64). The best one the CPU supports is chosen at
@@ -23,6 +27,17 @@ from ._kernels import _openmp
 __all__ = ["set_num_threads", "get_num_threads", "show_config"]
 
 _user_threads = None
+_pool_started = False  # a kernel ran on more than one thread in this process
+_forked_child = False  # this process was forked after that
+
+
+def _after_fork_in_child():
+    global _forked_child
+    _forked_child = _forked_child or _pool_started
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 _ISA_ORDER = ("avx512", "avx2", "generic")
 
@@ -48,9 +63,13 @@ def set_num_threads(n):
 
 def get_num_threads():
     """The number of threads the next kernel call will use."""
-    if _user_threads is not None:
-        return _user_threads
-    return max(1, _openmp.omp_max_threads())
+    global _pool_started
+    if _forked_child:
+        return 1
+    n = _user_threads if _user_threads is not None else max(1, _openmp.omp_max_threads())
+    if n > 1 and not _pool_started:
+        _pool_started = True
+    return n
 
 
 def _supported_isas():
@@ -114,7 +133,8 @@ def show_config():
         f"openmp: {'enabled' if _openmp.openmp_enabled() else 'DISABLED (serial build)'}",
         f"openmp runtime: {_openmp_runtime()}",
         f"threads: {get_num_threads()}"
-        + (" (set_num_threads)" if _user_threads is not None else " (OpenMP default)"),
+        + (" (forked child: serial)" if _forked_child else
+           " (set_num_threads)" if _user_threads is not None else " (OpenMP default)"),
         f"cpu features: {', '.join(_supported_isas())}",
         f"conv kernels: {ISA} build",
         f"compiler: {_openmp.compiler_info()}",

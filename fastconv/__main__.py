@@ -1,0 +1,93 @@
+"""Command line: ``python -m fastconv [demo|info]``.
+
+``demo`` (the default) runs a small CNN's forward and backward ops, checks each
+result against the NumPy reference and times both side by side. ``info``
+prints the build configuration.
+"""
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+import fastconv
+from fastconv import reference
+
+
+def _median_time(f, repeats):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def _demo_steps(x, w1, b1, w2, b2):
+    """The ops of conv -> maxpool -> conv -> avgpool, forward and backward."""
+    return [
+        ("conv2d", lambda m: m.conv2d(x, w1, b1, padding=1)),
+        ("max_pool2d", lambda m: m.max_pool2d(x, 2, return_indices=True)),
+        ("conv2d stride 2", lambda m: m.conv2d(x, w2, b2, stride=2, padding=1)),
+        ("avg_pool2d", lambda m: m.avg_pool2d(x, 3, 2, 1)),
+        ("conv_transpose2d", lambda m: m.conv_transpose2d(x, w1.transpose(1, 0, 2, 3),
+                                                          stride=2)),
+    ]
+
+
+def demo(args):
+    rng = np.random.default_rng(args.seed)
+    n, c = args.batch, 16
+    x = rng.standard_normal((n, c, 32, 32), dtype=np.float32)
+    w1 = rng.standard_normal((32, c, 3, 3), dtype=np.float32) * 0.1
+    b1 = rng.standard_normal(32, dtype=np.float32)
+    w2 = rng.standard_normal((32, c, 3, 3), dtype=np.float32) * 0.1
+    b2 = rng.standard_normal(32, dtype=np.float32)
+    y = fastconv.conv2d(x, w1, b1, padding=1)
+    gy = rng.standard_normal(y.shape, dtype=np.float32)
+    steps = _demo_steps(x, w1, b1, w2, b2) + [
+        ("conv2d_input", lambda m: m.grad.conv2d_input(x.shape, w1, gy, padding=1)),
+        ("conv2d_weight", lambda m: m.grad.conv2d_weight(x, w1.shape, gy, padding=1)),
+    ]
+    print(f"fastconv {fastconv.__version__}: {fastconv.get_num_threads()} threads, "
+          f"input {x.shape} float32\n")
+    print(f"{'op':<18}{'output shape':<20}{'max |diff|':>11}{'fastconv':>11}"
+          f"{'numpy ref':>11}{'speedup':>9}")
+    for name, step in steps:
+        out, expected = step(fastconv), step(reference)
+        if isinstance(out, tuple):
+            assert np.array_equal(out[1], expected[1]), f"{name}: indices differ"
+            out, expected = out[0], expected[0]
+        diff = float(np.max(np.abs(out - expected)))
+        t_fast = _median_time(lambda: step(fastconv), args.repeats)
+        t_ref = _median_time(lambda: step(reference), args.repeats)
+        print(f"{name:<18}{str(out.shape):<20}{diff:>11.1e}{t_fast * 1e3:>9.2f}ms"
+              f"{t_ref * 1e3:>9.2f}ms{t_ref / t_fast:>8.1f}x")
+    print("\nTimes are medians of", args.repeats, "runs in this process.")
+    return 0
+
+
+def info(args):
+    fastconv.show_config()
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m fastconv", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command")
+    p = sub.add_parser("demo", help="check and time the ops on a small CNN layer")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=demo)
+    sub.add_parser("info", help="print the build configuration").set_defaults(func=info)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["demo"] + (argv or sys.argv[1:]))
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,344 @@
+"""Convolutions and their gradients against the NumPy reference, PyTorch
+(when importable) and central differences."""
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import reference as ref
+from conftest import assert_close
+
+DTYPES = [np.float32, np.float64]
+
+# (N, C_in, C_out, spatial, kernel, stride, padding, dilation, groups)
+CONV2D_CASES = [
+    (2, 3, 4, (7, 9), (3, 3), 1, 1, 1, 1),
+    (2, 4, 6, (11, 10), (3, 2), 2, 1, 2, 2),  # dilation with stride, groups
+    (1, 6, 6, (9, 9), (3, 3), 1, 1, 1, 6),  # depthwise
+    (2, 3, 5, (8, 8), (2, 2), 3, 0, 1, 1),  # stride > kernel
+    (2, 3, 5, (9, 8), (3, 3), 2, 0, 1, 1),  # (H - k) % s != 0
+    (2, 2, 3, (10, 7), (4, 4), 1, "same", 1, 1),  # even kernel, 'same'
+    (2, 2, 3, (9, 8), (3, 2), 1, "same", 2, 1),  # dilated 'same'
+    (1, 3, 2, (6, 7), (3, 3), 2, ((1, 0), (2, 1)), 1, 1),  # asymmetric padding
+    (3, 8, 16, (5, 5), (1, 1), 1, 0, 1, 2),  # pointwise, grouped
+    (1, 2, 3, (20, 21), (3, 3), 1, 1, 1, 1),  # several position tiles
+    (1, 70, 13, (12, 12), (3, 3), 1, 1, 1, 1),  # K = 630 > one packed block
+    (2, 3, 7, (13, 13), (5, 5), 1, "valid", 1, 1),
+    (2, 4, 4, (6, 6), (3, 3), 1, (2, 1), (1, 2), 1),  # per-axis tuples
+]
+
+CONV1D_CASES = [
+    (3, 1, 25, (40,), (5,), 2, 1, 1, 1),  # MNIST-1D layer 1
+    (3, 25, 25, (20,), (3,), 2, 1, 1, 1),  # MNIST-1D layer 2
+    (2, 8, 16, (30,), (5,), 1, "same", 1, 1),  # TDNN
+    (2, 2, 3, (10,), (3,), 1, (2, 0), 1, 1),  # asymmetric (left, right)
+    (2, 4, 6, (17,), (3,), 2, 1, 3, 2),  # dilated, strided, grouped
+    (2, 3, 3, (9,), (4,), 1, "same", 1, 3),  # even kernel 'same', depthwise
+]
+
+# (N, C_in, C_out, spatial, kernel, stride, padding, output_padding, groups, dilation)
+CONVT2D_CASES = [
+    (2, 4, 6, (5, 6), (3, 3), 2, 1, 1, 2, 1),
+    (1, 3, 2, (4, 4), (2, 2), 2, 0, 0, 1, 1),  # upsampling x2
+    (2, 2, 4, (5, 5), (3, 3), 1, 0, 0, 1, 2),
+    (2, 4, 4, (3, 7), (4, 3), 3, 2, 2, 4, 1),
+    (1, 2, 3, (4, 5), (3, 3), (2, 1), (1, 0), (1, 0), 1, (1, 2)),
+]
+CONVT1D_CASES = [
+    (2, 4, 6, (7,), (3,), 2, 1, 1, 2, 1),
+    (3, 2, 2, (5,), (4,), 3, 0, 2, 1, 1),
+]
+
+
+def _case_arrays(rng, case, dtype, transposed=False):
+    n, c_in, c_out, spatial, kernel, *_, groups = case[:4] + case[4:5] + (case[-2 if transposed else -1],)
+    x = rng.standard_normal((n, c_in) + spatial).astype(dtype)
+    if transposed:
+        w = rng.standard_normal((c_in, c_out // groups) + kernel).astype(dtype)
+    else:
+        w = rng.standard_normal((c_out, c_in // groups) + kernel).astype(dtype)
+    b = rng.standard_normal(c_out).astype(dtype)
+    return x, w, b
+
+
+def _conv_kwargs(case):
+    return dict(stride=case[5], padding=case[6], dilation=case[7], groups=case[8])
+
+
+def _convt_kwargs(case):
+    return dict(stride=case[5], padding=case[6], output_padding=case[7], groups=case[8],
+                dilation=case[9])
+
+
+def _ops(nd):
+    return (getattr(fastconv, f"conv{nd}d"), getattr(fastconv.grad, f"conv{nd}d_input"),
+            getattr(fastconv.grad, f"conv{nd}d_weight"))
+
+
+CONV_PARAMS = [(2, c) for c in CONV2D_CASES] + [(1, c) for c in CONV1D_CASES]
+CONVT_PARAMS = [(2, c) for c in CONVT2D_CASES] + [(1, c) for c in CONVT1D_CASES]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("nd,case", CONV_PARAMS)
+def test_conv_matches_reference(nd, case, dtype, rng):
+    x, w, b = _case_arrays(rng, case, dtype)
+    kw = _conv_kwargs(case)
+    conv, conv_input, conv_weight = _ops(nd)
+    y = conv(x, w, b, **kw)
+    assert y.dtype == dtype
+    y_ref = getattr(ref, f"conv{nd}d")(x, w, b, **kw)
+    k_terms = w[0].size
+    assert_close(y, y_ref, n_terms=k_terms, err_msg="forward")
+
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    gx = conv_input(x.shape, w, gy, **kw)
+    assert gx.dtype == dtype
+    gx_ref = getattr(ref, f"conv{nd}d_input")(x.shape, w, gy, **kw)
+    assert_close(gx, gx_ref, n_terms=w.shape[0] * w[0, 0].size, err_msg="input grad")
+
+    gw = conv_weight(x, w.shape, gy, **kw)
+    gw_ref = getattr(ref, f"conv{nd}d_weight")(x, w.shape, gy, **kw)
+    assert_close(gw, gw_ref, n_terms=gy[:, 0].size, err_msg="weight grad")
+
+    gb = fastconv.grad.conv_bias(gy)
+    assert gb.dtype == dtype
+    assert_close(gb, ref.conv_bias(gy), n_terms=gy[:, 0].size, err_msg="bias grad")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("nd,case", CONVT_PARAMS)
+def test_conv_transpose_matches_reference(nd, case, dtype, rng):
+    x, w, b = _case_arrays(rng, case, dtype, transposed=True)
+    kw = _convt_kwargs(case)
+    y = getattr(fastconv, f"conv_transpose{nd}d")(x, w, b, **kw)
+    y_ref = getattr(ref, f"conv_transpose{nd}d")(x, w, b, **kw)
+    assert y.dtype == dtype
+    assert_close(y, y_ref, n_terms=w[:, 0].size, err_msg="forward")
+
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    gx = getattr(fastconv.grad, f"conv_transpose{nd}d_input")(x.shape, w, gy, **kw)
+    gx_ref = getattr(ref, f"conv_transpose{nd}d_input")(x.shape, w, gy, **kw)
+    assert_close(gx, gx_ref, n_terms=w[0].size, err_msg="input grad")
+
+    gw = getattr(fastconv.grad, f"conv_transpose{nd}d_weight")(x, w.shape, gy, **kw)
+    gw_ref = getattr(ref, f"conv_transpose{nd}d_weight")(x, w.shape, gy, **kw)
+    assert_close(gw, gw_ref, n_terms=x[:, 0].size, err_msg="weight grad")
+
+
+# -- textbook loops ------------------------------------------------------------
+
+
+def _loop_conv2d(x, w, b, stride, pad_begin, pad_end, dilation, groups):
+    """The seeds' formula, one output at a time, bounds tests instead of padding."""
+    n_, c_in, h, w_ = x.shape
+    c_out, cg, kh, kw = w.shape
+    oh = (h + pad_begin[0] + pad_end[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (w_ + pad_begin[1] + pad_end[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    mg = c_out // groups
+    y = np.zeros((n_, c_out, oh, ow))
+    for n in range(n_):
+        for j in range(c_out):
+            g = j // mg
+            for r in range(oh):
+                for c in range(ow):
+                    s = b[j]
+                    for i in range(cg):
+                        for p in range(kh):
+                            for q in range(kw):
+                                ih = r * stride[0] - pad_begin[0] + p * dilation[0]
+                                iw = c * stride[1] - pad_begin[1] + q * dilation[1]
+                                if 0 <= ih < h and 0 <= iw < w_:
+                                    s += w[j, i, p, q] * x[n, g * cg + i, ih, iw]
+                    y[n, j, r, c] = s
+    return y
+
+
+LOOP_CASES = [
+    # (x shape, w shape, stride, pad_begin, pad_end, dilation, groups, padding arg)
+    ((2, 2, 5, 6), (3, 2, 3, 3), (1, 1), (1, 1), (1, 1), (1, 1), 1, 1),
+    ((1, 4, 7, 6), (4, 2, 2, 3), (2, 1), (0, 1), (0, 1), (2, 1), 2, (0, 1)),
+    ((1, 1, 6, 6), (2, 1, 2, 2), (1, 1), (0, 0), (1, 1), (1, 1), 1, "same"),
+    ((1, 2, 5, 5), (2, 2, 3, 3), (2, 2), (1, 0), (0, 2), (1, 1), 1, ((1, 0), (0, 2))),
+]
+
+
+@pytest.mark.parametrize("xs,ws,stride,pb,pe,dil,groups,padding", LOOP_CASES)
+def test_conv2d_matches_textbook_loops(xs, ws, stride, pb, pe, dil, groups, padding, rng):
+    x = rng.standard_normal(xs)
+    w = rng.standard_normal(ws)
+    b = rng.standard_normal(ws[0])
+    y = fastconv.conv2d(x, w, b, stride=stride, padding=padding, dilation=dil, groups=groups)
+    expected = _loop_conv2d(x, w, b, stride, pb, pe, dil, groups)
+    assert_close(y, expected, n_terms=w[0].size)
+
+
+def test_conv1d_is_the_scanning_mlp(rng):
+    """Each output position is the same dense layer applied to one window."""
+    x = rng.standard_normal((2, 3, 12))
+    w = rng.standard_normal((5, 3, 4))
+    b = rng.standard_normal(5)
+    y = fastconv.conv1d(x, w, b, stride=2)
+    mlp = w.reshape(5, -1)
+    for t in range(y.shape[2]):
+        window = x[:, :, 2 * t : 2 * t + 4].reshape(2, -1)
+        assert_close(y[:, :, t], window @ mlp.T + b, n_terms=12)
+
+
+# -- seed worked examples ----------------------------------------------------
+
+
+def test_seed_1d_example():
+    x = np.array([[[3.0, 4.0, 5.0]]])
+    k = np.array([[[1.0, 2.0]]])
+    np.testing.assert_array_equal(fastconv.conv1d(x, k), [[[11.0, 14.0]]])
+    gk = fastconv.grad.conv1d_weight(x, k.shape, np.array([[[1.0, -1.0]]]))
+    np.testing.assert_array_equal(gk, [[[-1.0, -1.0]]])
+
+
+def test_seed_output_sizes():
+    x = np.zeros((1, 3, 224, 224), np.float32)
+    assert fastconv.conv2d(x, np.zeros((64, 3, 7, 7), np.float32), stride=2, padding=3).shape \
+        == (1, 64, 112, 112)
+    x = np.zeros((1, 16, 32, 32), np.float32)
+    assert fastconv.conv2d(x, np.zeros((32, 16, 3, 3), np.float32), padding=1).shape \
+        == (1, 32, 32, 32)
+
+
+# -- central differences ------------------------------------------------------
+
+
+def numerical_grad(f, a, gy, eps=1e-6):
+    """d/da of sum(f(a) * gy) by central differences (float64)."""
+    g = np.zeros_like(a)
+    flat, gflat = a.reshape(-1), g.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        up = np.sum(f(a) * gy)
+        flat[i] = old - eps
+        down = np.sum(f(a) * gy)
+        flat[i] = old
+        gflat[i] = (up - down) / (2 * eps)
+    return g
+
+
+FD_CASES = [
+    (2, (1, 4, 6, (5, 6), (3, 3), 2, 1, 1, 2)),
+    (2, (2, 2, 3, (5, 4), (2, 3), 1, "same", (2, 1), 1)),
+    (2, (1, 2, 2, (5, 5), (3, 3), 2, ((0, 1), (1, 0)), 1, 1)),
+    (1, (2, 3, 4, (9,), (3,), 2, 1, 2, 1)),
+]
+
+
+@pytest.mark.parametrize("nd,case", FD_CASES)
+def test_conv_gradients_central_differences(nd, case, rng):
+    x, w, b = _case_arrays(rng, case, np.float64)
+    kw = _conv_kwargs(case)
+    conv, conv_input, conv_weight = _ops(nd)
+    y = conv(x, w, b, **kw)
+    gy = rng.standard_normal(y.shape)
+    np.testing.assert_allclose(conv_input(x.shape, w, gy, **kw),
+                               numerical_grad(lambda a: conv(a, w, b, **kw), x, gy),
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(conv_weight(x, w.shape, gy, **kw),
+                               numerical_grad(lambda a: conv(x, a, b, **kw), w, gy),
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(fastconv.grad.conv_bias(gy),
+                               numerical_grad(lambda a: conv(x, w, a, **kw), b, gy),
+                               rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("nd,case", [(2, CONVT2D_CASES[0]), (2, CONVT2D_CASES[4]),
+                                     (1, CONVT1D_CASES[1])])
+def test_conv_transpose_gradients_central_differences(nd, case, rng):
+    x, w, b = _case_arrays(rng, case, np.float64, transposed=True)
+    kw = _convt_kwargs(case)
+    op = getattr(fastconv, f"conv_transpose{nd}d")
+    y = op(x, w, b, **kw)
+    gy = rng.standard_normal(y.shape)
+    np.testing.assert_allclose(
+        getattr(fastconv.grad, f"conv_transpose{nd}d_input")(x.shape, w, gy, **kw),
+        numerical_grad(lambda a: op(a, w, b, **kw), x, gy), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        getattr(fastconv.grad, f"conv_transpose{nd}d_weight")(x, w.shape, gy, **kw),
+        numerical_grad(lambda a: op(x, a, b, **kw), w, gy), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        fastconv.grad.conv_bias(gy),
+        numerical_grad(lambda a: op(x, w, a, **kw), b, gy), rtol=1e-6, atol=1e-7)
+
+
+# -- PyTorch ------------------------------------------------------------------
+
+
+def _torch_padding(padding, nd):
+    """PyTorch has no asymmetric padding: return (F.pad widths, conv padding)."""
+    if isinstance(padding, tuple) and any(isinstance(p, tuple) for p in padding):
+        pairs = padding
+    elif nd == 1 and isinstance(padding, tuple) and len(padding) == 2:
+        pairs = (padding,)
+    else:
+        return None, padding
+    widths = []
+    for b, e in reversed(pairs):  # F.pad wants the last axis first
+        widths += [b, e]
+    return widths, 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("nd,case", CONV_PARAMS)
+def test_conv_matches_torch(nd, case, dtype, rng):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x, w, b = _case_arrays(rng, case, dtype)
+    kw = _conv_kwargs(case)
+    conv, conv_input, conv_weight = _ops(nd)
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(w, requires_grad=True)
+    tb = torch.tensor(b, requires_grad=True)
+    widths, tpad = _torch_padding(kw["padding"], nd)
+    tin = F.pad(tx, widths) if widths else tx
+    ty = getattr(F, f"conv{nd}d")(tin, tw, tb, kw["stride"], tpad, kw["dilation"], kw["groups"])
+    y = conv(x, w, b, **kw)
+    assert_close(y, ty.detach().numpy(), n_terms=w[0].size)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    ty.backward(torch.tensor(gy))
+    assert_close(conv_input(x.shape, w, gy, **kw), tx.grad.numpy(),
+                 n_terms=w.shape[0] * w[0, 0].size)
+    assert_close(conv_weight(x, w.shape, gy, **kw), tw.grad.numpy(), n_terms=gy[:, 0].size)
+    assert_close(fastconv.grad.conv_bias(gy), tb.grad.numpy(), n_terms=gy[:, 0].size)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("nd,case", CONVT_PARAMS)
+def test_conv_transpose_matches_torch(nd, case, dtype, rng):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x, w, b = _case_arrays(rng, case, dtype, transposed=True)
+    kw = _convt_kwargs(case)
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(w, requires_grad=True)
+    tb = torch.tensor(b, requires_grad=True)
+    ty = getattr(F, f"conv_transpose{nd}d")(tx, tw, tb, kw["stride"], kw["padding"],
+                                            kw["output_padding"], kw["groups"], kw["dilation"])
+    y = getattr(fastconv, f"conv_transpose{nd}d")(x, w, b, **kw)
+    assert_close(y, ty.detach().numpy(), n_terms=w[:, 0].size)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    ty.backward(torch.tensor(gy))
+    assert_close(getattr(fastconv.grad, f"conv_transpose{nd}d_input")(x.shape, w, gy, **kw),
+                 tx.grad.numpy(), n_terms=w[0].size)
+    assert_close(getattr(fastconv.grad, f"conv_transpose{nd}d_weight")(x, w.shape, gy, **kw),
+                 tw.grad.numpy(), n_terms=x[:, 0].size)
+    assert_close(fastconv.grad.conv_bias(gy), tb.grad.numpy(), n_terms=gy[:, 0].size)
+
+
+def test_grad_signatures_match_torch_nn_grad(rng):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((2, 4, 9, 8))
+    w = rng.standard_normal((6, 2, 3, 3))
+    gy = rng.standard_normal((2, 6, 5, 4))
+    kw = dict(stride=2, padding=1, dilation=1, groups=2)
+    expected = torch.nn.grad.conv2d_input(x.shape, torch.tensor(w), torch.tensor(gy), **kw)
+    assert_close(fastconv.grad.conv2d_input(x.shape, w, gy, **kw), expected.numpy(), n_terms=27)
+    expected = torch.nn.grad.conv2d_weight(torch.tensor(x), w.shape, torch.tensor(gy), **kw)
+    assert_close(fastconv.grad.conv2d_weight(x, w.shape, gy, **kw), expected.numpy(), n_terms=40)
