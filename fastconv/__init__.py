@@ -6,6 +6,15 @@ has their gradients with ``torch.nn.grad`` signatures; :mod:`fastconv.reference`
 is a pure-NumPy implementation of every op, the baseline and test oracle.
 """
 
+try:
+    from ._kernels import _openmp  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on how it was installed
+    raise ImportError(
+        "fastconv's compiled kernels could not be imported. Install the package with "
+        "`pip install .` (or build in place with `python setup.py build_ext --inplace`); "
+        "if you are inside the source tree, run Python from another directory."
+    ) from exc
+
 from . import grad, reference
 from ._config import get_num_threads, set_num_threads, show_config
 from ._version import __version__

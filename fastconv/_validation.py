@@ -86,7 +86,7 @@ def as_float_arrays(named):
     dtype = np.result_type(*dtypes)
     for name, a in arrays.items():
         if a is not None:
-            arrays[name] = np.ascontiguousarray(a, dtype=dtype)
+            arrays[name] = np.asarray(a, dtype=dtype, order="C")
     return arrays, dtype
 
 
@@ -105,14 +105,13 @@ def check_shape(a, expected, name, reason=""):
         )
 
 
-def check_size(size, nd, name):
+def check_size(size, nd, name, layout="(N, C, spatial...)"):
     """Validate a full array size such as ``input_size=(N, C, H, W)``."""
     if isinstance(size, np.ndarray) or not isinstance(size, (tuple, list)):
         raise TypeError(f"Expected {name} to be a tuple of {nd + 2} ints, got {size!r}")
     if len(size) != nd + 2:
         raise ValueError(
-            f"Expected {name} to be a tuple of {nd + 2} ints (N, C, spatial...), "
-            f"got {tuple(size)!r}"
+            f"Expected {name} to be a tuple of {nd + 2} ints {layout}, got {tuple(size)!r}"
         )
     out = tuple(_int(s, name) for s in size)
     if any(s < 0 for s in out):
@@ -201,13 +200,31 @@ def _out_len(size, pad_total, k, s, d):
     return (size + pad_total - d * (k - 1) - 1) // s + 1
 
 
+# The largest number of elements an output may have: numpy's own limit for
+# 8-byte items, so that no size computation can overflow.
+_MAX_ELEMENTS = np.iinfo(np.intp).max // 8
+
+
 def _check_out_size(out, in_size, pad_begin, pad_end, kernel, dilation, what):
     if any(o < 1 for o in out):
         eff = tuple(d * (k - 1) + 1 for d, k in zip(dilation, kernel))
         padded = tuple(i + b + e for i, b, e in zip(in_size, pad_begin, pad_end))
         raise ValueError(
             f"Expected the {what} (dilated) kernel size {eff} to fit in the padded "
-            f"input size {padded}, got an empty output of size {out}"
+            f"input size {padded}, got a kernel larger than the input"
+        )
+    check_elements(out, f"the {what} output")
+
+
+def check_elements(shape, what):
+    """Reject shapes whose element count no array can hold."""
+    total = 1
+    for s in shape:
+        total *= int(s)
+    if total > _MAX_ELEMENTS:
+        raise ValueError(
+            f"Expected {what} to have at most {_MAX_ELEMENTS} elements, got shape "
+            f"{tuple(shape)}"
         )
 
 
@@ -314,6 +331,7 @@ def conv_transpose_geometry(x_shape, w_shape, nd, stride, padding, output_paddin
             f"Expected a positive output size for transposed convolution of input "
             f"shape {tuple(x_shape)} with weight shape {tuple(w_shape)}, got {out}"
         )
+    check_elements(out, "the transposed convolution output")
     return ConvGeometry(
         n=n,
         c_in=c_out_g * groups,

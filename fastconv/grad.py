@@ -57,11 +57,13 @@ __all__ = [
 ]
 
 
+_WEIGHT_LAYOUT = "(channels, channels/groups, kernel...)"
+
+
 def _operands(nd, **named):
     arrays, _ = as_float_arrays(named)
     for name, a in arrays.items():
-        check_ndim(a, nd + 2, name, "(N, C, spatial...)" if name != "weight" else
-                   "(channels, channels/groups, kernel...)")
+        check_ndim(a, nd + 2, name, _WEIGHT_LAYOUT if name == "weight" else "(N, C, spatial...)")
     return arrays
 
 
@@ -103,7 +105,7 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
 
 
 def _conv_weight(nd, x, weight_size, grad_output, stride, padding, dilation, groups):
-    size = check_size(weight_size, nd, "weight_size")
+    size = check_size(weight_size, nd, "weight_size", _WEIGHT_LAYOUT)
     a = _operands(nd, input=x, grad_output=grad_output)
     x, gy = a["input"], a["grad_output"]
     _nonempty(x.shape, "input")
@@ -155,7 +157,7 @@ def conv_transpose2d_input(input_size, weight, grad_output, stride=1, padding=0,
 
 def _conv_transpose_weight(nd, x, weight_size, grad_output, stride, padding,
                            output_padding, groups, dilation):
-    size = check_size(weight_size, nd, "weight_size")
+    size = check_size(weight_size, nd, "weight_size", _WEIGHT_LAYOUT)
     a = _operands(nd, input=x, grad_output=grad_output)
     x, gy = a["input"], a["grad_output"]
     _nonempty(x.shape, "input")
@@ -192,8 +194,9 @@ def conv_bias(grad_output):
             f"Expected grad_output of at least 2 dimensions (N, C, ...), got shape {gy.shape}"
         )
     out = np.empty(gy.shape[1], dtype=gy.dtype)
+    positions = int(np.prod(gy.shape[2:]))
     _config.conv_kernels.bias_grad(
-        gy.reshape(gy.shape[0], gy.shape[1], -1), out, _config.get_num_threads()
+        gy.reshape(gy.shape[0], gy.shape[1], positions), out, _config.get_num_threads()
     )
     return out
 
@@ -215,10 +218,10 @@ def _max_pool_grad(nd, grad_output, indices, input_size):
         )
     idx = np.ascontiguousarray(idx, dtype=np.int64)
     grad_in = np.zeros(size, dtype=gy.dtype)
-    planes = size[0] * size[1]
+    planes, n_out = size[0] * size[1], int(np.prod(gy.shape[2:]))
     bad = _pool.max_pool_backward(
-        gy.reshape(planes, -1), idx.reshape(planes, -1), grad_in.reshape(planes, -1),
-        _config.get_num_threads(),
+        gy.reshape(planes, n_out), idx.reshape(planes, n_out),
+        grad_in.reshape(planes, int(np.prod(size[2:]))), _config.get_num_threads(),
     )
     if bad:
         hw = int(np.prod(size[2:]))

@@ -203,6 +203,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
     cdef Py_ssize_t n_items = N * groups * ntiles
     cdef bint has_bias = bias.shape[0] > 0
     cdef Py_ssize_t item, n, g, p0, tp, kb0, k0, kc, mp, nb, i, j, co, rows, cols
+    cdef Py_ssize_t n_failed = 0
     cdef floating* bpack
     cdef floating* ctile
     cdef Py_ssize_t* ih0
@@ -224,6 +225,9 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
         ih0 = <Py_ssize_t*> malloc(2 * TP * sizeof(Py_ssize_t))
         iw0 = ih0 + TP
         for item in prange(n_items, schedule='static'):
+            if bpack == NULL or ctile == NULL or ih0 == NULL:
+                n_failed += 1
+                continue
             n = item // (groups * ntiles)
             g = (item // ntiles) % groups
             p0 = (item % ntiles) * TP
@@ -253,6 +257,8 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
         free(ih0)
         free(ctile)
         free(bpack)
+    if n_failed:
+        raise MemoryError("fastconv: could not allocate per-thread workspace")
 
 
 def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, OH, OW)
@@ -277,6 +283,7 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
     cdef bint has_bias = bias.shape[0] > 0
     cdef Py_ssize_t item, n, g, c0, c1, r0, r1, r, rp, tile, p0, tp, nb, i, j, ci, kh, kw
     cdef Py_ssize_t ih, iw, cols, q, co
+    cdef Py_ssize_t n_failed = 0
     cdef floating* bpack
     cdef floating* ctile
     cdef Py_ssize_t* ih0
@@ -305,6 +312,9 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
         ih0 = <Py_ssize_t*> malloc(2 * TP * sizeof(Py_ssize_t))
         iw0 = ih0 + TP
         for item in prange(n_items, schedule='static'):
+            if bpack == NULL or ctile == NULL or ih0 == NULL:
+                n_failed += 1
+                continue
             n = item // (groups * n_chunks)
             g = (item // n_chunks) % groups
             c0 = (item % n_chunks) * chunk
@@ -348,6 +358,8 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
         free(ih0)
         free(ctile)
         free(bpack)
+    if n_failed:
+        raise MemoryError("fastconv: could not allocate per-thread workspace")
 
 
 def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W)
@@ -367,6 +379,7 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
     cdef Py_ssize_t K = Cg * KH * KW, nmp = _ceil_div(Mg, MR), ntiles = _ceil_div(P, TP)
     cdef Py_ssize_t n_items = N * groups * ntiles
     cdef Py_ssize_t item, n, g, p0, tp, kb0, k0, kc, mp, kb, i, j, rows, cols
+    cdef Py_ssize_t n_failed = 0
     cdef floating* apack
     cdef floating* bpack
     cdef floating* ctile
@@ -384,6 +397,9 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
         iw0 = ih0 + TP
         acc = &partial[omp_get_thread_num(), 0]
         for item in prange(n_items, schedule='static'):
+            if apack == NULL or bpack == NULL or ctile == NULL or ih0 == NULL:
+                n_failed += 1
+                continue
             n = item // (groups * ntiles)
             g = (item // ntiles) % groups
             p0 = (item % ntiles) * TP
@@ -409,6 +425,8 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
         free(ctile)
         free(bpack)
         free(apack)
+    if n_failed:
+        raise MemoryError("fastconv: could not allocate per-thread workspace")
 
 
 def bias_grad(const floating[:, :, ::1] grad_out,   # IN  (N, C, P)
