@@ -17,11 +17,14 @@ __all__ = [
     "ConvGeometry",
     "PoolGeometry",
     "as_float_arrays",
-    "conv_geometry",
-    "conv_transpose_geometry",
-    "pool_geometry",
+    "check_elements",
+    "check_ndim",
     "check_shape",
     "check_size",
+    "conv_geometry",
+    "conv_transpose_geometry",
+    "ntuple",
+    "pool_geometry",
 ]
 
 # Parameters larger than this cannot describe a real array dimension and would
@@ -153,6 +156,14 @@ class ConvGeometry:
         return (self.c_out, self.c_in // self.groups) + self.kernel[2 - self.nd :]
 
 
+def _check_ranks(x_shape, w_shape, nd):
+    for name, shape in (("input", x_shape), ("weight", w_shape)):
+        if len(shape) != nd + 2:
+            raise ValueError(
+                f"Expected {name} of {nd + 2} dimensions, got shape {tuple(shape)}"
+            )
+
+
 def _to2d(t, fill):
     return t if len(t) == 2 else (fill,) + tuple(t)
 
@@ -229,7 +240,8 @@ def check_elements(shape, what):
 
 
 def conv_geometry(x_shape, w_shape, nd, stride, padding, dilation, groups):
-    """Geometry of ``conv{nd}d`` for input and weight shapes."""
+    """Geometry of ``conv{nd}d`` for input and weight shapes (of nd + 2 dims)."""
+    _check_ranks(x_shape, w_shape, nd)
     groups = _int(groups, "groups")
     if groups < 1:
         raise ValueError(f"Expected groups >= 1, got {groups}")
@@ -263,6 +275,7 @@ def conv_geometry(x_shape, w_shape, nd, stride, padding, dilation, groups):
         for i, b, e, k, s, d in zip(in_size, pad_begin, pad_end, kernel, stride, dilation)
     )
     _check_out_size(out, in_size, pad_begin, pad_end, kernel, dilation, "convolution")
+    check_elements((n, c_out) + out, "the convolution output")
     return ConvGeometry(
         n=n,
         c_in=c_in,
@@ -288,6 +301,7 @@ def conv_transpose_geometry(x_shape, w_shape, nd, stride, padding, output_paddin
     its ``c_in``/``in_size`` are the transposed op's output channels and size,
     its ``c_out``/``out_size`` are the transposed op's input.
     """
+    _check_ranks(x_shape, w_shape, nd)
     groups = _int(groups, "groups")
     if groups < 1:
         raise ValueError(f"Expected groups >= 1, got {groups}")
@@ -331,7 +345,7 @@ def conv_transpose_geometry(x_shape, w_shape, nd, stride, padding, output_paddin
             f"Expected a positive output size for transposed convolution of input "
             f"shape {tuple(x_shape)} with weight shape {tuple(w_shape)}, got {out}"
         )
-    check_elements(out, "the transposed convolution output")
+    check_elements((n, c_out_g * groups) + out, "the transposed convolution output")
     return ConvGeometry(
         n=n,
         c_in=c_out_g * groups,
@@ -398,6 +412,20 @@ def pool_geometry(in_size, nd, kernel_size, stride, padding, dilation, ceil_mode
         for i, k, s, p, d in zip(in_size, kernel, stride, pad, dilation)
     )
     _check_out_size(out, in_size, pad, pad, kernel, dilation, "pooling")
+    for i, k, s, p, d in zip(in_size, kernel, stride, pad, dilation):
+        # Only windows starting in the left padding can miss the input (ceil_mode
+        # drops those starting in the right padding): their first in-bounds tap
+        # must exist. PyTorch returns an index outside the input for them.
+        start = -p
+        while start < 0:
+            first = start + (-start + d - 1) // d * d
+            if first > min(start + (k - 1) * d, i - 1):
+                raise ValueError(
+                    f"Expected every pooling window to overlap the input, got a window "
+                    f"of only padding for input size {tuple(in_size)}, kernel_size="
+                    f"{kernel}, padding={pad}, dilation={dilation}"
+                )
+            start += s
     return PoolGeometry(
         in_size=_to2d(tuple(in_size), 1),
         kernel=_to2d(kernel, 1),

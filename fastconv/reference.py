@@ -12,13 +12,15 @@ as the strongest reasonable vectorised NumPy, never as a naive loop:
   loop over the ``kH * kW`` taps only;
 * pooling loops over the kernel taps in Python and works on whole
   ``(N, C, OH, OW)`` strided views per tap; the max-pool gradient is a single
-  ``numpy.bincount``.
+  unbuffered ``numpy.add.at``.
 
 Semantics follow PyTorch 2.x on CPU, including its tie and NaN rules for max
 pooling and its divisor rule for average pooling. Every argument is parsed and
 validated by :mod:`fastconv._validation`. Internally everything runs in 2-D
 form: a 1-D op is a 2-D op with ``H = kH = 1``.
 """
+
+from types import SimpleNamespace
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -55,6 +57,7 @@ __all__ = [
     "max_pool2d_grad",
     "avg_pool1d_grad",
     "avg_pool2d_grad",
+    "grad",
 ]
 
 _LAYOUT = {1: "(N, C, L)", 2: "(N, C, H, W)"}
@@ -167,7 +170,7 @@ def _conv_weight(x4, gy4, g):
 
 def _check_bias(bias, c_out):
     if bias is not None:
-        check_shape(bias, (c_out,), "bias", "(C_out,)")
+        check_shape(bias, (c_out,), "bias", "one value per output channel")
 
 
 # -- convolution ----------------------------------------------------------------
@@ -529,6 +532,39 @@ def _avg_divisor(g, count_include_pad, dtype):
     return np.multiply.outer(counts[0], counts[1]).astype(dtype)
 
 
+def _first_tap(taps, val, dtype):
+    """Number of the first tap equal to ``val``, window by window (no NaN)."""
+    first = np.zeros(val.shape, dtype=dtype)
+    before = np.ones(val.shape, dtype=bool)  # no tap has matched yet
+    differs = np.empty(val.shape, dtype=bool)
+    for v in taps[:-1]:
+        np.not_equal(v, val, out=differs)
+        before &= differs
+        first += before
+    return first
+
+
+def _torch_scan(taps, first_inside, dtype):
+    """PyTorch's scan, run on all windows at once; returns (value, tap number).
+
+    Start from maxval = -inf at the first tap inside the input, then take a tap
+    if ``val > maxval`` or ``val`` is NaN: ties keep the first, the last NaN
+    wins, and a -inf padding cell is never taken.
+    """
+    shape = taps[0].shape
+    val = np.full(shape, -np.inf, dtype=taps[0].dtype)
+    tap = np.empty(shape, dtype=dtype)
+    tap[...] = first_inside
+    take = np.empty(shape, dtype=bool)
+    nan = np.empty(shape, dtype=bool)
+    for t, v in enumerate(taps):
+        np.greater(v, val, out=take)
+        take |= np.isnan(v, out=nan)
+        np.copyto(val, v, where=take)
+        np.copyto(tap, t, where=take)
+    return val, tap
+
+
 def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     arrays, _ = as_float_arrays({"x": x})
     x = arrays["x"]
@@ -537,36 +573,35 @@ def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_i
     x4 = _as4d(x, nd)
     xp = _padded(x4, g.padding, _pool_plane(g), -np.inf)
     (kh, kw), (oh, ow), (sh, sw), (dh, dw) = g.kernel, g.out_size, g.stride, g.dilation
+    taps = [_tap(xp, i, j, g.out_size, g.stride, g.dilation)
+            for i in range(kh) for j in range(kw)]
     val = np.full(x4.shape[:2] + g.out_size, -np.inf, dtype=x.dtype)
+    for v in taps:
+        # np.maximum keeps its second argument on ties (the earlier tap), which
+        # only the sign of a zero could reveal.
+        np.maximum(v, val, out=val)
     if not return_indices:
-        for i in range(kh):
-            for j in range(kw):
-                # On ties np.maximum returns its second argument: the first wins.
-                np.maximum(_tap(xp, i, j, g.out_size, g.stride, g.dilation), val, out=val)
         return _from4d(val, nd)
 
-    # PyTorch's rule, run for all windows at once: scan the taps in row-major
-    # order, starting from maxval = -inf and the index of the first tap at a
-    # non-negative position; take a tap if val > maxval or val is NaN. Padding
-    # cells are -inf, so they can never be taken.
-    w_in = g.in_size[1]
-    rows = np.arange(oh) * sh - g.padding[0]  # window starts, unpadded coordinates
+    # Tap numbers t = i*kW + j. Window starts in unpadded coordinates, and the
+    # first tap of each window at a non-negative position: PyTorch's initial
+    # index, kept when every tap inside the input is -inf. (With padding <=
+    # kernel/2 that tap has i < kH and j < kW, so t decodes uniquely; it lies
+    # past the input when no tap of the window is inside.)
+    rows = np.arange(oh) * sh - g.padding[0]
     cols = np.arange(ow) * sw - g.padding[1]
-    first_row = rows + -(rows.clip(max=0) // dh) * dh
-    first_col = cols + -(cols.clip(max=0) // dw) * dw
-    idx = np.empty(val.shape, dtype=np.int64)
-    idx[...] = np.add.outer(first_row * w_in, first_col)
-    upd = np.empty(val.shape, dtype=bool)
-    nan = np.empty(val.shape, dtype=bool)
-    for i in range(kh):
-        for j in range(kw):
-            v = _tap(xp, i, j, g.out_size, g.stride, g.dilation)
-            np.greater(v, val, out=upd)
-            np.isnan(v, out=nan)
-            upd |= nan
-            np.copyto(val, v, where=upd)
-            flat = np.add.outer((rows + i * dh) * w_in, cols + j * dw)
-            np.copyto(idx, flat, where=upd)
+    first_inside = np.add.outer(-(rows.clip(max=0) // dh) * kw, -(cols.clip(max=0) // dw))
+    tap_dtype = np.uint8 if kh * kw <= 255 else np.int64
+    if np.isnan(val).any():
+        val, tap = _torch_scan(taps, first_inside, tap_dtype)
+    else:
+        # Without NaN, PyTorch's scan picks the first tap equal to the maximum,
+        # or its initial index when the maximum is -inf.
+        tap = _first_tap(taps, val, tap_dtype)
+        tap = np.where(val == -np.inf, first_inside, tap)
+    ti, tj = np.divmod(tap, kw)
+    idx = np.add.outer(rows * g.in_size[1], cols)
+    idx = idx + ti.astype(np.int64) * (dh * g.in_size[1]) + tj.astype(np.int64) * dw
     return _from4d(val, nd), _from4d(idx, nd)
 
 
@@ -698,11 +733,15 @@ def _max_pool_grad(nd, grad_output, indices, input_size):
             f"Expected indices in [0, {plane}) for input_size={input_size}, got "
             f"values in [{indices.min()}, {indices.max()}]"
         )
+    out = np.zeros(input_size, dtype=dtype)
+    if gy.size == 0:
+        return out
     n_planes = input_size[0] * input_size[1]
     flat = indices.reshape(n_planes, -1).astype(np.int64)
     flat += np.arange(n_planes, dtype=np.int64)[:, None] * plane
-    out = np.bincount(flat.ravel(), weights=gy.ravel(), minlength=n_planes * plane)
-    return out.astype(dtype, copy=False).reshape(input_size)
+    # Unbuffered accumulation: a cell chosen by several windows gets every grad.
+    np.add.at(out.reshape(-1), flat.ravel(), gy.ravel())
+    return out
 
 
 def max_pool1d_grad(grad_output, indices, input_size):
@@ -781,3 +820,22 @@ def avg_pool2d_grad(grad_output, input_size, kernel_size, stride=None, padding=0
     """
     return _avg_pool_grad(2, grad_output, input_size, kernel_size, stride, padding,
                           ceil_mode, count_include_pad)
+
+
+# The gradients under the same names as ``fastconv.grad``, so that code written
+# against one module runs on the other: ``reference.grad.max_pool2d`` etc.
+grad = SimpleNamespace(
+    conv1d_input=conv1d_input,
+    conv2d_input=conv2d_input,
+    conv1d_weight=conv1d_weight,
+    conv2d_weight=conv2d_weight,
+    conv_transpose1d_input=conv_transpose1d_input,
+    conv_transpose2d_input=conv_transpose2d_input,
+    conv_transpose1d_weight=conv_transpose1d_weight,
+    conv_transpose2d_weight=conv_transpose2d_weight,
+    conv_bias=conv_bias,
+    max_pool1d=max_pool1d_grad,
+    max_pool2d=max_pool2d_grad,
+    avg_pool1d=avg_pool1d_grad,
+    avg_pool2d=avg_pool2d_grad,
+)
