@@ -6,6 +6,7 @@ import pytest
 
 import fastconv
 from fastconv import reference as ref
+import loops
 from conftest import assert_close
 
 DTYPES = [np.float32, np.float64]
@@ -129,31 +130,6 @@ def test_conv_transpose_matches_reference(nd, case, dtype, rng):
 # -- textbook loops ------------------------------------------------------------
 
 
-def _loop_conv2d(x, w, b, stride, pad_begin, pad_end, dilation, groups):
-    """The seeds' formula, one output at a time, bounds tests instead of padding."""
-    n_, c_in, h, w_ = x.shape
-    c_out, cg, kh, kw = w.shape
-    oh = (h + pad_begin[0] + pad_end[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    ow = (w_ + pad_begin[1] + pad_end[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    mg = c_out // groups
-    y = np.zeros((n_, c_out, oh, ow))
-    for n in range(n_):
-        for j in range(c_out):
-            g = j // mg
-            for r in range(oh):
-                for c in range(ow):
-                    s = b[j]
-                    for i in range(cg):
-                        for p in range(kh):
-                            for q in range(kw):
-                                ih = r * stride[0] - pad_begin[0] + p * dilation[0]
-                                iw = c * stride[1] - pad_begin[1] + q * dilation[1]
-                                if 0 <= ih < h and 0 <= iw < w_:
-                                    s += w[j, i, p, q] * x[n, g * cg + i, ih, iw]
-                    y[n, j, r, c] = s
-    return y
-
-
 LOOP_CASES = [
     # (x shape, w shape, stride, pad_begin, pad_end, dilation, groups, padding arg)
     ((2, 2, 5, 6), (3, 2, 3, 3), (1, 1), (1, 1), (1, 1), (1, 1), 1, 1),
@@ -164,13 +140,20 @@ LOOP_CASES = [
 
 
 @pytest.mark.parametrize("xs,ws,stride,pb,pe,dil,groups,padding", LOOP_CASES)
-def test_conv2d_matches_textbook_loops(xs, ws, stride, pb, pe, dil, groups, padding, rng):
+def test_conv2d_and_gradients_match_textbook_loops(xs, ws, stride, pb, pe, dil, groups, padding, rng):
     x = rng.standard_normal(xs)
     w = rng.standard_normal(ws)
     b = rng.standard_normal(ws[0])
-    y = fastconv.conv2d(x, w, b, stride=stride, padding=padding, dilation=dil, groups=groups)
-    expected = _loop_conv2d(x, w, b, stride, pb, pe, dil, groups)
-    assert_close(y, expected, n_terms=w[0].size)
+    kw = dict(stride=stride, padding=padding, dilation=dil, groups=groups)
+    y = fastconv.conv2d(x, w, b, **kw)
+    assert_close(y, loops.conv2d(x, w, b, stride, pb, pe, dil, groups), n_terms=w[0].size)
+    gy = rng.standard_normal(y.shape)
+    assert_close(fastconv.grad.conv2d_input(x.shape, w, gy, **kw),
+                 loops.conv2d_input(gy, w, x.shape, stride, pb, dil, groups),
+                 n_terms=w.shape[0] * w[0, 0].size)
+    assert_close(fastconv.grad.conv2d_weight(x, w.shape, gy, **kw),
+                 loops.conv2d_weight(x, gy, w.shape, stride, pb, dil, groups),
+                 n_terms=gy[:, 0].size)
 
 
 def test_conv1d_is_the_scanning_mlp(rng):

@@ -6,6 +6,7 @@ import pytest
 
 import fastconv
 from fastconv import reference as ref
+import loops
 from conftest import assert_close
 from test_conv import numerical_grad
 
@@ -89,53 +90,13 @@ def test_avg_pool_matches_reference(nd, case, dtype, rng):
 # -- textbook loops ----------------------------------------------------------
 
 
-def _loop_max_pool2d(x, k, s, p, d):
-    """Window by window, the PyTorch scan: take v when v > max or v is NaN."""
-    n_, c_, h, w = x.shape
-    oh = (h + 2 * p - d * (k - 1) - 1) // s + 1
-    ow = (w + 2 * p - d * (k - 1) - 1) // s + 1
-    y = np.empty((n_, c_, oh, ow))
-    idx = np.empty((n_, c_, oh, ow), np.int64)
-    for n in range(n_):
-        for c in range(c_):
-            for r in range(oh):
-                for q in range(ow):
-                    best, where = -np.inf, None
-                    for a in range(k):
-                        for b in range(k):
-                            ih, iw = r * s - p + a * d, q * s - p + b * d
-                            if 0 <= ih < h and 0 <= iw < w:
-                                if where is None:
-                                    where = ih * w + iw
-                                v = x[n, c, ih, iw]
-                                if v > best or np.isnan(v):
-                                    best, where = v, ih * w + iw
-                    y[n, c, r, q], idx[n, c, r, q] = best, where
-    return y, idx
-
-
-def _loop_avg_pool2d(x, k, s, p, count_include_pad):
-    n_, c_, h, w = x.shape
-    oh = (h + 2 * p - k) // s + 1
-    ow = (w + 2 * p - k) // s + 1
-    y = np.empty((n_, c_, oh, ow))
-    for r in range(oh):
-        for q in range(ow):
-            rows = [i for i in range(r * s - p, r * s - p + k) if 0 <= i < h]
-            cols = [j for j in range(q * s - p, q * s - p + k) if 0 <= j < w]
-            window = x[:, :, rows][:, :, :, cols]
-            div = k * k if count_include_pad else len(rows) * len(cols)
-            y[:, :, r, q] = window.sum(axis=(2, 3)) / div
-    return y
-
-
 @pytest.mark.parametrize("k,s,p,d", [(2, 2, 0, 1), (3, 2, 1, 1), (3, 1, 1, 2), (2, 3, 1, 1)])
 def test_max_pool2d_matches_textbook_loops(k, s, p, d, rng):
     x = np.round(rng.standard_normal((2, 2, 7, 8)))
     x[0, 0, 1, 1] = np.nan
     x[1, 1, :3, :3] = -np.inf
     y, idx = fastconv.max_pool2d(x, k, s, p, d, return_indices=True)
-    y_loop, idx_loop = _loop_max_pool2d(x, k, s, p, d)
+    y_loop, idx_loop = loops.max_pool2d(x, (k, k), (s, s), (p, p), (d, d), False)
     np.testing.assert_array_equal(y, y_loop)
     np.testing.assert_array_equal(idx, idx_loop)
 
@@ -145,7 +106,8 @@ def test_max_pool2d_matches_textbook_loops(k, s, p, d, rng):
 def test_avg_pool2d_matches_textbook_loops(k, s, p, count_include_pad, rng):
     x = rng.standard_normal((2, 2, 7, 8))
     y = fastconv.avg_pool2d(x, k, s, p, count_include_pad=count_include_pad)
-    assert_close(y, _loop_avg_pool2d(x, k, s, p, count_include_pad), n_terms=k * k)
+    assert_close(y, loops.avg_pool2d(x, (k, k), (s, s), (p, p), False, count_include_pad),
+                 n_terms=k * k)
 
 
 # -- the rules ---------------------------------------------------------------
