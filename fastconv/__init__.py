@@ -16,6 +16,7 @@ except ImportError as exc:  # pragma: no cover - depends on how it was installed
     ) from exc
 
 from . import grad, reference
+from ._backend import get_backend, use_backend
 from ._config import get_num_threads, set_num_threads, show_config
 from ._version import __version__
 from .functional import (
@@ -44,4 +45,6 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "show_config",
+    "use_backend",
+    "get_backend",
 ]

@@ -38,8 +38,7 @@
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.stdlib cimport malloc, free
-from libc.string cimport memset
+from libc.stdlib cimport calloc, free, malloc
 
 import numpy as np
 
@@ -49,16 +48,24 @@ cdef enum:
     MR = 6      # rows of the micro-kernel's accumulator block
     NR = 16     # columns of the micro-kernel's accumulator block
     TP = 128    # output positions per tile (a multiple of NR)
+    LD = 144    # row stride of the per-thread tile buffers: TP + NR, not a
+                # power of two, so that a column walk does not alias cache sets
     KC = 256    # depth of one packed block (rows of K, or columns for dW)
+    RB = 96     # rows of one column block of the input gradient (multiple of MR)
 
 
 cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return (a + b - 1) // b
 
 
-cdef inline void _micro(Py_ssize_t kc, const floating* a, const floating* b,
-                        floating* c) noexcept nogil:
-    """c[MR][NR] = sum_k a[k][:MR] (outer) b[k][:NR] over packed panels."""
+cdef inline void _micro(Py_ssize_t kc, const floating* a, const floating* b, Py_ssize_t ldb,
+                        floating* c, Py_ssize_t ldc) noexcept nogil:
+    """c[i, j] = sum_k a[k, i] * b[k, j] for an MR x NR block.
+
+    `a` is a packed panel (kc x MR, contiguous); row k of `b` starts at
+    b + k*ldb and holds NR values. Six named accumulator rows let the compiler
+    keep the whole block in SIMD registers.
+    """
     cdef floating c0[NR]
     cdef floating c1[NR]
     cdef floating c2[NR]
@@ -90,46 +97,42 @@ cdef inline void _micro(Py_ssize_t kc, const floating* a, const floating* b,
             c4[j] += a4 * bj
             c5[j] += a5 * bj
         a += MR
-        b += NR
+        b += ldb
     for j in range(NR):
         c[j] = c0[j]
-        c[NR + j] = c1[j]
-        c[2 * NR + j] = c2[j]
-        c[3 * NR + j] = c3[j]
-        c[4 * NR + j] = c4[j]
-        c[5 * NR + j] = c5[j]
+        c[ldc + j] = c1[j]
+        c[2 * ldc + j] = c2[j]
+        c[3 * ldc + j] = c3[j]
+        c[4 * ldc + j] = c4[j]
+        c[5 * ldc + j] = c5[j]
 
 
-cdef void _tile_origins(Py_ssize_t p0, Py_ssize_t tp, Py_ssize_t OW,
-                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
-                        Py_ssize_t* ih0, Py_ssize_t* iw0) noexcept nogil:
-    """Top-left input coordinate of the receptive field of each position in a tile."""
-    cdef Py_ssize_t j, oh = p0 // OW, ow = p0 % OW
-    for j in range(tp):
-        ih0[j] = oh * sh - ph
-        iw0[j] = ow * sw - pw
-        ow = ow + 1
-        if ow == OW:
-            ow = 0
-            oh = oh + 1
+cdef inline void _valid_range(Py_ssize_t start, Py_ssize_t step, Py_ssize_t count,
+                              Py_ssize_t size, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi): the t in [0, count) with 0 <= start + t*step < size."""
+    cdef Py_ssize_t l = 0, h = count
+    if start < 0:
+        l = (-start + step - 1) // step
+    if start + (count - 1) * step >= size:
+        h = (size - start + step - 1) // step if start < size else 0
+    lo[0] = min(l, count)
+    hi[0] = max(h, lo[0])
 
 
-cdef void _im2col_panels(const floating* x_g, Py_ssize_t H, Py_ssize_t W,
-                         Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t dh, Py_ssize_t dw,
-                         Py_ssize_t k0, Py_ssize_t kc, Py_ssize_t tp,
-                         const Py_ssize_t* ih0, const Py_ssize_t* iw0,
-                         Py_ssize_t panel_stride, bint transposed,
-                         floating* out) noexcept nogil:
-    """Rows k0..k0+kc of the patch matrix of one tile, written as packed panels.
+cdef void _im2col(const floating* x_g, Py_ssize_t H, Py_ssize_t W, Py_ssize_t KH,
+                  Py_ssize_t KW, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                  Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t OW, Py_ssize_t k0, Py_ssize_t kc,
+                  Py_ssize_t p0, Py_ssize_t tp, floating* col) noexcept nogil:
+    """Rows k0..k0+kc of one tile of the patch matrix: col[kk*LD + j] is
+    x_pad[ci, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw] for row k0 + kk =
+    (ci, kh, kw) and output position p0 + j = (oh, ow).
 
-    Not transposed (forward): panel jb holds positions jb*NR.. as columns,
-    out[jb*panel_stride + kk*NR + j]. Transposed (weight gradient): panel kb
-    holds rows kb*NR.. as columns, out[kb*panel_stride + t*NR + kk % NR].
-    Zero padding is applied by the bounds test.
+    Positions are walked in runs that share an output row, so each run is a
+    (strided) copy with zero fill at the borders: no per-element bounds test.
     """
-    cdef Py_ssize_t kk, k, j, ci, r, kh, kw, ih, iw, KK = KH * KW
-    cdef const floating* xc
-    cdef floating v
+    cdef Py_ssize_t kk, k, ci, r, kh, kw, oh, ow, j, seg, ih, iw, t, lo, hi
+    cdef Py_ssize_t KK = KH * KW
+    cdef const floating* src
     cdef floating* dst
     for kk in range(kc):
         k = k0 + kk
@@ -137,28 +140,72 @@ cdef void _im2col_panels(const floating* x_g, Py_ssize_t H, Py_ssize_t W,
         r = k - ci * KK
         kh = r // KW
         kw = r - kh * KW
-        xc = x_g + ci * H * W
-        if transposed:
-            dst = out + (kk // NR) * panel_stride + (kk % NR)
-        for j in range(tp):
-            ih = ih0[j] + kh * dh
-            iw = iw0[j] + kw * dw
-            if <size_t>ih < <size_t>H and <size_t>iw < <size_t>W:
-                v = xc[ih * W + iw]
+        oh = p0 // OW
+        ow = p0 - oh * OW
+        j = 0
+        while j < tp:
+            seg = min(OW - ow, tp - j)
+            dst = col + kk * LD + j
+            ih = oh * sh - ph + kh * dh
+            if ih < 0 or ih >= H:
+                lo = seg
+                hi = seg
             else:
-                v = 0
-            if transposed:
-                dst[j * NR] = v
-            else:
-                out[(j // NR) * panel_stride + kk * NR + (j % NR)] = v
-        if not transposed:
-            for j in range(tp, _ceil_div(tp, NR) * NR):
-                out[(j // NR) * panel_stride + kk * NR + (j % NR)] = 0
-    if transposed:
-        for kk in range(kc, _ceil_div(kc, NR) * NR):
-            dst = out + (kk // NR) * panel_stride + (kk % NR)
-            for j in range(tp):
-                dst[j * NR] = 0
+                iw = ow * sw - pw + kw * dw
+                _valid_range(iw, sw, seg, W, &lo, &hi)
+                src = x_g + (ci * H + ih) * W + iw
+                if sw == 1:
+                    for t in range(lo, hi):
+                        dst[t] = src[t]
+                else:
+                    for t in range(lo, hi):
+                        dst[t] = src[t * sw]
+            for t in range(lo):
+                dst[t] = 0
+            for t in range(hi, seg):
+                dst[t] = 0
+            j = j + seg
+            ow = 0
+            oh = oh + 1
+
+
+cdef void _col2im(const floating* colgrad, Py_ssize_t r_begin, Py_ssize_t r_end,
+                  Py_ssize_t r_base, floating* grad_g, Py_ssize_t H, Py_ssize_t W,
+                  Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t sh, Py_ssize_t sw,
+                  Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t OW,
+                  Py_ssize_t p0, Py_ssize_t tp) noexcept nogil:
+    """The adjoint of _im2col for rows r_begin..r_end (row r is stored at
+    colgrad[(r - r_base)*LD]): add each value to the input position it was
+    read from."""
+    cdef Py_ssize_t rr, ci, q, kh, kw, oh, ow, j, seg, ih, iw, t, lo, hi
+    cdef Py_ssize_t KK = KH * KW
+    cdef const floating* src
+    cdef floating* dst
+    for rr in range(r_begin, r_end):
+        ci = rr // KK
+        q = rr - ci * KK
+        kh = q // KW
+        kw = q - kh * KW
+        oh = p0 // OW
+        ow = p0 - oh * OW
+        j = 0
+        while j < tp:
+            seg = min(OW - ow, tp - j)
+            ih = oh * sh - ph + kh * dh
+            if 0 <= ih < H:
+                iw = ow * sw - pw + kw * dw
+                _valid_range(iw, sw, seg, W, &lo, &hi)
+                src = colgrad + (rr - r_base) * LD + j
+                dst = grad_g + (ci * H + ih) * W + iw
+                if sw == 1:
+                    for t in range(lo, hi):
+                        dst[t] += src[t]
+                else:
+                    for t in range(lo, hi):
+                        dst[t * sw] += src[t]
+            j = j + seg
+            ow = 0
+            oh = oh + 1
 
 
 cdef void _pack_rows(const floating* a, Py_ssize_t m, Py_ssize_t k, Py_ssize_t lda,
@@ -188,6 +235,22 @@ cdef void _pack_cols(const floating* a, Py_ssize_t k, Py_ssize_t m, Py_ssize_t l
                     out[(mp * k + kk) * MR + i] = 0
 
 
+cdef void _transpose_panels(const floating* col, Py_ssize_t kc, Py_ssize_t tp,
+                            floating* out) noexcept nogil:
+    """out[(kb*tp + t)*NR + jj] = col[(kb*NR + jj)*LD + t], zero past row kc:
+    the patch tile as B panels whose columns are rows of K (weight gradient)."""
+    cdef Py_ssize_t kb, t, jj, kk
+    for kb in range(_ceil_div(kc, NR)):
+        for jj in range(NR):
+            kk = kb * NR + jj
+            if kk < kc:
+                for t in range(tp):
+                    out[(kb * tp + t) * NR + jj] = col[kk * LD + t]
+            else:
+                for t in range(tp):
+                    out[(kb * tp + t) * NR + jj] = 0
+
+
 def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W)
                    const floating[:, :, :, ::1] weight,     # IN  (C_out, C_in/g, kH, kW)
                    const floating[::1] bias,                # IN  (C_out,) or empty
@@ -204,10 +267,8 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
     cdef bint has_bias = bias.shape[0] > 0
     cdef Py_ssize_t item, n, g, p0, tp, kb0, k0, kc, mp, nb, i, j, co, rows, cols
     cdef Py_ssize_t n_failed = 0
-    cdef floating* bpack
+    cdef floating* col
     cdef floating* ctile
-    cdef Py_ssize_t* ih0
-    cdef Py_ssize_t* iw0
     cdef floating* dst
     cdef floating b
 
@@ -220,29 +281,26 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
             _pack_rows(&weight[g * Mg, 0, 0, 0], Mg, K, K, &wpack[g * nmp * MR * K])
 
     with nogil, parallel(num_threads=n_threads):
-        bpack = <floating*> malloc(TP * KC * sizeof(floating))
+        col = <floating*> calloc(KC * LD, sizeof(floating))
         ctile = <floating*> malloc(MR * NR * sizeof(floating))
-        ih0 = <Py_ssize_t*> malloc(2 * TP * sizeof(Py_ssize_t))
-        iw0 = ih0 + TP
         for item in prange(n_items, schedule='static'):
-            if bpack == NULL or ctile == NULL or ih0 == NULL:
+            if col == NULL or ctile == NULL:
                 n_failed += 1
                 continue
             n = item // (groups * ntiles)
             g = (item // ntiles) % groups
             p0 = (item % ntiles) * TP
             tp = min(TP, P - p0)
-            _tile_origins(p0, tp, OW, sh, sw, ph, pw, ih0, iw0)
             for kb0 in range(_ceil_div(K, KC)):
                 k0 = kb0 * KC
                 kc = min(KC, K - k0)
-                _im2col_panels(&x[n, g * Cg, 0, 0], H, W, KH, KW, dh, dw,
-                               k0, kc, tp, ih0, iw0, KC * NR, False, bpack)
+                _im2col(&x[n, g * Cg, 0, 0], H, W, KH, KW, sh, sw, ph, pw, dh, dw, OW,
+                        k0, kc, p0, tp, col)
                 for nb in range(_ceil_div(tp, NR)):
                     cols = min(NR, tp - nb * NR)
                     for mp in range(nmp):
-                        _micro(kc, &wpack[((g * nmp + mp) * K + k0) * MR],
-                               bpack + nb * KC * NR, ctile)
+                        _micro(kc, &wpack[((g * nmp + mp) * K + k0) * MR], col + nb * NR, LD,
+                               ctile, NR)
                         rows = min(MR, Mg - mp * MR)
                         for i in range(rows):
                             co = g * Mg + mp * MR + i
@@ -254,9 +312,8 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
                             else:
                                 for j in range(cols):
                                     dst[j] += ctile[i * NR + j]
-        free(ih0)
         free(ctile)
-        free(bpack)
+        free(col)
     if n_failed:
         raise MemoryError("fastconv: could not allocate per-thread workspace")
 
@@ -281,13 +338,10 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
     cdef Py_ssize_t nrp = _ceil_div(K, MR)
     cdef Py_ssize_t n_chunks, chunk, n_items
     cdef bint has_bias = bias.shape[0] > 0
-    cdef Py_ssize_t item, n, g, c0, c1, r0, r1, r, rp, tile, p0, tp, nb, i, j, ci, kh, kw
-    cdef Py_ssize_t ih, iw, cols, q, co
+    cdef Py_ssize_t item, n, g, c0, c1, r0, r1, rb0, rb1, rp, tile, p0, tp, nb, j, ci, q, co
     cdef Py_ssize_t n_failed = 0
-    cdef floating* bpack
-    cdef floating* ctile
-    cdef Py_ssize_t* ih0
-    cdef Py_ssize_t* iw0
+    cdef floating* gtile
+    cdef floating* colgrad
     cdef floating* plane
     cdef const floating* src
     cdef floating b
@@ -307,12 +361,10 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
             _pack_cols(&weight[g * Mg, 0, 0, 0], Mg, K, K, &wpack[g * nrp * MR * Mg])
 
     with nogil, parallel(num_threads=n_threads):
-        bpack = <floating*> malloc(max(1, TP * Mg) * sizeof(floating))
-        ctile = <floating*> malloc(MR * NR * sizeof(floating))
-        ih0 = <Py_ssize_t*> malloc(2 * TP * sizeof(Py_ssize_t))
-        iw0 = ih0 + TP
+        gtile = <floating*> calloc(Mg * LD, sizeof(floating))
+        colgrad = <floating*> malloc(RB * LD * sizeof(floating))
         for item in prange(n_items, schedule='static'):
-            if bpack == NULL or ctile == NULL or ih0 == NULL:
+            if gtile == NULL or colgrad == NULL:
                 n_failed += 1
                 continue
             n = item // (groups * n_chunks)
@@ -329,35 +381,26 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
             for tile in range(_ceil_div(P, TP)):
                 p0 = tile * TP
                 tp = min(TP, P - p0)
-                _tile_origins(p0, tp, OW, sh, sw, ph, pw, ih0, iw0)
-                # B panels: grad_out[n, g*Mg + co, p0 + nb*NR + j] -> [nb][co][j]
-                for nb in range(_ceil_div(tp, NR)):
-                    cols = min(NR, tp - nb * NR)
-                    for co in range(Mg):
-                        src = &grad_out[n, g * Mg + co, 0, 0] + p0 + nb * NR
-                        for j in range(NR):
-                            bpack[(nb * Mg + co) * NR + j] = src[j] if j < cols else 0
-                for nb in range(_ceil_div(tp, NR)):
-                    cols = min(NR, tp - nb * NR)
-                    for rp in range(r0 // MR, _ceil_div(r1, MR)):
-                        _micro(Mg, &wpack[(g * nrp + rp) * MR * Mg],
-                               bpack + nb * Mg * NR, ctile)
-                        for i in range(MR):
-                            r = rp * MR + i
-                            if r < r0 or r >= r1:
-                                continue
-                            ci = r // KK
-                            kh = (r - ci * KK) // KW
-                            kw = r - ci * KK - kh * KW
-                            plane = &grad_in[n, g * Cg + ci, 0, 0]
-                            for j in range(cols):
-                                ih = ih0[nb * NR + j] + kh * dh
-                                iw = iw0[nb * NR + j] + kw * dw
-                                if <size_t>ih < <size_t>H and <size_t>iw < <size_t>W:
-                                    plane[ih * W + iw] += ctile[i * NR + j]
-        free(ih0)
-        free(ctile)
-        free(bpack)
+                # The grad_out tile of this group, rows of LD, zero past tp.
+                for co in range(Mg):
+                    src = &grad_out[n, g * Mg + co, 0, 0] + p0
+                    for j in range(tp):
+                        gtile[co * LD + j] = src[j]
+                    for j in range(tp, _ceil_div(tp, NR) * NR):
+                        gtile[co * LD + j] = 0
+                # Column blocks of RB rows, aligned to the packed panels.
+                rb0 = r0 - r0 % MR
+                while rb0 < r1:
+                    rb1 = min(rb0 + RB, r1)
+                    for rp in range(_ceil_div(rb1 - rb0, MR)):
+                        for nb in range(_ceil_div(tp, NR)):
+                            _micro(Mg, &wpack[(g * nrp + rb0 // MR + rp) * MR * Mg],
+                                   gtile + nb * NR, LD, colgrad + rp * MR * LD + nb * NR, LD)
+                    _col2im(colgrad, max(rb0, r0), rb1, rb0, &grad_in[n, g * Cg, 0, 0],
+                            H, W, KH, KW, sh, sw, ph, pw, dh, dw, OW, p0, tp)
+                    rb0 = rb0 + RB
+        free(colgrad)
+        free(gtile)
     if n_failed:
         raise MemoryError("fastconv: could not allocate per-thread workspace")
 
@@ -381,49 +424,47 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
     cdef Py_ssize_t item, n, g, p0, tp, kb0, k0, kc, mp, kb, i, j, rows, cols
     cdef Py_ssize_t n_failed = 0
     cdef floating* apack
+    cdef floating* col
     cdef floating* bpack
     cdef floating* ctile
     cdef floating* acc
-    cdef Py_ssize_t* ih0
-    cdef Py_ssize_t* iw0
 
     if n_items == 0:
         return
     with nogil, parallel(num_threads=n_threads):
         apack = <floating*> malloc(nmp * MR * TP * sizeof(floating))
+        col = <floating*> malloc(KC * LD * sizeof(floating))
         bpack = <floating*> malloc(KC * TP * sizeof(floating))
         ctile = <floating*> malloc(MR * NR * sizeof(floating))
-        ih0 = <Py_ssize_t*> malloc(2 * TP * sizeof(Py_ssize_t))
-        iw0 = ih0 + TP
         acc = &partial[omp_get_thread_num(), 0]
         for item in prange(n_items, schedule='static'):
-            if apack == NULL or bpack == NULL or ctile == NULL or ih0 == NULL:
+            if apack == NULL or col == NULL or bpack == NULL or ctile == NULL:
                 n_failed += 1
                 continue
             n = item // (groups * ntiles)
             g = (item // ntiles) % groups
             p0 = (item % ntiles) * TP
             tp = min(TP, P - p0)
-            _tile_origins(p0, tp, OW, sh, sw, ph, pw, ih0, iw0)
             # A panels: grad_out rows of group g, contraction over the tile.
             _pack_rows(&grad_out[n, g * Mg, 0, 0] + p0, Mg, tp, P, apack)
             for kb0 in range(_ceil_div(K, KC)):
                 k0 = kb0 * KC
                 kc = min(KC, K - k0)
-                _im2col_panels(&x[n, g * Cg, 0, 0], H, W, KH, KW, dh, dw,
-                               k0, kc, tp, ih0, iw0, TP * NR, True, bpack)
+                _im2col(&x[n, g * Cg, 0, 0], H, W, KH, KW, sh, sw, ph, pw, dh, dw, OW,
+                        k0, kc, p0, tp, col)
+                _transpose_panels(col, kc, tp, bpack)
                 for kb in range(_ceil_div(kc, NR)):
                     cols = min(NR, kc - kb * NR)
                     for mp in range(nmp):
-                        _micro(tp, apack + mp * tp * MR, bpack + kb * TP * NR, ctile)
+                        _micro(tp, apack + mp * tp * MR, bpack + kb * tp * NR, NR, ctile, NR)
                         rows = min(MR, Mg - mp * MR)
                         for i in range(rows):
                             for j in range(cols):
                                 acc[(g * Mg + mp * MR + i) * K + k0 + kb * NR + j] += \
                                     ctile[i * NR + j]
-        free(ih0)
         free(ctile)
         free(bpack)
+        free(col)
         free(apack)
     if n_failed:
         raise MemoryError("fastconv: could not allocate per-thread workspace")
