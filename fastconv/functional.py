@@ -276,7 +276,7 @@ def _max_pool(x, nd, kernel_size, stride, padding, dilation, ceil_mode, return_i
     _pool.max_pool2d_forward(
         _planes(x, geo.in_size), _planes(out, geo.out_size),
         indices.reshape((-1,) + geo.out_size) if return_indices else indices.reshape(0, 0, 0),
-        *geo.kernel_args(), _config.get_num_threads(),
+        geo.kernel_args(), _config.get_num_threads(),
     )
     return (out, indices) if return_indices else out
 
@@ -346,9 +346,8 @@ def _avg_pool(x, nd, kernel_size, stride, padding, ceil_mode, count_include_pad)
     geo = pool_geometry(x.shape[2:], nd, kernel_size, stride, padding, 1, ceil_mode)
     out = np.empty(geo.out_shape(x.shape[:2]), dtype=x.dtype)
     _pool.avg_pool2d_forward(
-        _planes(x, geo.in_size), _planes(out, geo.out_size),
-        *geo.kernel, *geo.stride, *geo.padding, bool(count_include_pad),
-        _config.get_num_threads(),
+        _planes(x, geo.in_size), _planes(out, geo.out_size), geo.kernel_args(),
+        bool(count_include_pad), _config.get_num_threads(),
     )
     return out
 

@@ -268,9 +268,8 @@ def _avg_pool_grad(nd, grad_output, input_size, kernel_size, stride, padding, ce
     _check_grad_output(gy, geo.out_shape(size[:2]), f"avg_pool{nd}d for input_size={size}")
     grad_in = np.zeros(size, dtype=gy.dtype)
     _pool.avg_pool2d_backward(
-        _planes(gy, geo.out_size), _planes(grad_in, geo.in_size),
-        *geo.kernel, *geo.stride, *geo.padding, bool(count_include_pad),
-        _config.get_num_threads(),
+        _planes(gy, geo.out_size), _planes(grad_in, geo.in_size), geo.kernel_args(),
+        bool(count_include_pad), _config.get_num_threads(),
     )
     return grad_in
 
