@@ -87,20 +87,21 @@ class BuildExt(build_ext):
     def build_extensions(self):
         ctype = self.compiler.compiler_type
         compile_args, link_args = _openmp_flags(ctype)
-        if os.environ.get("FASTCONV_DISABLE_OPENMP") == "1":
-            use_openmp = False
-        else:
-            use_openmp = _compiles_with_openmp(self.compiler, compile_args, link_args)
+        disabled = os.environ.get("FASTCONV_DISABLE_OPENMP") == "1"
+        use_openmp = not disabled and _compiles_with_openmp(
+            self.compiler, compile_args, link_args
+        )
         if not use_openmp:
+            reason = (
+                "OpenMP disabled by FASTCONV_DISABLE_OPENMP=1"
+                if disabled
+                else f"this compiler cannot build OpenMP code with {compile_args} {link_args}"
+            )
             if os.environ.get("FASTCONV_REQUIRE_OPENMP") == "1":
-                raise RuntimeError(
-                    "FASTCONV_REQUIRE_OPENMP=1 but this compiler cannot build OpenMP "
-                    f"code with {compile_args} {link_args}."
-                )
+                raise RuntimeError(f"FASTCONV_REQUIRE_OPENMP=1 but {reason}.")
             warnings.warn(
-                "fastconv: OpenMP is not available with this compiler; building a "
-                "correct but SERIAL extension (one thread). Install an OpenMP-capable "
-                "compiler for parallel kernels.",
+                f"fastconv: {reason}; building a correct but SERIAL extension (one "
+                "thread). Use an OpenMP-capable compiler for parallel kernels.",
                 stacklevel=1,
             )
             compile_args, link_args = [], []
