@@ -1,7 +1,8 @@
-"""Command line: ``python -m fastconv [demo|info]``.
+"""Command line: ``python -m fastconv [demo|bench|info]``.
 
 ``demo`` (the default) runs a small CNN's forward and backward ops, checks each
-result against the NumPy reference and times both side by side. ``info``
+result against the NumPy reference and times both side by side. ``bench``
+runs the benchmark suite (``python -m fastconv bench --help``). ``info``
 prints the build configuration.
 """
 
@@ -83,9 +84,15 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=demo)
     sub.add_parser("info", help="print the build configuration").set_defaults(func=info)
+    sub.add_parser("bench", help="run the benchmark suite", add_help=False)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        from fastconv import bench
+
+        return bench.main(argv[1:])
     args = parser.parse_args(argv)
     if args.command is None:
-        args = parser.parse_args(["demo"] + (argv or sys.argv[1:]))
+        args = parser.parse_args(["demo"] + argv)
     return args.func(args)
 
 

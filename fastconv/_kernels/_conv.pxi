@@ -470,6 +470,26 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
         raise MemoryError("fastconv: could not allocate per-thread workspace")
 
 
+def workspace_bytes(str kernel, Py_ssize_t itemsize, Py_ssize_t mg, int n_threads):
+    """Bytes that one call of `kernel` mallocs outside NumPy, over all threads.
+
+    `mg` is the number of grad_out / output channels per group. This is the
+    whole of the per-call workspace besides the NumPy arrays (outputs, packed
+    weights and per-thread partial sums): it is bounded by tiles, never by the
+    batch or the image size.
+    """
+    cdef Py_ssize_t per_thread  # the malloc sizes in the kernels above
+    if kernel == "forward":
+        per_thread = KC * LD + MR * NR
+    elif kernel == "input_grad":
+        per_thread = mg * LD + RB * LD
+    elif kernel == "weight_grad":
+        per_thread = _ceil_div(mg, MR) * MR * TP + KC * LD + KC * TP + MR * NR
+    else:
+        raise ValueError(f"Expected kernel 'forward', 'input_grad' or 'weight_grad', got {kernel!r}")
+    return per_thread * itemsize * n_threads
+
+
 def bias_grad(const floating[:, :, ::1] grad_out,   # IN  (N, C, P)
               floating[::1] out,                    # OUT (C,)
               int n_threads):
