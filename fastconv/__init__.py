@@ -15,7 +15,7 @@ except ImportError as exc:  # pragma: no cover - depends on how it was installed
         "if you are inside the source tree, run Python from another directory."
     ) from exc
 
-from . import grad, reference
+from . import grad, nn, optim, reference
 from ._backend import get_backend, use_backend
 from ._config import get_num_threads, set_num_threads, show_config
 from ._version import __version__
@@ -41,6 +41,8 @@ __all__ = [
     "avg_pool1d",
     "avg_pool2d",
     "grad",
+    "nn",
+    "optim",
     "reference",
     "set_num_threads",
     "get_num_threads",

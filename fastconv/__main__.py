@@ -61,8 +61,8 @@ def demo(args):
             assert np.array_equal(out[1], expected[1]), f"{name}: indices differ"
             out, expected = out[0], expected[0]
         diff = float(np.max(np.abs(out - expected)))
-        t_fast = _median_time(lambda: step(fastconv), args.repeats)
-        t_ref = _median_time(lambda: step(reference), args.repeats)
+        t_fast = _median_time(lambda step=step: step(fastconv), args.repeats)
+        t_ref = _median_time(lambda step=step: step(reference), args.repeats)
         print(f"{name:<18}{str(out.shape):<20}{diff:>11.1e}{t_fast * 1e3:>9.2f}ms"
               f"{t_ref * 1e3:>9.2f}ms{t_ref / t_fast:>8.1f}x")
     print("\nTimes are medians of", args.repeats, "runs in this process.")

@@ -72,6 +72,17 @@ def get_num_threads():
     return n
 
 
+# Work per thread below which another thread costs more (waking it, sharing
+# the tile) than it saves: multiply-adds for convolutions, elements for pooling.
+GRAIN = {"conv": 2**16, "pool": 2**15}
+
+
+def threads_for(work, kind):
+    """Threads for one kernel call of ``work`` units: get_num_threads(), but
+    fewer for calls too small to share."""
+    return max(1, min(get_num_threads(), int(work) // GRAIN[kind]))
+
+
 def _supported_isas():
     features = _openmp.cpu_features()
     isas = ["generic"]

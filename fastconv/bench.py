@@ -236,7 +236,7 @@ def machine_figures(n_threads, repeats=5):
     with _thread_limits(n_threads):
         for dtype in (np.float32, np.float64):
             a = np.random.default_rng(0).standard_normal((2048, 2048)).astype(dtype)
-            t = _median(lambda: a @ a, repeats)
+            t = _median(lambda a=a: a @ a, repeats)
             out[f"gemm_gflops_{np.dtype(dtype).name}"] = 2 * 2048**3 / t / 1e9
     src = np.ones(2**25, np.float64)  # 256 MiB
     dst = np.empty_like(src)

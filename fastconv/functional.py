@@ -64,13 +64,20 @@ def _check_bias(b, channels):
 # -- kernel launchers, shared by the forward ops and the gradients -----------
 
 
+def _conv_threads(geo):
+    """Threads for one convolution kernel: its multiply-adds decide."""
+    macs = int(np.prod(geo.output_shape(), dtype=np.float64)) * (geo.c_in // geo.groups) \
+        * geo.kernel[0] * geo.kernel[1]
+    return _config.threads_for(macs, "conv")
+
+
 def conv_forward(x, w, b, geo):
     """Run the forward kernel: ``conv{nd}d`` of ``x`` with ``w`` for geometry ``geo``."""
     out = np.empty(geo.output_shape(), dtype=x.dtype)
     _config.conv_kernels.conv2d_forward(
         _as4d(x, geo.nd), _as4d(w, geo.nd),
         _empty_bias(x.dtype) if b is None else b,
-        _as4d(out, geo.nd), *geo.kernel_args(), _config.get_num_threads(),
+        _as4d(out, geo.nd), *geo.kernel_args(), _conv_threads(geo),
     )
     return out
 
@@ -81,14 +88,14 @@ def conv_input_grad(grad_out, w, b, geo):
     _config.conv_kernels.conv2d_input_grad(
         _as4d(grad_out, geo.nd), _as4d(w, geo.nd),
         _empty_bias(grad_out.dtype) if b is None else b,
-        _as4d(grad_in, geo.nd), *geo.kernel_args(), _config.get_num_threads(),
+        _as4d(grad_in, geo.nd), *geo.kernel_args(), _conv_threads(geo),
     )
     return grad_in
 
 
 def conv_weight_grad(x, grad_out, geo):
     """Run the weight-gradient kernel and sum its per-thread partial results."""
-    n_threads = _config.get_num_threads()
+    n_threads = _conv_threads(geo)
     shape = geo.weight_shape()
     partial = np.zeros((n_threads, int(np.prod(shape))), dtype=x.dtype)
     _config.conv_kernels.conv2d_weight_grad(
@@ -276,7 +283,7 @@ def _max_pool(x, nd, kernel_size, stride, padding, dilation, ceil_mode, return_i
     _pool.max_pool2d_forward(
         _planes(x, geo.in_size), _planes(out, geo.out_size),
         indices.reshape((-1,) + geo.out_size) if return_indices else indices.reshape(0, 0, 0),
-        geo.kernel_args(), _config.get_num_threads(),
+        geo.kernel_args(), _config.threads_for(x.size, "pool"),
     )
     return (out, indices) if return_indices else out
 
@@ -347,7 +354,7 @@ def _avg_pool(x, nd, kernel_size, stride, padding, ceil_mode, count_include_pad)
     out = np.empty(geo.out_shape(x.shape[:2]), dtype=x.dtype)
     _pool.avg_pool2d_forward(
         _planes(x, geo.in_size), _planes(out, geo.out_size), geo.kernel_args(),
-        bool(count_include_pad), _config.get_num_threads(),
+        bool(count_include_pad), _config.threads_for(x.size, "pool"),
     )
     return out
 

@@ -196,7 +196,8 @@ def conv_bias(grad_output):
     out = np.empty(gy.shape[1], dtype=gy.dtype)
     positions = int(np.prod(gy.shape[2:]))
     _config.conv_kernels.bias_grad(
-        gy.reshape(gy.shape[0], gy.shape[1], positions), out, _config.get_num_threads()
+        gy.reshape(gy.shape[0], gy.shape[1], positions), out,
+        _config.threads_for(gy.size, "pool"),
     )
     return out
 
@@ -221,7 +222,7 @@ def _max_pool_grad(nd, grad_output, indices, input_size):
     planes, n_out = size[0] * size[1], int(np.prod(gy.shape[2:]))
     bad = _pool.max_pool_backward(
         gy.reshape(planes, n_out), idx.reshape(planes, n_out),
-        grad_in.reshape(planes, int(np.prod(size[2:]))), _config.get_num_threads(),
+        grad_in.reshape(planes, int(np.prod(size[2:]))), _config.threads_for(grad_in.size, "pool"),
     )
     if bad:
         hw = int(np.prod(size[2:]))
@@ -269,7 +270,7 @@ def _avg_pool_grad(nd, grad_output, input_size, kernel_size, stride, padding, ce
     grad_in = np.zeros(size, dtype=gy.dtype)
     _pool.avg_pool2d_backward(
         _planes(gy, geo.out_size), _planes(grad_in, geo.in_size), geo.kernel_args(),
-        bool(count_include_pad), _config.get_num_threads(),
+        bool(count_include_pad), _config.threads_for(grad_in.size, "pool"),
     )
     return grad_in
 

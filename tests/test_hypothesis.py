@@ -1,12 +1,12 @@
 """Property-based tests: random geometries against the NumPy reference."""
 
 import numpy as np
+from conftest import assert_close
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastconv
 from fastconv import reference as ref
-from conftest import assert_close
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])

@@ -1,14 +1,14 @@
 """Max and average pooling, forward and gradient, against the NumPy reference,
 textbook loops, PyTorch (when importable) and central differences."""
 
+import loops
 import numpy as np
 import pytest
+from conftest import assert_close
+from test_conv import numerical_grad
 
 import fastconv
 from fastconv import reference as ref
-import loops
-from conftest import assert_close
-from test_conv import numerical_grad
 
 DTYPES = [np.float32, np.float64]
 

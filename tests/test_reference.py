@@ -7,9 +7,9 @@ second oracle on the same cases; those tests skip without it.
 
 import numpy as np
 import pytest
+from conftest import assert_close
 
 import fastconv
-from conftest import assert_close
 from fastconv import reference as ref
 
 try:

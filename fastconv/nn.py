@@ -1,0 +1,862 @@
+"""Layers and losses for training CNNs in plain NumPy, with PyTorch's names.
+
+Each layer is small, after CS231n's ``layers.py``:
+
+* ``__init__`` checks its hyperparameters and draws its parameters from an
+  explicit ``numpy.random.Generator`` (PyTorch's default initialisation);
+* ``forward(x)`` (or ``layer(x)``) returns ``y`` and caches exactly what
+  ``backward`` needs;
+* ``backward(grad_out)`` returns the gradient with respect to the input and
+  *adds* the parameter gradients into each :class:`Parameter`'s ``grad``.
+
+Convolution and pooling go through ``fastconv._backend.ops()`` when called,
+so ``with fastconv.use_backend("numpy"):`` runs the same network on the
+pure-NumPy reference. No layer loops over pixels or samples in Python.
+
+Conventions and the few places where this differs from ``torch.nn``:
+
+* A layer with parameters computes in its parameters' dtype (float32 by
+  default, or float64): inputs and upstream gradients of another real dtype
+  are cast to it, so a float32 network fed float64 or integer images stays
+  float32. Layers without parameters keep their input's dtype.
+* The cache is kept after ``backward``: calling ``backward`` again with the
+  same ``grad_out`` adds the same gradients again. ``backward`` before any
+  ``forward`` raises ``RuntimeError``.
+* ``state_dict()`` returns copies (PyTorch returns views), so a saved state
+  does not change when training continues; ``load_state_dict`` copies into
+  the existing arrays, so optimisers keep working on the same ``Parameter``.
+* Every bad constructor argument raises ``ValueError`` ("Expected ..., got ...").
+
+Example
+-------
+>>> import numpy as np
+>>> from fastconv import nn
+>>> rng = np.random.default_rng(0)
+>>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, rng=rng), nn.ReLU(),
+...                       nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 4 * 4, 2, rng=rng))
+>>> x = rng.standard_normal((5, 1, 8, 8)).astype(np.float32)
+>>> loss = nn.CrossEntropyLoss()
+>>> value = loss(model(x), np.array([0, 1, 0, 1, 1]))
+>>> model.backward(loss.backward()).shape
+(5, 1, 8, 8)
+>>> sorted(model.state_dict())
+['0.bias', '0.weight', '4.bias', '4.weight']
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+from . import _backend
+from ._validation import conv_geometry, conv_transpose_geometry, ntuple, pool_geometry
+
+__all__ = [
+    "Parameter",
+    "Module",
+    "Conv1d",
+    "Conv2d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "MaxPool1d",
+    "MaxPool2d",
+    "AvgPool1d",
+    "AvgPool2d",
+    "ReLU",
+    "LeakyReLU",
+    "Tanh",
+    "Sigmoid",
+    "Flatten",
+    "Dropout",
+    "Linear",
+    "Sequential",
+    "CrossEntropyLoss",
+    "MSELoss",
+]
+
+
+# -- argument checks ----------------------------------------------------------
+
+
+def _positive_int(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"Expected {name} to be a positive int, got {value!r}")
+    return int(value)
+
+
+def _real(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"Expected {name} to be a real number, got {value!r}")
+    return float(value)
+
+
+def _bool(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"Expected {name} to be a bool, got {value!r}")
+    return bool(value)
+
+
+def _as_valueerror(check, *args, **kwargs):
+    """Run one of ``_validation``'s checks, reporting a bad type as ValueError too."""
+    try:
+        return check(*args, **kwargs)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _ints(value, nd, name, minimum=1):
+    """An int or a tuple of ``nd`` ints, each >= ``minimum``, as a tuple."""
+    return _as_valueerror(ntuple, value, nd, name, minimum=minimum)
+
+
+def _param_dtype(dtype):
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"Expected dtype float32 or float64, got {dtype!r}")
+    return dt
+
+
+def _cast(a, dtype):
+    """``a`` as an array of ``dtype`` if it is real, else unchanged (the op rejects it)."""
+    a = np.asarray(a)
+    return a.astype(dtype, copy=False) if a.dtype.kind in "biuf" else a
+
+
+def _check_grad_shape(grad_out, shape, layer):
+    if np.shape(grad_out) != tuple(shape):
+        raise ValueError(
+            f"Expected grad_out of shape {tuple(shape)} (the output of {layer!r}), "
+            f"got {np.shape(grad_out)}"
+        )
+
+
+# -- parameters and the module base -------------------------------------------
+
+
+class Parameter:
+    """A trainable array: ``data`` and its gradient ``grad`` (same shape and dtype).
+
+    Layers *add* into ``grad`` in ``backward``; optimisers update ``data`` in
+    place and ``zero_grad`` zeroes ``grad`` in place, so the arrays a
+    ``Parameter`` holds never change identity.
+    """
+
+    def __init__(self, data):
+        self.data = np.asarray(data)
+        self.grad = np.zeros_like(self.data)
+
+    def __repr__(self):
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+def _kaiming_uniform(shape, rng, dtype):
+    """PyTorch's default ``kaiming_uniform_(w, a=sqrt(5))`` and bias init.
+
+    With ``fan_in = shape[1] * prod(shape[2:])`` (what ``torch.nn.init``
+    computes for Linear ``(out, in)``, Conv ``(C_out, C_in/g, k...)`` and
+    ConvTranspose ``(C_in, C_out/g, k...)`` weights alike), the gain
+    ``sqrt(2 / (1 + a^2)) = sqrt(1/3)`` gives the weight bound
+    ``gain * sqrt(3 / fan_in) = 1 / sqrt(fan_in)``; the bias bound is the same.
+    Returns ``(weight, bias_bound)``.
+    """
+    fan_in = shape[1] * math.prod(shape[2:])
+    bound = 1.0 / math.sqrt(fan_in)
+    return rng.uniform(-bound, bound, shape).astype(dtype), bound
+
+
+class Module:
+    """Base of every layer and loss: parameters, train/eval mode, state dict.
+
+    Parameters are the :class:`Parameter` attributes of a module, in the order
+    they were assigned, followed by those of its sub-module attributes under
+    ``"<attribute>.<name>"`` (``Sequential`` names its layers ``"0"``, ``"1"``, ...).
+    """
+
+    training = True
+    _cache = None
+
+    def __call__(self, *args):
+        return self.forward(*args)
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, grad_out):
+        raise NotImplementedError
+
+    def _saved(self):
+        """What ``forward`` cached, or the error for a backward that came first."""
+        if self._cache is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward() called before forward()"
+            )
+        return self._cache
+
+    # -- parameters
+
+    def _children(self):
+        return [(name, v) for name, v in vars(self).items() if isinstance(v, Module)]
+
+    def named_parameters(self):
+        """``[(name, Parameter)]``, names as in :meth:`state_dict`."""
+        out = [(name, v) for name, v in vars(self).items() if isinstance(v, Parameter)]
+        for prefix, child in self._children():
+            out += [(f"{prefix}.{name}", p) for name, p in child.named_parameters()]
+        return out
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad[...] = 0
+
+    # -- mode
+
+    def train(self, mode=True):
+        """Set training mode (it only changes ``Dropout``) here and in sub-modules."""
+        self.training = bool(mode)
+        for _, child in self._children():
+            child.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    # -- state
+
+    def state_dict(self):
+        """``{name: copy of data}``; round-trips through ``numpy.savez``/``numpy.load``."""
+        return {name: p.data.copy() for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state_dict):
+        """Copy ``state_dict`` (a dict or an ``NpzFile``) into the parameters, in place.
+
+        The keys must be exactly those of :meth:`state_dict` and every shape
+        must match; nothing is copied unless all of them do.
+        """
+        params = dict(self.named_parameters())
+        state = {key: np.asarray(state_dict[key]) for key in state_dict.keys()}
+        missing = sorted(set(params) - set(state))
+        unexpected = sorted(set(state) - set(params))
+        if missing or unexpected:
+            raise ValueError(
+                f"Expected state_dict keys {sorted(params)}, got missing keys {missing} "
+                f"and unexpected keys {unexpected}"
+            )
+        for name, p in params.items():
+            if state[name].shape != p.data.shape:
+                raise ValueError(
+                    f"Expected {name!r} of shape {p.data.shape}, got {state[name].shape}"
+                )
+            if not np.can_cast(state[name].dtype, p.data.dtype, "same_kind"):
+                raise ValueError(
+                    f"Expected {name!r} of a real dtype, got {state[name].dtype}"
+                )
+        for name, p in params.items():
+            np.copyto(p.data, state[name])
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+# -- convolution --------------------------------------------------------------
+
+
+class _ConvNd(Module):
+    """Shared body of the four convolution layers.
+
+    ``y = conv(x, W) + b`` with the op named ``_op`` (``conv2d``,
+    ``conv_transpose1d``, ...); ``backward`` computes::
+
+        grad_in = ops().grad.<_op>_input(x.shape, W, dy, ...)
+        W.grad += ops().grad.<_op>_weight(x, W.shape, dy, ...)
+        b.grad += ops().grad.conv_bias(dy)             # dy summed over (N, spatial)
+    """
+
+    _nd = 2
+    _transposed = False
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                 groups, bias, output_padding, rng, dtype):
+        nd = self._nd
+        self.in_channels = _positive_int(in_channels, "in_channels")
+        self.out_channels = _positive_int(out_channels, "out_channels")
+        self.groups = _positive_int(groups, "groups")
+        for name, c in (("in_channels", self.in_channels), ("out_channels", self.out_channels)):
+            if c % self.groups:
+                raise ValueError(
+                    f"Expected {name} divisible by groups, got {name}={c} and groups={self.groups}"
+                )
+        self.kernel_size = _ints(kernel_size, nd, "kernel_size")
+        self.stride = _ints(stride, nd, "stride")
+        self.dilation = _ints(dilation, nd, "dilation")
+        if isinstance(padding, numbers.Integral) and not isinstance(padding, bool):
+            padding = (int(padding),) * nd
+        elif isinstance(padding, list):
+            padding = tuple(tuple(p) if isinstance(p, list) else p for p in padding)
+        self.padding = padding
+        self.dtype = _param_dtype(dtype)
+        use_bias = _bool(bias, "bias")
+        rng = np.random.default_rng(rng)
+        if self._transposed:
+            self.output_padding = _ints(output_padding, nd, "output_padding", minimum=0)
+            shape = (self.in_channels, self.out_channels // self.groups) + self.kernel_size
+        else:
+            shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
+        self._check_geometry(shape)
+        w, bound = _kaiming_uniform(shape, rng, self.dtype)
+        self.weight = Parameter(w)
+        self.bias = (Parameter(rng.uniform(-bound, bound, self.out_channels).astype(self.dtype))
+                     if use_bias else None)
+
+    def _op_args(self):
+        args = dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
+                    groups=self.groups)
+        if self._transposed:
+            args["output_padding"] = self.output_padding
+        return args
+
+    def _check_geometry(self, w_shape):
+        """Let the ops' own validation judge padding (and its mix with stride,
+        dilation and output_padding) now, on an input large enough for any kernel."""
+        if self._transposed:
+            # (A string padding gets the geometry's own error.)
+            pad = 0 if isinstance(self.padding, str) else max(
+                _ints(self.padding, self._nd, "padding", minimum=0))
+            size = (2 * pad + 1,) * self._nd
+            _as_valueerror(conv_transpose_geometry, (1, self.in_channels) + size, w_shape,
+                           self._nd, self.stride, self.padding, self.output_padding,
+                           self.groups, self.dilation)
+        else:
+            size = tuple(d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel_size))
+            _as_valueerror(conv_geometry, (1, self.in_channels) + size, w_shape, self._nd,
+                           self.stride, self.padding, self.dilation, self.groups)
+
+    def forward(self, x):
+        x = _cast(x, self.dtype)
+        if x.ndim != self._nd + 2 or x.shape[1] != self.in_channels:
+            layout = ("L",) if self._nd == 1 else ("H", "W")
+            expected = ", ".join(("N", str(self.in_channels)) + layout)
+            raise ValueError(
+                f"Expected input of shape ({expected}) for {self!r} "
+                f"(in_channels={self.in_channels}), got shape {x.shape}"
+            )
+        bias = None if self.bias is None else self.bias.data
+        y = getattr(_backend.ops(), self._op)(x, self.weight.data, bias, **self._op_args())
+        self._cache = (x,)
+        return y
+
+    def backward(self, grad_out):
+        (x,) = self._saved()
+        gy = _cast(grad_out, self.dtype)
+        grad = _backend.ops().grad
+        w = self.weight.data
+        grad_in = getattr(grad, self._op + "_input")(x.shape, w, gy, **self._op_args())
+        self.weight.grad += getattr(grad, self._op + "_weight")(x, w.shape, gy,
+                                                                **self._op_args())
+        if self.bias is not None:
+            self.bias.grad += grad.conv_bias(gy)
+        return grad_in
+
+    def extra_repr(self):
+        nd = self._nd
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding != (0,) * nd:
+            s += f", padding={self.padding}"
+        if self.dilation != (1,) * nd:
+            s += f", dilation={self.dilation}"
+        if self._transposed and self.output_padding != (0,) * nd:
+            s += f", output_padding={self.output_padding}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class Conv1d(_ConvNd):
+    """Conv1d(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True, rng=None, dtype=np.float32)
+
+    ``y = conv1d(x, W, b)``: weight ``(C_out, C_in/groups, k)``, bias ``(C_out,)``,
+    both uniform in ``±1/sqrt((C_in/groups)*k)``. ``padding`` takes every form
+    :func:`fastconv.conv1d` does: int, ``(left, right)``, ``'same'``, ``'valid'``.
+
+    Shape: ``(N, C_in, L) -> (N, C_out, L_out)``,
+    ``L_out = floor((L + pad_left + pad_right - dilation*(k-1) - 1) / stride) + 1``.
+    """
+
+    _nd, _op = 1, "conv1d"
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, groups=1, bias=True, rng=None, dtype=np.float32):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, 0, rng, dtype)
+
+
+class Conv2d(_ConvNd):
+    """Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True, rng=None, dtype=np.float32)
+
+    ``y = conv2d(x, W, b)``: weight ``(C_out, C_in/groups, kH, kW)``, bias
+    ``(C_out,)``, both uniform in ``±1/sqrt((C_in/groups)*kH*kW)``. ``padding``
+    takes every form :func:`fastconv.conv2d` does, asymmetric
+    ``((top, bottom), (left, right))`` included.
+
+    Shape: ``(N, C_in, H, W) -> (N, C_out, H_out, W_out)``,
+    ``H_out = floor((H + pad_top + pad_bottom - d_h*(kH-1) - 1) / s_h) + 1``.
+
+    >>> Conv2d(1, 16, 3, padding=1)
+    Conv2d(1, 16, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))
+    """
+
+    _nd, _op = 2, "conv2d"
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, groups=1, bias=True, rng=None, dtype=np.float32):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, 0, rng, dtype)
+
+
+class ConvTranspose1d(_ConvNd):
+    """ConvTranspose1d(in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1, bias=True, dilation=1, rng=None, dtype=np.float32)
+
+    ``y = conv_transpose1d(x, W, b)``: weight ``(C_in, C_out/groups, k)``; as in
+    PyTorch, weight and bias are uniform in ``±1/sqrt((C_out/groups)*k)``.
+
+    Shape: ``(N, C_in, L) -> (N, C_out, L_out)``,
+    ``L_out = (L - 1)*stride - 2*padding + dilation*(k-1) + output_padding + 1``.
+    """
+
+    _nd, _op, _transposed = 1, "conv_transpose1d", True
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, bias=True, dilation=1, rng=None,
+                 dtype=np.float32):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, output_padding, rng, dtype)
+
+
+class ConvTranspose2d(_ConvNd):
+    """ConvTranspose2d(in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1, bias=True, dilation=1, rng=None, dtype=np.float32)
+
+    ``y = conv_transpose2d(x, W, b)``: weight ``(C_in, C_out/groups, kH, kW)``;
+    weight and bias uniform in ``±1/sqrt((C_out/groups)*kH*kW)``.
+
+    Shape: ``(N, C_in, H, W) -> (N, C_out, H_out, W_out)``,
+    ``H_out = (H - 1)*s_h - 2*p_h + d_h*(kH-1) + output_padding_h + 1``.
+    """
+
+    _nd, _op, _transposed = 2, "conv_transpose2d", True
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, bias=True, dilation=1, rng=None,
+                 dtype=np.float32):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, output_padding, rng, dtype)
+
+
+# -- pooling ------------------------------------------------------------------
+
+
+class _PoolNd(Module):
+    _nd = 2
+
+    def __init__(self, kernel_size, stride, padding, dilation, ceil_mode):
+        nd = self._nd
+        self.kernel_size = kernel_size
+        self.stride = kernel_size if stride is None else stride
+        self.padding = padding
+        self.dilation = dilation
+        self.ceil_mode = _bool(ceil_mode, "ceil_mode")
+        # pool_geometry checks every argument; an input of the padded window
+        # size is large enough for any legal combination.
+        k = _ints(kernel_size, nd, "kernel_size")
+        d = _ints(dilation, nd, "dilation")
+        p = _ints(padding, nd, "padding", minimum=0)
+        size = tuple(di * (ki - 1) + 1 + 2 * pi for ki, di, pi in zip(k, d, p))
+        _as_valueerror(pool_geometry, size, nd, kernel_size, stride, padding, dilation,
+                       ceil_mode)
+
+
+class _MaxPoolNd(_PoolNd):
+    """``y = max over each window``; ``backward`` routes ``dy`` to the cached
+    argmax indices: ``dx = ops().grad.max_pool{nd}d(dy, indices, x.shape)``."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+        super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
+
+    def forward(self, x):
+        op = getattr(_backend.ops(), f"max_pool{self._nd}d")
+        y, indices = op(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                        self.ceil_mode, return_indices=True)
+        self._cache = (indices, np.shape(x))
+        return y
+
+    def backward(self, grad_out):
+        indices, shape = self._saved()
+        return getattr(_backend.ops().grad, f"max_pool{self._nd}d")(grad_out, indices, shape)
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class MaxPool1d(_MaxPoolNd):
+    """MaxPool1d(kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False)
+
+    See :func:`fastconv.max_pool1d`. Shape: ``(N, C, L) -> (N, C, L_out)``.
+    """
+
+    _nd = 1
+
+
+class MaxPool2d(_MaxPoolNd):
+    """MaxPool2d(kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False)
+
+    See :func:`fastconv.max_pool2d`. Shape: ``(N, C, H, W) -> (N, C, H_out, W_out)``.
+    """
+
+    _nd = 2
+
+
+class _AvgPoolNd(_PoolNd):
+    """``y = window sum / divisor``; ``backward`` spreads ``dy / divisor`` over
+    each window: ``dx = ops().grad.avg_pool{nd}d(dy, x.shape, ...)``."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True):
+        super().__init__(kernel_size, stride, padding, 1, ceil_mode)
+        self.count_include_pad = _bool(count_include_pad, "count_include_pad")
+
+    def _op_args(self):
+        return (self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                self.count_include_pad)
+
+    def forward(self, x):
+        y = getattr(_backend.ops(), f"avg_pool{self._nd}d")(x, *self._op_args())
+        self._cache = (np.shape(x),)
+        return y
+
+    def backward(self, grad_out):
+        (shape,) = self._saved()
+        return getattr(_backend.ops().grad, f"avg_pool{self._nd}d")(grad_out, shape,
+                                                                    *self._op_args())
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AvgPool1d(_AvgPoolNd):
+    """AvgPool1d(kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True)
+
+    See :func:`fastconv.avg_pool1d`. Shape: ``(N, C, L) -> (N, C, L_out)``.
+    """
+
+    _nd = 1
+
+
+class AvgPool2d(_AvgPoolNd):
+    """AvgPool2d(kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True)
+
+    See :func:`fastconv.avg_pool2d`. Shape: ``(N, C, H, W) -> (N, C, H_out, W_out)``.
+    """
+
+    _nd = 2
+
+
+# -- element-wise layers and reshaping ----------------------------------------
+
+
+class ReLU(Module):
+    """``y = max(x, 0)``; ``dx = dy * (x > 0)`` (the gradient at 0 is 0)."""
+
+    def forward(self, x):
+        x = np.asarray(x)
+        self._cache = (x > 0,)
+        return np.maximum(x, 0)
+
+    def backward(self, grad_out):
+        (mask,) = self._saved()
+        _check_grad_shape(grad_out, mask.shape, self)
+        return grad_out * mask
+
+
+class LeakyReLU(Module):
+    """``y = x if x > 0 else negative_slope * x``; ``dx = dy`` or ``negative_slope * dy``."""
+
+    def __init__(self, negative_slope=0.01):
+        self.negative_slope = _real(negative_slope, "negative_slope")
+
+    def forward(self, x):
+        x = np.asarray(x)
+        mask = x > 0
+        self._cache = (mask,)
+        return np.where(mask, x, x * self.negative_slope)
+
+    def backward(self, grad_out):
+        (mask,) = self._saved()
+        _check_grad_shape(grad_out, mask.shape, self)
+        gy = np.asarray(grad_out)
+        return np.where(mask, gy, gy * self.negative_slope)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+
+class Tanh(Module):
+    """``y = tanh(x)``; ``dx = dy * (1 - y^2)`` from the cached output."""
+
+    def forward(self, x):
+        y = np.tanh(x)
+        self._cache = (y,)
+        return y
+
+    def backward(self, grad_out):
+        (y,) = self._saved()
+        _check_grad_shape(grad_out, y.shape, self)
+        return grad_out * (1 - y * y)
+
+
+class Sigmoid(Module):
+    """``y = 1 / (1 + exp(-x))``; ``dx = dy * y * (1 - y)`` from the cached output.
+
+    Computed as ``1/(1+e)`` for ``x >= 0`` and ``e/(1+e)`` otherwise, with
+    ``e = exp(-|x|)``, so no ``exp`` overflows.
+    """
+
+    def forward(self, x):
+        x = np.asarray(x)
+        e = np.exp(-np.abs(x))
+        y = np.where(x >= 0, 1, e) / (1 + e)
+        self._cache = (y,)
+        return y
+
+    def backward(self, grad_out):
+        (y,) = self._saved()
+        _check_grad_shape(grad_out, y.shape, self)
+        return grad_out * (y * (1 - y))
+
+
+class Flatten(Module):
+    """``(N, d1, d2, ...) -> (N, d1*d2*...)``; ``backward`` reshapes back."""
+
+    def forward(self, x):
+        x = np.asarray(x)
+        if x.ndim < 1:
+            raise ValueError(f"Expected input with a batch axis, got shape {x.shape}")
+        self._cache = (x.shape,)
+        return x.reshape(x.shape[0], math.prod(x.shape[1:]))
+
+    def backward(self, grad_out):
+        (shape,) = self._saved()
+        return np.asarray(grad_out).reshape(shape)
+
+
+class Dropout(Module):
+    """Dropout(p=0.5, rng=None): inverted dropout.
+
+    In training mode each element is kept with probability ``1 - p`` (drawn
+    from the layer's ``rng``) and scaled by ``1/(1 - p)``, so ``E[y] = x``:
+    ``y = x * m``, ``dx = dy * m`` with ``m`` in ``{0, 1/(1-p)}``. In eval mode
+    (``layer.eval()``) it is the identity, forward and backward.
+    """
+
+    def __init__(self, p=0.5, rng=None):
+        p = _real(p, "p")
+        if not 0 <= p < 1:
+            raise ValueError(f"Expected dropout probability p in [0, 1), got {p!r}")
+        self.p = p
+        self.rng = np.random.default_rng(rng)
+
+    def forward(self, x):
+        x = np.asarray(x)
+        if not self.training or self.p == 0:
+            self._cache = (None,)
+            return x
+        dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float64)
+        mask = (self.rng.random(x.shape) >= self.p).astype(dtype) / (1 - self.p)
+        self._cache = (mask,)
+        return x * mask
+
+    def backward(self, grad_out):
+        (mask,) = self._saved()
+        if mask is None:
+            return grad_out
+        _check_grad_shape(grad_out, mask.shape, self)
+        return grad_out * mask
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class Linear(Module):
+    """Linear(in_features, out_features, bias=True, rng=None, dtype=np.float32)
+
+    ``y = x @ W.T + b`` with ``W`` of shape ``(out, in)``, both uniform in
+    ``±1/sqrt(in_features)``. ``backward``: ``dW += dy.T @ x``,
+    ``db += dy.sum(0)``, ``dx = dy @ W``.
+
+    Shape: ``(N, in_features) -> (N, out_features)``.
+    """
+
+    def __init__(self, in_features, out_features, bias=True, rng=None, dtype=np.float32):
+        self.in_features = _positive_int(in_features, "in_features")
+        self.out_features = _positive_int(out_features, "out_features")
+        self.dtype = _param_dtype(dtype)
+        use_bias = _bool(bias, "bias")
+        rng = np.random.default_rng(rng)
+        w, bound = _kaiming_uniform((self.out_features, self.in_features), rng, self.dtype)
+        self.weight = Parameter(w)
+        self.bias = (Parameter(rng.uniform(-bound, bound, self.out_features).astype(self.dtype))
+                     if use_bias else None)
+
+    def forward(self, x):
+        x = _cast(x, self.dtype)
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(
+                f"Expected input of shape (N, {self.in_features}) for {self!r} "
+                f"(in_features={self.in_features}), got shape {x.shape}"
+            )
+        y = x @ self.weight.data.T
+        if self.bias is not None:
+            y += self.bias.data
+        self._cache = (x,)
+        return y
+
+    def backward(self, grad_out):
+        (x,) = self._saved()
+        gy = _cast(grad_out, self.dtype)
+        _check_grad_shape(gy, (x.shape[0], self.out_features), self)
+        self.weight.grad += gy.T @ x
+        if self.bias is not None:
+            self.bias.grad += gy.sum(axis=0)
+        return gy @ self.weight.data
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class Sequential(Module):
+    """Sequential(*layers): ``forward`` chains the layers, ``backward`` runs them
+    in reverse and returns the input gradient. Parameters are named
+    ``"<index>.<name>"`` (``"0.weight"``, ``"3.bias"``), as in PyTorch.
+    """
+
+    def __init__(self, *layers):
+        for layer in layers:
+            if not isinstance(layer, Module):
+                raise TypeError(f"Expected fastconv.nn modules, got {layer!r}")
+        self.layers = list(layers)
+
+    def _children(self):
+        return [(str(i), layer) for i, layer in enumerate(self.layers)]
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        self._cache = ()  # the layers hold their own caches
+        return x
+
+    def backward(self, grad_out):
+        self._saved()
+        for layer in reversed(self.layers):
+            grad_out = layer.backward(grad_out)
+        return grad_out
+
+    def __getitem__(self, index):
+        return self.layers[index]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __repr__(self):
+        lines = [f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers)]
+        return "Sequential(" + "".join("\n" + line for line in lines) + ("\n)" if lines else ")")
+
+
+# -- losses -------------------------------------------------------------------
+
+
+def _float_array(a, name):
+    a = np.asarray(a)
+    if a.dtype.kind in "biu":
+        return a.astype(np.float64)
+    if a.dtype.kind != "f":
+        raise TypeError(f"Expected {name} of a real dtype, got {a.dtype}")
+    return a
+
+
+class CrossEntropyLoss(Module):
+    """``loss(logits, labels) -> float``: mean negative log-likelihood of softmax.
+
+    With ``z = logits - max_c logits`` (rows shifted for stability) and
+    ``lse = log sum_c exp(z)``, ``log_softmax = z - lse`` and
+    ``loss = -mean_n log_softmax[n, labels[n]]``. ``backward()`` returns
+    ``(softmax(logits) - onehot(labels)) / N`` in the logits' dtype, times
+    ``grad_output`` (default 1).
+
+    Shape: logits ``(N, C)``, integer labels ``(N,)`` in ``[0, C)``.
+    """
+
+    def forward(self, logits, labels):
+        logits = _float_array(logits, "logits")
+        labels = np.asarray(labels)
+        if logits.ndim != 2 or logits.shape[0] == 0 or logits.shape[1] == 0:
+            raise ValueError(f"Expected logits of shape (N, C) with N, C >= 1, got {logits.shape}")
+        if labels.dtype.kind not in "iu":
+            raise ValueError(f"Expected integer class labels, got dtype {labels.dtype}")
+        n, c = logits.shape
+        if labels.shape != (n,):
+            raise ValueError(
+                f"Expected labels of shape ({n},) for logits of shape {logits.shape}, "
+                f"got {labels.shape}"
+            )
+        if labels.min() < 0 or labels.max() >= c:
+            raise ValueError(
+                f"Expected labels in [0, {c}), got values in [{labels.min()}, {labels.max()}]"
+            )
+        z = logits - logits.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(z).sum(axis=1, keepdims=True))
+        log_p = z - lse
+        self._cache = (np.exp(log_p), labels)
+        return -float(log_p[np.arange(n), labels].mean(dtype=np.float64))
+
+    def backward(self, grad_output=1.0):
+        p, labels = self._saved()
+        n = p.shape[0]
+        grad = p.copy()
+        grad[np.arange(n), labels] -= 1
+        grad *= float(grad_output) / n
+        return grad
+
+
+class MSELoss(Module):
+    """``loss(pred, target) -> float = mean((pred - target)^2)``;
+    ``backward()`` returns ``2 * (pred - target) / pred.size`` in pred's dtype."""
+
+    def forward(self, pred, target):
+        pred = _float_array(pred, "pred")
+        target = np.asarray(target)
+        if pred.shape != target.shape or pred.size == 0:
+            raise ValueError(
+                f"Expected non-empty pred and target of the same shape, got "
+                f"{pred.shape} and {target.shape}"
+            )
+        diff = (pred - target).astype(pred.dtype, copy=False)
+        self._cache = (diff,)
+        return float(np.mean(diff * diff, dtype=np.float64))
+
+    def backward(self, grad_output=1.0):
+        (diff,) = self._saved()
+        return diff * (2 * float(grad_output) / diff.size)
