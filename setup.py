@@ -105,7 +105,8 @@ class BuildExt(build_ext):
                 stacklevel=1,
             )
             compile_args, link_args = [], []
-        opt = ["/O2"] if ctype == "msvc" else ["-O3"]
+        # -g0: no debug info in shipped binaries (Python's own CFLAGS carry -g)
+        opt = ["/O2"] if ctype == "msvc" else ["-O3", "-g0"]
         for ext in self.extensions:
             variant = ext.name.rsplit("_", 1)[-1] if "_conv_" in ext.name else "generic"
             ext.extra_compile_args = opt + compile_args + _isa_flags(ctype, variant)

@@ -38,3 +38,14 @@ def threads():
 
     yield fastconv
     fastconv.set_num_threads(None)
+
+
+def pytest_report_header(config):
+    """Say which fastconv is under test: the source tree's or an installed one."""
+    import fastconv
+    from fastconv import _config
+    from fastconv._kernels import _openmp
+
+    return (f"fastconv {fastconv.__version__} from {fastconv.__file__}; openmp "
+            f"{'on' if _openmp.openmp_enabled() else 'OFF'}, {_config.get_num_threads()} "
+            f"threads, {_config.ISA} kernels")
