@@ -1,9 +1,10 @@
-"""Command line: ``python -m fastconv [demo|bench|info]``.
+"""Command line: ``python -m fastconv [demo|train|bench|info]``.
 
 ``demo`` (the default) runs a small CNN's forward and backward ops, checks each
-result against the NumPy reference and times both side by side. ``bench``
-runs the benchmark suite (``python -m fastconv bench --help``). ``info``
-prints the build configuration.
+result against the NumPy reference and times both side by side. ``train``
+trains a CNN on real data (``python -m fastconv train --help``; needs the
+``demo`` extra). ``bench`` runs the benchmark suite
+(``python -m fastconv bench --help``). ``info`` prints the build configuration.
 """
 
 import argparse
@@ -84,8 +85,13 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=demo)
     sub.add_parser("info", help="print the build configuration").set_defaults(func=info)
+    sub.add_parser("train", help="train a CNN on real data (digits, MNIST-1D)", add_help=False)
     sub.add_parser("bench", help="run the benchmark suite", add_help=False)
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        from fastconv import train
+
+        return train.main(argv[1:])
     if argv[:1] == ["bench"]:
         from fastconv import bench
 
