@@ -99,11 +99,14 @@ class BuildExt(build_ext):
             )
             if os.environ.get("FASTCONV_REQUIRE_OPENMP") == "1":
                 raise RuntimeError(f"FASTCONV_REQUIRE_OPENMP=1 but {reason}.")
-            warnings.warn(
+            message = (
                 f"fastconv: {reason}; building a correct but SERIAL extension (one "
-                "thread). Use an OpenMP-capable compiler for parallel kernels.",
-                stacklevel=1,
+                "thread). Use an OpenMP-capable compiler for parallel kernels."
             )
+            # Both: pip shows the build's stderr with -v, and warnings go to
+            # front ends that collect them.
+            print(f"WARNING: {message}", file=sys.stderr)
+            warnings.warn(message, stacklevel=1)
             compile_args, link_args = [], []
         # -g0: no debug info in shipped binaries (Python's own CFLAGS carry -g)
         opt = ["/O2"] if ctype == "msvc" else ["-O3", "-g0"]
