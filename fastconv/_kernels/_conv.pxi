@@ -2,8 +2,8 @@
 # weight gradient, for float32 and float64 through the fused `floating` type.
 #
 # This file is included by _conv_generic.pyx, _conv_avx2.pyx and
-# _conv_avx512.pyx, which are the same code compiled with different ISA flags;
-# fastconv._dispatch picks one at import time from the CPU's features.
+# _conv_avx512.pyx: the same code compiled with different ISA flags, of which
+# fastconv._config picks one at import time from the CPU's features.
 #
 # Design
 # ------
@@ -11,27 +11,29 @@
 # that no whole-batch im2col buffer ever exists. Every 2-D geometry is handled
 # (1-D convolutions arrive with H = kH = 1). Let Cg = C_in/groups,
 # Mg = C_out/groups, K = Cg*kH*kW and P = OH*OW. Rows of K are ordered
-# (ci, kh, kw), the order of the weight's memory.
+# (ci, kh, kw), the order of the weight's memory. Output positions are
+# numbered q = n*P + p across the batch, so that a tile of TP positions may
+# span several small images and the GEMMs stay wide for small feature maps.
 #
-# * forward:      out[n, g] (Mg x P)  = W_g (Mg x K) @ col[n, g] (K x P) + b
-#   parallel over (n, g, tile of TP output positions): each item writes its own
-#   slice of `out`. The col tile is built K-block by K-block (KC rows) straight
-#   into packed panels, so workspace is TP*KC per thread.
+# * forward:      out[:, g] (Mg x N*P) = W_g (Mg x K) @ col_g (K x N*P) + b
+#   parallel over (g, tile of TP positions): each item writes its own slice
+#   of `out`. The col tile is built KC rows at a time, so the workspace is
+#   KC*TP per thread.
 # * input grad:   colgrad (K x P) = W_g^T (K x Mg) @ grad_out[n, g] (Mg x P),
 #   scattered (col2im) into grad_in. Parallel over (n, g, chunk of input
 #   channels): every item owns whole planes of grad_in, so the scatter-add has
-#   no write conflicts. Output positions are walked sequentially inside an item.
+#   no write conflicts; positions are walked sequentially inside an item.
 #   This is the seeds' "full convolution with the flipped kernel", generalised
 #   to stride, dilation, padding and groups.
-# * weight grad:  dW_g (Mg x K) += grad_out[n, g] (Mg x TP) @ col^T (TP x K),
-#   a reduction over batch and positions. Parallel over (n, g, tile); each
-#   thread accumulates into its own private copy of dW, and the copies are
-#   summed after the parallel region (never += races on shared output).
+# * weight grad:  dW_g (Mg x K) += grad_out_g (Mg x TP) @ col^T (TP x K), a
+#   reduction over batch and positions. Parallel over (g, tile); each thread
+#   accumulates into its own private copy of dW, and the copies are summed
+#   after the parallel region (never += races on shared output).
 #
-# The GEMMs use one register-blocked micro-kernel, MR x NR = 6 x 16: operands
-# are packed into contiguous panels (A: kc x MR, B: kc x NR) so that the inner
-# loop streams both, and the 6 x 16 accumulator block stays in SIMD registers.
-# The compiler vectorises the NR loop; the ISA variant decides the width.
+# The GEMMs share one register-blocked micro-kernel of MR x NR = 6 x (two SIMD
+# vectors), NR set per instruction set in _isa.h: the A operand is packed in
+# panels of MR rows, the B operand is a tile buffer whose rows hold NR
+# consecutive values, and the 12 accumulator vectors stay in registers.
 #
 # Compiler directives: boundscheck=False, wraparound=False, cdivision=True,
 # initializedcheck=False (set in setup.py). Index arithmetic is Py_ssize_t.
@@ -44,11 +46,17 @@ import numpy as np
 
 from fastconv._kernels._openmp cimport omp_get_thread_num
 
+
+cdef extern from "_isa.h":
+    enum:
+        FASTCONV_NR_F32  # micro-kernel columns for float32 (2 SIMD vectors)
+        FASTCONV_NR_F64  # ... and for float64
+
 cdef enum:
     MR = 6      # rows of the micro-kernel's accumulator block
-    NR = 16     # columns of the micro-kernel's accumulator block
-    TP = 128    # output positions per tile (a multiple of NR)
-    LD = 144    # row stride of the per-thread tile buffers: TP + NR, not a
+    NR_MAX = 32 # the widest NR of any build
+    TP = 128    # output positions per tile (a multiple of every NR)
+    LD = 144    # row stride of the per-thread tile buffers: TP + 16, not a
                 # power of two, so that a column walk does not alias cache sets
     KC = 256    # depth of one packed block (rows of K, or columns for dW)
     RB = 96     # rows of one column block of the input gradient (multiple of MR)
@@ -63,18 +71,19 @@ cdef inline void _micro(Py_ssize_t kc, const floating* a, const floating* b, Py_
     """c[i, j] = sum_k a[k, i] * b[k, j] for an MR x NR block.
 
     `a` is a packed panel (kc x MR, contiguous); row k of `b` starts at
-    b + k*ldb and holds NR values. Six named accumulator rows let the compiler
-    keep the whole block in SIMD registers.
+    b + k*ldb and holds NR values. Six named accumulator rows of a width known
+    at compile time let the compiler keep the whole block in SIMD registers.
     """
-    cdef floating c0[NR]
-    cdef floating c1[NR]
-    cdef floating c2[NR]
-    cdef floating c3[NR]
-    cdef floating c4[NR]
-    cdef floating c5[NR]
+    cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
+    cdef floating c0[NR_MAX]
+    cdef floating c1[NR_MAX]
+    cdef floating c2[NR_MAX]
+    cdef floating c3[NR_MAX]
+    cdef floating c4[NR_MAX]
+    cdef floating c5[NR_MAX]
     cdef floating a0, a1, a2, a3, a4, a5, bj
     cdef Py_ssize_t j, k
-    for j in range(NR):
+    for j in range(nr):
         c0[j] = 0
         c1[j] = 0
         c2[j] = 0
@@ -88,7 +97,7 @@ cdef inline void _micro(Py_ssize_t kc, const floating* a, const floating* b, Py_
         a3 = a[3]
         a4 = a[4]
         a5 = a[5]
-        for j in range(NR):
+        for j in range(nr):
             bj = b[j]
             c0[j] += a0 * bj
             c1[j] += a1 * bj
@@ -98,7 +107,7 @@ cdef inline void _micro(Py_ssize_t kc, const floating* a, const floating* b, Py_
             c5[j] += a5 * bj
         a += MR
         b += ldb
-    for j in range(NR):
+    for j in range(nr):
         c[j] = c0[j]
         c[ldc + j] = c1[j]
         c[2 * ldc + j] = c2[j]
@@ -119,41 +128,48 @@ cdef inline void _valid_range(Py_ssize_t start, Py_ssize_t step, Py_ssize_t coun
     hi[0] = max(h, lo[0])
 
 
-cdef void _im2col(const floating* x_g, Py_ssize_t H, Py_ssize_t W, Py_ssize_t KH,
-                  Py_ssize_t KW, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
-                  Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t OW, Py_ssize_t k0, Py_ssize_t kc,
-                  Py_ssize_t p0, Py_ssize_t tp, floating* col) noexcept nogil:
+cdef struct Geometry:
+    # one convolution, in the forward direction: x (N, C_in, H, W) -> y (N, C_out, OH, OW)
+    Py_ssize_t H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw
+
+
+cdef void _im2col(const floating* x_g, Py_ssize_t x_image, const Geometry* geo,
+                  Py_ssize_t k0, Py_ssize_t kc, Py_ssize_t q0, Py_ssize_t tp,
+                  floating* col) noexcept nogil:
     """Rows k0..k0+kc of one tile of the patch matrix: col[kk*LD + j] is
-    x_pad[ci, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw] for row k0 + kk =
-    (ci, kh, kw) and output position p0 + j = (oh, ow).
+    x_pad[n, ci, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw] for row k0 + kk =
+    (ci, kh, kw) and position q0 + j = (n, oh, ow). `x_g` points at channel
+    0 of the group in image 0; images are `x_image` apart.
 
     Positions are walked in runs that share an output row, so each run is a
     (strided) copy with zero fill at the borders: no per-element bounds test.
     """
-    cdef Py_ssize_t kk, k, ci, r, kh, kw, oh, ow, j, seg, ih, iw, t, lo, hi
-    cdef Py_ssize_t KK = KH * KW
+    cdef Py_ssize_t H = geo.H, W = geo.W, OW = geo.OW, P = geo.OH * geo.OW
+    cdef Py_ssize_t KK = geo.KH * geo.KW, sw = geo.sw
+    cdef Py_ssize_t kk, k, ci, r, kh, kw, n, oh, ow, j, seg, ih, iw, t, lo, hi
     cdef const floating* src
     cdef floating* dst
     for kk in range(kc):
         k = k0 + kk
         ci = k // KK
         r = k - ci * KK
-        kh = r // KW
-        kw = r - kh * KW
-        oh = p0 // OW
-        ow = p0 - oh * OW
+        kh = r // geo.KW
+        kw = r - kh * geo.KW
+        n = q0 // P
+        oh = (q0 - n * P) // OW
+        ow = q0 - n * P - oh * OW
         j = 0
         while j < tp:
             seg = min(OW - ow, tp - j)
             dst = col + kk * LD + j
-            ih = oh * sh - ph + kh * dh
+            ih = oh * geo.sh - geo.ph + kh * geo.dh
             if ih < 0 or ih >= H:
                 lo = seg
                 hi = seg
             else:
-                iw = ow * sw - pw + kw * dw
+                iw = ow * sw - geo.pw + kw * geo.dw
                 _valid_range(iw, sw, seg, W, &lo, &hi)
-                src = x_g + (ci * H + ih) * W + iw
+                src = x_g + n * x_image + (ci * H + ih) * W + iw
                 if sw == 1:
                     for t in range(lo, hi):
                         dst[t] = src[t]
@@ -167,33 +183,34 @@ cdef void _im2col(const floating* x_g, Py_ssize_t H, Py_ssize_t W, Py_ssize_t KH
             j = j + seg
             ow = 0
             oh = oh + 1
+            if oh == geo.OH:
+                oh = 0
+                n = n + 1
 
 
 cdef void _col2im(const floating* colgrad, Py_ssize_t r_begin, Py_ssize_t r_end,
-                  Py_ssize_t r_base, floating* grad_g, Py_ssize_t H, Py_ssize_t W,
-                  Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t sh, Py_ssize_t sw,
-                  Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t OW,
+                  Py_ssize_t r_base, floating* grad_g, const Geometry* geo,
                   Py_ssize_t p0, Py_ssize_t tp) noexcept nogil:
-    """The adjoint of _im2col for rows r_begin..r_end (row r is stored at
-    colgrad[(r - r_base)*LD]): add each value to the input position it was
-    read from."""
+    """The adjoint of _im2col within one image, for rows r_begin..r_end (row r
+    is stored at colgrad[(r - r_base)*LD]): add each value to the input
+    position it was read from. `grad_g` points at channel 0 of the group."""
+    cdef Py_ssize_t H = geo.H, W = geo.W, OW = geo.OW, KK = geo.KH * geo.KW, sw = geo.sw
     cdef Py_ssize_t rr, ci, q, kh, kw, oh, ow, j, seg, ih, iw, t, lo, hi
-    cdef Py_ssize_t KK = KH * KW
     cdef const floating* src
     cdef floating* dst
     for rr in range(r_begin, r_end):
         ci = rr // KK
         q = rr - ci * KK
-        kh = q // KW
-        kw = q - kh * KW
+        kh = q // geo.KW
+        kw = q - kh * geo.KW
         oh = p0 // OW
         ow = p0 - oh * OW
         j = 0
         while j < tp:
             seg = min(OW - ow, tp - j)
-            ih = oh * sh - ph + kh * dh
+            ih = oh * geo.sh - geo.ph + kh * geo.dh
             if 0 <= ih < H:
-                iw = ow * sw - pw + kw * dw
+                iw = ow * sw - geo.pw + kw * geo.dw
                 _valid_range(iw, sw, seg, W, &lo, &hi)
                 src = colgrad + (rr - r_base) * LD + j
                 dst = grad_g + (ci * H + ih) * W + iw
@@ -235,20 +252,58 @@ cdef void _pack_cols(const floating* a, Py_ssize_t k, Py_ssize_t m, Py_ssize_t l
                     out[(mp * k + kk) * MR + i] = 0
 
 
+cdef void _pack_positions(const floating* y_g, Py_ssize_t y_image, Py_ssize_t P,
+                          Py_ssize_t m, Py_ssize_t q0, Py_ssize_t tp,
+                          floating* out) noexcept nogil:
+    """Pack rows 0..m of grad_out for positions q0..q0+tp (which may span
+    images) into ceil(m/MR) panels of tp x MR; `y_g` points at channel 0 of
+    the group in image 0, images are `y_image` apart."""
+    cdef Py_ssize_t mp, i, j, t, n, p, run, row
+    cdef const floating* src
+    for mp in range(_ceil_div(m, MR)):
+        for i in range(MR):
+            row = mp * MR + i
+            t = 0
+            n = q0 // P
+            p = q0 - n * P
+            while t < tp:
+                run = min(P - p, tp - t)
+                if row < m:
+                    src = y_g + n * y_image + row * P + p
+                    for j in range(run):
+                        out[(mp * tp + t + j) * MR + i] = src[j]
+                else:
+                    for j in range(run):
+                        out[(mp * tp + t + j) * MR + i] = 0
+                t = t + run
+                p = 0
+                n = n + 1
+
+
 cdef void _transpose_panels(const floating* col, Py_ssize_t kc, Py_ssize_t tp,
                             floating* out) noexcept nogil:
     """out[(kb*tp + t)*NR + jj] = col[(kb*NR + jj)*LD + t], zero past row kc:
     the patch tile as B panels whose columns are rows of K (weight gradient)."""
+    cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
     cdef Py_ssize_t kb, t, jj, kk
-    for kb in range(_ceil_div(kc, NR)):
-        for jj in range(NR):
-            kk = kb * NR + jj
+    for kb in range(_ceil_div(kc, nr)):
+        for jj in range(nr):
+            kk = kb * nr + jj
             if kk < kc:
                 for t in range(tp):
-                    out[(kb * tp + t) * NR + jj] = col[kk * LD + t]
+                    out[(kb * tp + t) * nr + jj] = col[kk * LD + t]
             else:
                 for t in range(tp):
-                    out[(kb * tp + t) * NR + jj] = 0
+                    out[(kb * tp + t) * nr + jj] = 0
+
+
+cdef Geometry _geometry(Py_ssize_t H, Py_ssize_t W, Py_ssize_t KH, Py_ssize_t KW,
+                        Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t sw,
+                        Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw):
+    cdef Geometry geo
+    geo.H, geo.W, geo.KH, geo.KW, geo.OH, geo.OW = H, W, KH, KW, OH, OW
+    geo.sh, geo.sw, geo.ph, geo.pw, geo.dh, geo.dw = sh, sw, ph, pw, dh, dw
+    return geo
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W)
@@ -258,14 +313,18 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
                    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                    Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int n_threads):
     """out = conv2d(x, weight, bias): cross-correlation over padded patches."""
-    cdef Py_ssize_t N = x.shape[0], C_in = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
+    cdef Py_ssize_t N = x.shape[0], C_in = x.shape[1]
     cdef Py_ssize_t C_out = weight.shape[0], KH = weight.shape[2], KW = weight.shape[3]
-    cdef Py_ssize_t OH = out.shape[2], OW = out.shape[3], P = OH * OW
+    cdef Geometry geo = _geometry(x.shape[2], x.shape[3], KH, KW, out.shape[2], out.shape[3],
+                                  sh, sw, ph, pw, dh, dw)
+    cdef Py_ssize_t P = geo.OH * geo.OW, NP = N * P
     cdef Py_ssize_t Cg = C_in // groups, Mg = C_out // groups, K = Cg * KH * KW
-    cdef Py_ssize_t nmp = _ceil_div(Mg, MR), ntiles = _ceil_div(P, TP)
-    cdef Py_ssize_t n_items = N * groups * ntiles
+    cdef Py_ssize_t nmp = _ceil_div(Mg, MR), ntiles = _ceil_div(NP, TP)
+    cdef Py_ssize_t n_items = groups * ntiles
     cdef bint has_bias = bias.shape[0] > 0
-    cdef Py_ssize_t item, n, g, p0, tp, kb0, k0, kc, mp, nb, i, j, co, rows, cols
+    cdef Py_ssize_t item, g, q0, tp, kb0, k0, kc, mp, nb, i, j, jj, co, rows, cols
+    cdef Py_ssize_t q, n, p, run
     cdef Py_ssize_t n_failed = 0
     cdef floating* col
     cdef floating* ctile
@@ -282,36 +341,44 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
 
     with nogil, parallel(num_threads=n_threads):
         col = <floating*> calloc(KC * LD, sizeof(floating))
-        ctile = <floating*> malloc(MR * NR * sizeof(floating))
+        ctile = <floating*> malloc(MR * NR_MAX * sizeof(floating))
         for item in prange(n_items, schedule='static'):
             if col == NULL or ctile == NULL:
                 n_failed += 1
                 continue
-            n = item // (groups * ntiles)
-            g = (item // ntiles) % groups
-            p0 = (item % ntiles) * TP
-            tp = min(TP, P - p0)
+            g = item // ntiles
+            q0 = (item % ntiles) * TP
+            tp = min(TP, NP - q0)
             for kb0 in range(_ceil_div(K, KC)):
                 k0 = kb0 * KC
                 kc = min(KC, K - k0)
-                _im2col(&x[n, g * Cg, 0, 0], H, W, KH, KW, sh, sw, ph, pw, dh, dw, OW,
-                        k0, kc, p0, tp, col)
-                for nb in range(_ceil_div(tp, NR)):
-                    cols = min(NR, tp - nb * NR)
+                _im2col(&x[0, g * Cg, 0, 0], C_in * geo.H * geo.W, &geo, k0, kc, q0, tp, col)
+                for nb in range(_ceil_div(tp, nr)):
+                    cols = min(nr, tp - nb * nr)
                     for mp in range(nmp):
-                        _micro(kc, &wpack[((g * nmp + mp) * K + k0) * MR], col + nb * NR, LD,
-                               ctile, NR)
+                        _micro(kc, &wpack[((g * nmp + mp) * K + k0) * MR], col + nb * nr, LD,
+                               ctile, nr)
                         rows = min(MR, Mg - mp * MR)
-                        for i in range(rows):
-                            co = g * Mg + mp * MR + i
-                            dst = &out[n, co, 0, 0] + p0 + nb * NR
-                            if k0 == 0:
-                                b = bias[co] if has_bias else 0
-                                for j in range(cols):
-                                    dst[j] = ctile[i * NR + j] + b
-                            else:
-                                for j in range(cols):
-                                    dst[j] += ctile[i * NR + j]
+                        # scatter the block's columns to their images
+                        j = 0
+                        q = q0 + nb * nr
+                        n = q // P
+                        p = q - n * P
+                        while j < cols:
+                            run = min(cols - j, P - p)
+                            for i in range(rows):
+                                co = g * Mg + mp * MR + i
+                                dst = &out[n, co, 0, 0] + p
+                                if k0 == 0:
+                                    b = bias[co] if has_bias else 0
+                                    for jj in range(run):
+                                        dst[jj] = ctile[i * nr + j + jj] + b
+                                else:
+                                    for jj in range(run):
+                                        dst[jj] += ctile[i * nr + j + jj]
+                            j = j + run
+                            p = 0
+                            n = n + 1
         free(ctile)
         free(col)
     if n_failed:
@@ -330,10 +397,13 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
     ih = oh*sh - ph + kh*dh and iw = ow*sw - pw + kw*dw of
     weight[co, ci, kh, kw] * grad_out[n, co, oh, ow].
     """
+    cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
     cdef Py_ssize_t N = grad_in.shape[0], C_in = grad_in.shape[1]
     cdef Py_ssize_t H = grad_in.shape[2], W = grad_in.shape[3]
     cdef Py_ssize_t C_out = weight.shape[0], KH = weight.shape[2], KW = weight.shape[3]
-    cdef Py_ssize_t OH = grad_out.shape[2], OW = grad_out.shape[3], P = OH * OW
+    cdef Geometry geo = _geometry(H, W, KH, KW, grad_out.shape[2], grad_out.shape[3],
+                                  sh, sw, ph, pw, dh, dw)
+    cdef Py_ssize_t P = geo.OH * geo.OW
     cdef Py_ssize_t Cg = C_in // groups, Mg = C_out // groups, KK = KH * KW, K = Cg * KK
     cdef Py_ssize_t nrp = _ceil_div(K, MR)
     cdef Py_ssize_t n_chunks, chunk, n_items
@@ -386,18 +456,18 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
                     src = &grad_out[n, g * Mg + co, 0, 0] + p0
                     for j in range(tp):
                         gtile[co * LD + j] = src[j]
-                    for j in range(tp, _ceil_div(tp, NR) * NR):
+                    for j in range(tp, _ceil_div(tp, nr) * nr):
                         gtile[co * LD + j] = 0
                 # Column blocks of RB rows, aligned to the packed panels.
                 rb0 = r0 - r0 % MR
                 while rb0 < r1:
                     rb1 = min(rb0 + RB, r1)
                     for rp in range(_ceil_div(rb1 - rb0, MR)):
-                        for nb in range(_ceil_div(tp, NR)):
+                        for nb in range(_ceil_div(tp, nr)):
                             _micro(Mg, &wpack[(g * nrp + rb0 // MR + rp) * MR * Mg],
-                                   gtile + nb * NR, LD, colgrad + rp * MR * LD + nb * NR, LD)
-                    _col2im(colgrad, max(rb0, r0), rb1, rb0, &grad_in[n, g * Cg, 0, 0],
-                            H, W, KH, KW, sh, sw, ph, pw, dh, dw, OW, p0, tp)
+                                   gtile + nb * nr, LD, colgrad + rp * MR * LD + nb * nr, LD)
+                    _col2im(colgrad, max(rb0, r0), rb1, rb0, &grad_in[n, g * Cg, 0, 0], &geo,
+                            p0, tp)
                     rb0 = rb0 + RB
         free(colgrad)
         free(gtile)
@@ -416,12 +486,14 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
     dW[co, ci, kh, kw] = sum over (n, oh, ow) of grad_out[n, co, oh, ow] *
     x[n, ci, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw] (zero outside x).
     """
-    cdef Py_ssize_t N = x.shape[0], C_in = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t C_out = grad_out.shape[1], OH = grad_out.shape[2], OW = grad_out.shape[3]
-    cdef Py_ssize_t P = OH * OW, Cg = C_in // groups, Mg = C_out // groups
-    cdef Py_ssize_t K = Cg * KH * KW, nmp = _ceil_div(Mg, MR), ntiles = _ceil_div(P, TP)
-    cdef Py_ssize_t n_items = N * groups * ntiles
-    cdef Py_ssize_t item, n, g, p0, tp, kb0, k0, kc, mp, kb, i, j, rows, cols
+    cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
+    cdef Py_ssize_t N = x.shape[0], C_in = x.shape[1], C_out = grad_out.shape[1]
+    cdef Geometry geo = _geometry(x.shape[2], x.shape[3], KH, KW, grad_out.shape[2],
+                                  grad_out.shape[3], sh, sw, ph, pw, dh, dw)
+    cdef Py_ssize_t P = geo.OH * geo.OW, NP = N * P, Cg = C_in // groups, Mg = C_out // groups
+    cdef Py_ssize_t K = Cg * KH * KW, nmp = _ceil_div(Mg, MR), ntiles = _ceil_div(NP, TP)
+    cdef Py_ssize_t n_items = groups * ntiles
+    cdef Py_ssize_t item, g, q0, tp, kb0, k0, kc, mp, kb, i, j, rows, cols
     cdef Py_ssize_t n_failed = 0
     cdef floating* apack
     cdef floating* col
@@ -435,33 +507,31 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
         apack = <floating*> malloc(nmp * MR * TP * sizeof(floating))
         col = <floating*> malloc(KC * LD * sizeof(floating))
         bpack = <floating*> malloc(KC * TP * sizeof(floating))
-        ctile = <floating*> malloc(MR * NR * sizeof(floating))
+        ctile = <floating*> malloc(MR * NR_MAX * sizeof(floating))
         acc = &partial[omp_get_thread_num(), 0]
         for item in prange(n_items, schedule='static'):
             if apack == NULL or col == NULL or bpack == NULL or ctile == NULL:
                 n_failed += 1
                 continue
-            n = item // (groups * ntiles)
-            g = (item // ntiles) % groups
-            p0 = (item % ntiles) * TP
-            tp = min(TP, P - p0)
+            g = item // ntiles
+            q0 = (item % ntiles) * TP
+            tp = min(TP, NP - q0)
             # A panels: grad_out rows of group g, contraction over the tile.
-            _pack_rows(&grad_out[n, g * Mg, 0, 0] + p0, Mg, tp, P, apack)
+            _pack_positions(&grad_out[0, g * Mg, 0, 0], C_out * P, P, Mg, q0, tp, apack)
             for kb0 in range(_ceil_div(K, KC)):
                 k0 = kb0 * KC
                 kc = min(KC, K - k0)
-                _im2col(&x[n, g * Cg, 0, 0], H, W, KH, KW, sh, sw, ph, pw, dh, dw, OW,
-                        k0, kc, p0, tp, col)
+                _im2col(&x[0, g * Cg, 0, 0], C_in * geo.H * geo.W, &geo, k0, kc, q0, tp, col)
                 _transpose_panels(col, kc, tp, bpack)
-                for kb in range(_ceil_div(kc, NR)):
-                    cols = min(NR, kc - kb * NR)
+                for kb in range(_ceil_div(kc, nr)):
+                    cols = min(nr, kc - kb * nr)
                     for mp in range(nmp):
-                        _micro(tp, apack + mp * tp * MR, bpack + kb * tp * NR, NR, ctile, NR)
+                        _micro(tp, apack + mp * tp * MR, bpack + kb * tp * nr, nr, ctile, nr)
                         rows = min(MR, Mg - mp * MR)
                         for i in range(rows):
                             for j in range(cols):
-                                acc[(g * Mg + mp * MR + i) * K + k0 + kb * NR + j] += \
-                                    ctile[i * NR + j]
+                                acc[(g * Mg + mp * MR + i) * K + k0 + kb * nr + j] += \
+                                    ctile[i * nr + j]
         free(ctile)
         free(bpack)
         free(col)
@@ -480,11 +550,11 @@ def workspace_bytes(str kernel, Py_ssize_t itemsize, Py_ssize_t mg, int n_thread
     """
     cdef Py_ssize_t per_thread  # the malloc sizes in the kernels above
     if kernel == "forward":
-        per_thread = KC * LD + MR * NR
+        per_thread = KC * LD + MR * NR_MAX
     elif kernel == "input_grad":
         per_thread = mg * LD + RB * LD
     elif kernel == "weight_grad":
-        per_thread = _ceil_div(mg, MR) * MR * TP + KC * LD + KC * TP + MR * NR
+        per_thread = _ceil_div(mg, MR) * MR * TP + KC * LD + KC * TP + MR * NR_MAX
     else:
         raise ValueError(f"Expected kernel 'forward', 'input_grad' or 'weight_grad', got {kernel!r}")
     return per_thread * itemsize * n_threads
