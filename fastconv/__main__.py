@@ -9,21 +9,12 @@ trains a CNN on real data (``python -m fastconv train --help``; needs the
 
 import argparse
 import sys
-import time
 
 import numpy as np
 
 import fastconv
 from fastconv import reference
-
-
-def _median_time(f, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+from fastconv.bench import median_time
 
 
 def _demo_steps(x, w1, b1, w2, b2):
@@ -62,8 +53,8 @@ def demo(args):
             assert np.array_equal(out[1], expected[1]), f"{name}: indices differ"
             out, expected = out[0], expected[0]
         diff = float(np.max(np.abs(out - expected)))
-        t_fast = _median_time(lambda step=step: step(fastconv), args.repeats)
-        t_ref = _median_time(lambda step=step: step(reference), args.repeats)
+        t_fast = median_time(lambda step=step: step(fastconv), args.repeats)
+        t_ref = median_time(lambda step=step: step(reference), args.repeats)
         print(f"{name:<18}{str(out.shape):<20}{diff:>11.1e}{t_fast * 1e3:>9.2f}ms"
               f"{t_ref * 1e3:>9.2f}ms{t_ref / t_fast:>8.1f}x")
     print("\nTimes are medians of", args.repeats, "runs in this process.")

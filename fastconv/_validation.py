@@ -156,6 +156,22 @@ class ConvGeometry:
         return (self.c_out, self.c_in // self.groups) + self.kernel[2 - self.nd :]
 
 
+def _groups_and_kernel(groups, c_in, w_shape):
+    """Validate ``groups`` against the input channels, and the kernel size."""
+    groups = _int(groups, "groups")
+    if groups < 1:
+        raise ValueError(f"Expected groups >= 1, got {groups}")
+    kernel = tuple(w_shape[2:])
+    if any(k < 1 for k in kernel):
+        raise ValueError(f"Expected a non-empty kernel, got weight shape {tuple(w_shape)}")
+    if c_in % groups:
+        raise ValueError(
+            f"Expected in_channels divisible by groups, got in_channels={c_in} "
+            f"and groups={groups}"
+        )
+    return groups, kernel
+
+
 def _check_ranks(x_shape, w_shape, nd):
     for name, shape in (("input", x_shape), ("weight", w_shape)):
         if len(shape) != nd + 2:
@@ -242,21 +258,11 @@ def check_elements(shape, what):
 def conv_geometry(x_shape, w_shape, nd, stride, padding, dilation, groups):
     """Geometry of ``conv{nd}d`` for input and weight shapes (of nd + 2 dims)."""
     _check_ranks(x_shape, w_shape, nd)
-    groups = _int(groups, "groups")
-    if groups < 1:
-        raise ValueError(f"Expected groups >= 1, got {groups}")
     stride = ntuple(stride, nd, "stride", minimum=1)
     dilation = ntuple(dilation, nd, "dilation", minimum=1)
     n, c_in = x_shape[:2]
     c_out, c_in_g = w_shape[:2]
-    kernel = tuple(w_shape[2:])
-    if any(k < 1 for k in kernel):
-        raise ValueError(f"Expected a non-empty kernel, got weight shape {tuple(w_shape)}")
-    if c_in % groups:
-        raise ValueError(
-            f"Expected in_channels divisible by groups, got in_channels={c_in} "
-            f"and groups={groups}"
-        )
+    groups, kernel = _groups_and_kernel(groups, c_in, w_shape)
     if c_out % groups:
         raise ValueError(
             f"Expected out_channels divisible by groups, got weight shape "
@@ -302,9 +308,6 @@ def conv_transpose_geometry(x_shape, w_shape, nd, stride, padding, output_paddin
     its ``c_out``/``out_size`` are the transposed op's input.
     """
     _check_ranks(x_shape, w_shape, nd)
-    groups = _int(groups, "groups")
-    if groups < 1:
-        raise ValueError(f"Expected groups >= 1, got {groups}")
     if isinstance(padding, str):
         raise ValueError(
             f"Expected padding of a transposed convolution to be an int or a tuple, "
@@ -322,14 +325,7 @@ def conv_transpose_geometry(x_shape, w_shape, nd, stride, padding, output_paddin
             )
     n, c_in = x_shape[:2]
     w_c_in, c_out_g = w_shape[:2]
-    kernel = tuple(w_shape[2:])
-    if any(k < 1 for k in kernel):
-        raise ValueError(f"Expected a non-empty kernel, got weight shape {tuple(w_shape)}")
-    if c_in % groups:
-        raise ValueError(
-            f"Expected in_channels divisible by groups, got in_channels={c_in} "
-            f"and groups={groups}"
-        )
+    groups, kernel = _groups_and_kernel(groups, c_in, w_shape)
     if w_c_in != c_in:
         raise ValueError(
             f"Expected weight of shape (C_in={c_in}, C_out/groups, ...) for input of "

@@ -174,7 +174,8 @@ def _torch_step(torch, case, a):
 # -- measurement -------------------------------------------------------------------
 
 
-def _median(f, repeats):
+def median_time(f, repeats):
+    """Median wall time of ``repeats`` calls of ``f``, after one warm-up call."""
     f()  # warm-up
     times = []
     for _ in range(repeats):
@@ -236,11 +237,11 @@ def machine_figures(n_threads, repeats=5):
     with _thread_limits(n_threads):
         for dtype in (np.float32, np.float64):
             a = np.random.default_rng(0).standard_normal((2048, 2048)).astype(dtype)
-            t = _median(lambda a=a: a @ a, repeats)
+            t = median_time(lambda a=a: a @ a, repeats)
             out[f"gemm_gflops_{np.dtype(dtype).name}"] = 2 * 2048**3 / t / 1e9
     src = np.ones(2**25, np.float64)  # 256 MiB
     dst = np.empty_like(src)
-    t = _median(lambda: np.copyto(dst, src), repeats)
+    t = median_time(lambda: np.copyto(dst, src), repeats)
     out["copy_gbs"] = 2 * src.nbytes / t / 1e9
     return out
 
