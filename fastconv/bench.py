@@ -276,6 +276,9 @@ def _workspace(case, a, n_threads):
         return 0
     kernels = fastconv._config.conv_kernels
     itemsize = a["x"].dtype.itemsize
+    groups = case.kwargs.get("groups", 1)
+    if case.w[0] == groups and case.w[1] == 1 and not case.transposed:
+        return 0  # depthwise: the direct kernels allocate nothing
     # grad_out channels per group of the underlying convolution: the weight's
     # first axis in both the plain and the transposed layout
     mg = case.w[0] // case.kwargs.get("groups", 1)

@@ -71,9 +71,20 @@ def _conv_threads(geo):
     return _config.threads_for(macs, "conv")
 
 
+def _depthwise(geo):
+    """One input and one output channel per group: the direct kernels apply."""
+    return geo.c_in == geo.groups == geo.c_out
+
+
 def conv_forward(x, w, b, geo):
     """Run the forward kernel: ``conv{nd}d`` of ``x`` with ``w`` for geometry ``geo``."""
     out = np.empty(geo.output_shape(), dtype=x.dtype)
+    if _depthwise(geo):
+        _config.conv_kernels.depthwise_forward_or_input_grad(
+            _as4d(x, geo.nd), _as4d(w, geo.nd), _empty_bias(x.dtype) if b is None else b,
+            _as4d(out, geo.nd), *geo.kernel_args()[:-1], False, _conv_threads(geo),
+        )
+        return out
     _config.conv_kernels.conv2d_forward(
         _as4d(x, geo.nd), _as4d(w, geo.nd),
         _empty_bias(x.dtype) if b is None else b,
@@ -85,6 +96,13 @@ def conv_forward(x, w, b, geo):
 def conv_input_grad(grad_out, w, b, geo):
     """Run the input-gradient kernel (a transposed convolution) for ``geo``."""
     grad_in = np.empty(geo.input_shape(), dtype=grad_out.dtype)
+    if _depthwise(geo):
+        _config.conv_kernels.depthwise_forward_or_input_grad(
+            _as4d(grad_out, geo.nd), _as4d(w, geo.nd),
+            _empty_bias(grad_out.dtype) if b is None else b,
+            _as4d(grad_in, geo.nd), *geo.kernel_args()[:-1], True, _conv_threads(geo),
+        )
+        return grad_in
     _config.conv_kernels.conv2d_input_grad(
         _as4d(grad_out, geo.nd), _as4d(w, geo.nd),
         _empty_bias(grad_out.dtype) if b is None else b,
@@ -98,6 +116,12 @@ def conv_weight_grad(x, grad_out, geo):
     n_threads = _conv_threads(geo)
     shape = geo.weight_shape()
     partial = np.zeros((n_threads, int(np.prod(shape))), dtype=x.dtype)
+    if _depthwise(geo):
+        _config.conv_kernels.depthwise_weight_grad(
+            _as4d(x, geo.nd), _as4d(grad_out, geo.nd), partial,
+            *geo.kernel, *geo.kernel_args()[:-1], n_threads,
+        )
+        return partial.sum(axis=0).reshape(shape)
     _config.conv_kernels.conv2d_weight_grad(
         _as4d(x, geo.nd), _as4d(grad_out, geo.nd), partial,
         *geo.kernel, *geo.kernel_args(), n_threads,

@@ -540,6 +540,107 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
         raise MemoryError("fastconv: could not allocate per-thread workspace")
 
 
+# -- depthwise convolution (groups == C_in == C_out) ----------------------------
+#
+# With one input and one output channel per group the GEMM is 1 x kH*kW: a
+# direct loop is the right algorithm. Each tap (kh, kw) adds w * (a strided
+# row of the input) into a row of the output (forward), or the reverse
+# (input gradient): runs with no bounds tests, that the compiler vectorises.
+# Parallel over (n, c) planes for forward and input gradient; over c for the
+# weight gradient, whose taps each own one weight (no write conflicts).
+
+
+cdef void _depthwise_plane(const floating* src, floating* dst, const floating* w,
+                           const Geometry* geo, bint transposed) noexcept nogil:
+    """Forward: dst (OH, OW) += sum of taps w * src (H, W); transposed: dst (H, W)
+    += the adjoint, from src (OH, OW)."""
+    cdef Py_ssize_t kh, kw, oh, ih, iw0, ow, lo, hi
+    cdef Py_ssize_t H = geo.H, W = geo.W, OW = geo.OW, sw = geo.sw
+    cdef floating wv
+    for kh in range(geo.KH):
+        for kw in range(geo.KW):
+            wv = w[kh * geo.KW + kw]
+            iw0 = kw * geo.dw - geo.pw
+            _valid_range(iw0, sw, OW, W, &lo, &hi)
+            for oh in range(geo.OH):
+                ih = oh * geo.sh - geo.ph + kh * geo.dh
+                if ih < 0 or ih >= H:
+                    continue
+                if transposed:
+                    for ow in range(lo, hi):
+                        dst[ih * W + iw0 + ow * sw] += wv * src[oh * OW + ow]
+                else:
+                    for ow in range(lo, hi):
+                        dst[oh * OW + ow] += wv * src[ih * W + iw0 + ow * sw]
+
+
+def depthwise_forward_or_input_grad(
+        const floating[:, :, :, ::1] src,       # IN  x (N, C, H, W), or grad_out (N, C, OH, OW)
+        const floating[:, :, :, ::1] weight,    # IN  (C, 1, kH, kW)
+        const floating[::1] bias,               # IN  (C,) or empty
+        floating[:, :, :, ::1] dst,             # OUT out (N, C, OH, OW), or grad_in (N, C, H, W)
+        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+        Py_ssize_t dh, Py_ssize_t dw, bint transposed, int n_threads):
+    """Depthwise conv2d (transposed=False) or its input gradient, which is also
+    the depthwise conv_transpose2d (transposed=True), plus bias."""
+    cdef Py_ssize_t N = src.shape[0], C = src.shape[1]
+    cdef Geometry geo
+    if transposed:
+        geo = _geometry(dst.shape[2], dst.shape[3], weight.shape[2], weight.shape[3],
+                        src.shape[2], src.shape[3], sh, sw, ph, pw, dh, dw)
+    else:
+        geo = _geometry(src.shape[2], src.shape[3], weight.shape[2], weight.shape[3],
+                        dst.shape[2], dst.shape[3], sh, sw, ph, pw, dh, dw)
+    cdef Py_ssize_t plane, c, q, size = dst.shape[2] * dst.shape[3]
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef floating b
+    cdef floating* d
+    for plane in prange(N * C, schedule='static', nogil=True, num_threads=n_threads):
+        c = plane % C
+        d = &dst[plane // C, c, 0, 0]
+        b = bias[c] if has_bias else 0
+        for q in range(size):
+            d[q] = b
+        _depthwise_plane(&src[plane // C, c, 0, 0], d, &weight[c, 0, 0, 0], &geo, transposed)
+
+
+def depthwise_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C, H, W)
+                          const floating[:, :, :, ::1] grad_out,   # IN  (N, C, OH, OW)
+                          floating[:, ::1] partial,                # OUT (n_threads, C*kH*kW), zeroed
+                          Py_ssize_t KH, Py_ssize_t KW,
+                          Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                          Py_ssize_t dh, Py_ssize_t dw, int n_threads):
+    """Depthwise conv2d_weight into partial[0] (one thread owns each channel's
+    taps, so the other rows stay zero): dW[c, kh, kw] = sum over (n, oh, ow) of
+    grad_out[n, c, oh, ow] * x[n, c, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw]."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
+    cdef Geometry geo = _geometry(x.shape[2], x.shape[3], KH, KW, grad_out.shape[2],
+                                  grad_out.shape[3], sh, sw, ph, pw, dh, dw)
+    cdef Py_ssize_t c, n, kh, kw, oh, ih, iw0, ow, lo, hi
+    cdef double total
+    cdef floating row
+    cdef const floating* xp
+    cdef const floating* gp
+    for c in prange(C, schedule='static', nogil=True, num_threads=n_threads):
+        for kh in range(KH):
+            for kw in range(KW):
+                iw0 = kw * geo.dw - geo.pw
+                _valid_range(iw0, geo.sw, geo.OW, geo.W, &lo, &hi)
+                total = 0
+                for n in range(N):
+                    xp = &x[n, c, 0, 0]
+                    gp = &grad_out[n, c, 0, 0]
+                    for oh in range(geo.OH):
+                        ih = oh * geo.sh - geo.ph + kh * geo.dh
+                        if ih < 0 or ih >= geo.H:
+                            continue
+                        row = 0
+                        for ow in range(lo, hi):
+                            row = row + gp[oh * geo.OW + ow] * xp[ih * geo.W + iw0 + ow * geo.sw]
+                        total = total + row
+                partial[0, (c * KH + kh) * KW + kw] = <floating> total
+
+
 def workspace_bytes(str kernel, Py_ssize_t itemsize, Py_ssize_t mg, int n_threads):
     """Bytes that one call of `kernel` mallocs outside NumPy, over all threads.
 
