@@ -101,6 +101,44 @@ def test_max_pool2d_matches_textbook_loops(k, s, p, d, rng):
     np.testing.assert_array_equal(idx, idx_loop)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k,s,p,d", [(3, 1, 1, 1), (3, 2, 1, 1), (2, 2, 0, 1), (3, 3, 0, 1),
+                                     (3, 2, 1, 2), ((2, 4), (1, 5), (1, 2), (1, 1))])
+def test_max_pool2d_wide_rows_match_textbook_loops(k, s, p, d, dtype, rng):
+    # Rows wide enough for the vectorised interior and its remainder, with ties
+    # (small integers), NaNs and -inf runs scattered through them.
+    x = rng.integers(-3, 4, size=(2, 2, 9, 53)).astype(dtype)
+    x[rng.random(x.shape) < 0.03] = np.nan
+    x[rng.random(x.shape) < 0.05] = -np.inf
+    x[1, 0, 2:6, 10:30] = -np.inf
+    kk, ss, pp, dd = (v if isinstance(v, tuple) else (v, v) for v in (k, s, p, d))
+    y, idx = fastconv.max_pool2d(x, k, s, p, d, return_indices=True)
+    y_loop, idx_loop = loops.max_pool2d(x, kk, ss, pp, dd, False)
+    np.testing.assert_array_equal(y, y_loop)
+    np.testing.assert_array_equal(idx, idx_loop)
+    np.testing.assert_array_equal(fastconv.max_pool2d(x, k, s, p, d), y_loop)
+
+
+@pytest.mark.parametrize("k,s,p,ceil_mode", [(3, 1, 1, False), (3, 2, 1, True), (2, 2, 0, False),
+                                           (3, 3, 1, True), ((2, 4), (1, 5), (1, 2), True)])
+@pytest.mark.parametrize("count_include_pad", [True, False])
+def test_avg_pool2d_wide_rows(k, s, p, ceil_mode, count_include_pad, rng):
+    # Rows wide enough for the vectorised interior and its remainder: the
+    # forward against textbook loops, the gradient against the reference and
+    # as the forward's adjoint, <gy, avg(x)> == <avg_grad(gy), x>.
+    x = rng.standard_normal((2, 2, 9, 53))
+    kk, ss, pp = (v if isinstance(v, tuple) else (v, v) for v in (k, s, p))
+    kw = dict(kernel_size=k, stride=s, padding=p, ceil_mode=ceil_mode,
+              count_include_pad=count_include_pad)
+    y = fastconv.avg_pool2d(x, **kw)
+    assert_close(y, loops.avg_pool2d(x, kk, ss, pp, ceil_mode, count_include_pad),
+                 n_terms=kk[0] * kk[1])
+    gy = rng.standard_normal(y.shape)
+    gx = fastconv.grad.avg_pool2d(gy, x.shape, **kw)
+    assert_close(gx, ref.grad.avg_pool2d(gy, x.shape, **kw), n_terms=kk[0] * kk[1])
+    np.testing.assert_allclose(np.vdot(gy, y), np.vdot(gx, x), rtol=1e-12)
+
+
 @pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
 @pytest.mark.parametrize("count_include_pad", [True, False])
 def test_avg_pool2d_matches_textbook_loops(k, s, p, count_include_pad, rng):

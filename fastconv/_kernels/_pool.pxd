@@ -10,7 +10,7 @@ cdef struct Pool2d:
 
 
 cdef void max_pool_plane(const floating* x, floating* out, int64_t* indices,
-                         const Pool2d* p) noexcept nogil
+                         const Pool2d* p, int* taps) noexcept nogil
 
 cdef Py_ssize_t max_pool_grad_plane(const floating* grad_out, const int64_t* indices,
                                     Py_ssize_t n_out, floating* grad_in,
@@ -20,4 +20,4 @@ cdef void avg_pool_plane(const floating* x, floating* out, const Pool2d* p,
                          bint count_include_pad) noexcept nogil
 
 cdef void avg_pool_grad_plane(const floating* grad_out, floating* grad_in, const Pool2d* p,
-                              bint count_include_pad) noexcept nogil
+                              bint count_include_pad, floating* scratch) noexcept nogil

@@ -14,21 +14,29 @@ results are bitwise independent of the thread count.
 Window of output (oh, ow): rows ih = oh*sh - ph + kh*dh, columns likewise,
 restricted to the input (padding is never read).
 
-* Max pooling scans a window in row-major order, starting from the first
-  in-bounds element with value -inf, and takes an element when
-  `value > max or value is NaN` (PyTorch's rule): ties keep the first maximum,
-  a NaN wins (the last NaN, if several), and an all -inf window still gets the
-  index of a real element. Indices are flat positions h*W + w in the plane.
+* Rows of outputs: the output columns whose windows lie inside the input
+  (_interior_columns) are worked a row at a time, one branch-free pass over
+  the row per tap of the window, which the compiler vectorises (strides 1 and
+  2 are specialised so the strided loads vectorise too). The few edge columns
+  are done one output at a time with bounds tests. In the forward passes both
+  visit a window's taps in the same row-major order, so they agree bitwise.
+* Max pooling starts from the first in-bounds element with value -inf and
+  takes an element when `value > max or value is NaN` (PyTorch's rule): ties
+  keep the first maximum, a NaN wins (the last NaN, if several), and an all
+  -inf window still gets the index of a real element. Indices are flat
+  positions h*W + w in the plane.
 * The max-pool gradient routes grad_out[p] to indices[p], bounds-checking each
   index; out-of-range ones are counted and skipped, never written.
 * Average pooling divides by the window area clipped to the padded input
-  (count_include_pad) or to the input itself; an empty window yields 0.
+  (count_include_pad) or to the input itself; an empty window yields 0. Its
+  gradient spreads grad_out / divisor over the window.
 
 Compiler directives: boundscheck=False, wraparound=False, cdivision=True,
 initializedcheck=False (set in setup.py).
 """
 
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
+from libc.stdlib cimport free, malloc
 from libc.math cimport INFINITY
 
 
@@ -39,35 +47,120 @@ cdef inline Py_ssize_t _first_valid(Py_ssize_t start, Py_ssize_t d) noexcept nog
     return start + ((-start + d - 1) // d) * d
 
 
+cdef inline void _max_window(const floating* x, const Pool2d* p, Py_ssize_t oh,
+                             Py_ssize_t ow, floating* out, int64_t* indices) noexcept nogil:
+    """One output, scanning its window with bounds tests (used at the edges)."""
+    cdef Py_ssize_t kh, kw, ih, iw, best
+    cdef Py_ssize_t hs = oh * p.sh - p.ph, ws = ow * p.sw - p.pw
+    cdef floating v, m = -INFINITY
+    best = _first_valid(hs, p.dh) * p.W + _first_valid(ws, p.dw)
+    for kh in range(p.KH):
+        ih = hs + kh * p.dh
+        if ih < 0:
+            continue
+        if ih >= p.H:
+            break
+        for kw in range(p.KW):
+            iw = ws + kw * p.dw
+            if iw < 0:
+                continue
+            if iw >= p.W:
+                break
+            v = x[ih * p.W + iw]
+            if v > m or v != v:
+                m = v
+                best = ih * p.W + iw
+    out[oh * p.OW + ow] = m
+    if indices != NULL:
+        indices[oh * p.OW + ow] = best
+
+
+cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """ceil(a / b) for b > 0 and any sign of a."""
+    return -((-a) // b) if a < 0 else (a + b - 1) // b
+
+
+cdef inline void _interior_columns(const Pool2d* p, Py_ssize_t* lo,
+                                   Py_ssize_t* hi) noexcept nogil:
+    """The output columns [lo, hi) whose windows lie inside the input."""
+    lo[0] = min(_ceil_div(p.pw, p.sw), p.OW)
+    hi[0] = max(lo[0], min(_ceil_div(p.W - (p.KW - 1) * p.dw + p.pw, p.sw), p.OW))
+
+
+cdef inline void _max_row(const floating* xr, floating* m, int* taps, int tap,
+                          Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t sw) noexcept nogil:
+    """One tap over a row of outputs: m[ow] takes xr[ow*sw] if greater or NaN,
+    and taps[ow] (unless NULL) takes `tap` with it. Branch-free, so it vectorises."""
+    cdef Py_ssize_t ow
+    cdef floating v
+    cdef bint take
+    if taps == NULL:
+        for ow in range(lo, hi):
+            v = xr[ow * sw]
+            take = (v > m[ow]) | (v != v)
+            m[ow] = v if take else m[ow]
+    else:
+        for ow in range(lo, hi):
+            v = xr[ow * sw]
+            take = (v > m[ow]) | (v != v)
+            m[ow] = v if take else m[ow]
+            taps[ow] = tap if take else taps[ow]
+
+
 cdef void max_pool_plane(const floating* x, floating* out, int64_t* indices,
-                         const Pool2d* p) noexcept nogil:
-    cdef Py_ssize_t oh, ow, kh, kw, ih, iw, hs, ws, best
-    cdef floating v, m
+                         const Pool2d* p, int* taps) noexcept nogil:
+    """`taps` is scratch for OW ints (or NULL if the plane has >= 2**31 elements
+    or no indices are wanted).
+
+    Columns whose windows lie inside the input are done a row of outputs at a
+    time: each tap of the window is one pass over the row, a compare-and-select
+    the compiler vectorises (the running maximum lives in the output row; with
+    indices, the winning tap's offset in `taps`). The scan order per output is
+    the same row-major order as _max_window's, so the results are identical.
+    Edge columns go through _max_window.
+    """
+    cdef Py_ssize_t oh, ow, kh, kw, kh0, kh1, hs, lo, hi
+    cdef const floating* xr
+    cdef floating* m
+    cdef int64_t* idx
+    cdef int tap
+    _interior_columns(p, &lo, &hi)
+    if indices != NULL and taps == NULL:
+        lo = hi = 0                         # every column through _max_window
     for oh in range(p.OH):
         hs = oh * p.sh - p.ph
-        for ow in range(p.OW):
-            ws = ow * p.sw - p.pw
-            m = -INFINITY
-            best = _first_valid(hs, p.dh) * p.W + _first_valid(ws, p.dw)
-            for kh in range(p.KH):
-                ih = hs + kh * p.dh
-                if ih < 0:
-                    continue
-                if ih >= p.H:
-                    break
-                for kw in range(p.KW):
-                    iw = ws + kw * p.dw
-                    if iw < 0:
-                        continue
-                    if iw >= p.W:
-                        break
-                    v = x[ih * p.W + iw]
-                    if v > m or v != v:
-                        m = v
-                        best = ih * p.W + iw
-            out[oh * p.OW + ow] = m
-            if indices != NULL:
-                indices[oh * p.OW + ow] = best
+        kh0 = max(_ceil_div(-hs, p.dh), 0)
+        kh1 = min(_ceil_div(p.H - hs, p.dh), p.KH)
+        if kh0 >= kh1:                      # no row in bounds: keep the edge rules
+            for ow in range(p.OW):
+                _max_window(x, p, oh, ow, out, indices)
+            continue
+        for ow in range(lo):
+            _max_window(x, p, oh, ow, out, indices)
+        for ow in range(hi, p.OW):
+            _max_window(x, p, oh, ow, out, indices)
+        m = out + oh * p.OW
+        for ow in range(lo, hi):
+            m[ow] = -INFINITY
+        if taps != NULL:
+            for ow in range(lo, hi):
+                taps[ow] = <int>(kh0 * p.dh * p.W)
+        for kh in range(kh0, kh1):
+            for kw in range(p.KW):
+                xr = x + (hs + kh * p.dh) * p.W + kw * p.dw - p.pw
+                tap = <int>(kh * p.dh * p.W + kw * p.dw)
+                # constant strides let the compiler vectorise the strided loads
+                if p.sw == 1:
+                    _max_row(xr, m, taps, tap, lo, hi, 1)
+                elif p.sw == 2:
+                    _max_row(xr, m, taps, tap, lo, hi, 2)
+                else:
+                    _max_row(xr, m, taps, tap, lo, hi, p.sw)
+        if indices == NULL:
+            continue
+        idx = indices + oh * p.OW
+        for ow in range(lo, hi):
+            idx[ow] = hs * p.W - p.pw + ow * p.sw + taps[ow]
 
 
 cdef Py_ssize_t max_pool_grad_plane(const floating* grad_out, const int64_t* indices,
@@ -106,31 +199,81 @@ cdef inline _Window _avg_window(Py_ssize_t oh, Py_ssize_t ow, const Pool2d* p,
     return win
 
 
+cdef inline void _sum_row(const floating* xr, floating* s, Py_ssize_t lo, Py_ssize_t hi,
+                          Py_ssize_t sw) noexcept nogil:
+    """One tap over a row of outputs: s[ow] += xr[ow*sw]."""
+    cdef Py_ssize_t ow
+    for ow in range(lo, hi):
+        s[ow] += xr[ow * sw]
+
+
+cdef inline void _spread_row(const floating* g, floating* gr, Py_ssize_t lo, Py_ssize_t hi,
+                             Py_ssize_t sw) noexcept nogil:
+    """One tap over a row of outputs: gr[ow*sw] += g[ow]."""
+    cdef Py_ssize_t ow
+    for ow in range(lo, hi):
+        gr[ow * sw] += g[ow]
+
+
 cdef void avg_pool_plane(const floating* x, floating* out, const Pool2d* p,
                          bint count_include_pad) noexcept nogil:
-    cdef Py_ssize_t oh, ow, ih, iw
+    """Interior columns (see _interior_columns) share their rows and divisor
+    within an output row, so they are summed a row at a time, one vectorised
+    pass per tap, in the same order as the per-output loop of the edges."""
+    cdef Py_ssize_t oh, ow, ih, iw, kw, lo, hi
     cdef _Window win
     cdef floating s
+    cdef floating* o
+    cdef const floating* xr
+    _interior_columns(p, &lo, &hi)
     for oh in range(p.OH):
+        o = out + oh * p.OW
         for ow in range(p.OW):
+            if lo <= ow < hi:
+                continue
             win = _avg_window(oh, ow, p, count_include_pad)
             if win.h0 >= win.h1 or win.w0 >= win.w1:
-                out[oh * p.OW + ow] = 0
+                o[ow] = 0
                 continue
             s = 0
             for ih in range(win.h0, win.h1):
                 for iw in range(win.w0, win.w1):
                     s += x[ih * p.W + iw]
-            out[oh * p.OW + ow] = s / win.divisor
+            o[ow] = s / win.divisor
+        if lo == hi:
+            continue
+        win = _avg_window(oh, lo, p, count_include_pad)
+        for ow in range(lo, hi):
+            o[ow] = 0
+        for ih in range(win.h0, win.h1):
+            for kw in range(p.KW):
+                xr = x + ih * p.W + kw - p.pw
+                if p.sw == 1:
+                    _sum_row(xr, o, lo, hi, 1)
+                elif p.sw == 2:
+                    _sum_row(xr, o, lo, hi, 2)
+                else:
+                    _sum_row(xr, o, lo, hi, p.sw)
+        if win.h0 < win.h1:
+            for ow in range(lo, hi):
+                o[ow] = o[ow] / win.divisor
 
 
 cdef void avg_pool_grad_plane(const floating* grad_out, floating* grad_in, const Pool2d* p,
-                              bint count_include_pad) noexcept nogil:
-    cdef Py_ssize_t oh, ow, ih, iw
+                              bint count_include_pad, floating* scratch) noexcept nogil:
+    """`scratch` holds OW values (NULL: every column goes the per-output way).
+    Interior columns are spread a row at a time, one vectorised pass per tap."""
+    cdef Py_ssize_t oh, ow, ih, iw, kw, lo, hi
     cdef _Window win
     cdef floating g
+    cdef floating* gr
+    _interior_columns(p, &lo, &hi)
+    if scratch == NULL:
+        lo = hi = 0
     for oh in range(p.OH):
         for ow in range(p.OW):
+            if lo <= ow < hi:
+                continue
             win = _avg_window(oh, ow, p, count_include_pad)
             if win.h0 >= win.h1 or win.w0 >= win.w1:
                 continue
@@ -138,6 +281,22 @@ cdef void avg_pool_grad_plane(const floating* grad_out, floating* grad_in, const
             for ih in range(win.h0, win.h1):
                 for iw in range(win.w0, win.w1):
                     grad_in[ih * p.W + iw] += g
+        if lo == hi:
+            continue
+        win = _avg_window(oh, lo, p, count_include_pad)
+        if win.h0 >= win.h1:
+            continue
+        for ow in range(lo, hi):
+            scratch[ow] = grad_out[oh * p.OW + ow] / win.divisor
+        for ih in range(win.h0, win.h1):
+            for kw in range(p.KW):
+                gr = grad_in + ih * p.W + kw - p.pw
+                if p.sw == 1:
+                    _spread_row(scratch, gr, lo, hi, 1)
+                elif p.sw == 2:
+                    _spread_row(scratch, gr, lo, hi, 2)
+                else:
+                    _spread_row(scratch, gr, lo, hi, p.sw)
 
 
 cdef Pool2d _geometry(Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
@@ -159,9 +318,15 @@ def max_pool2d_forward(const floating[:, :, ::1] x,      # IN  (planes, H, W)
     cdef Pool2d p = _geometry(x.shape[1], x.shape[2], out.shape[1], out.shape[2], geometry)
     cdef bint want_indices = indices.shape[0] > 0
     cdef Py_ssize_t c
-    for c in prange(x.shape[0], schedule='static', nogil=True, num_threads=n_threads):
-        max_pool_plane(&x[c, 0, 0], &out[c, 0, 0],
-                       &indices[c, 0, 0] if want_indices else NULL, &p)
+    cdef int* taps = NULL
+    # int tap offsets need the plane to fit in an int; else the edge path does all
+    cdef bint use_taps = want_indices and p.H * p.W < 2**31
+    with nogil, parallel(num_threads=n_threads):
+        taps = <int*>malloc(max(p.OW, 1) * sizeof(int)) if use_taps else NULL
+        for c in prange(x.shape[0], schedule='static'):
+            max_pool_plane(&x[c, 0, 0], &out[c, 0, 0],
+                           &indices[c, 0, 0] if want_indices else NULL, &p, taps)
+        free(taps)
 
 
 def max_pool_backward(const floating[:, ::1] grad_out,   # IN  (planes, OH*OW)
@@ -194,5 +359,10 @@ def avg_pool2d_backward(const floating[:, :, ::1] grad_out,  # IN  (planes, OH, 
     cdef Pool2d p = _geometry(grad_in.shape[1], grad_in.shape[2], grad_out.shape[1],
                               grad_out.shape[2], geometry)
     cdef Py_ssize_t c
-    for c in prange(grad_in.shape[0], schedule='static', nogil=True, num_threads=n_threads):
-        avg_pool_grad_plane(&grad_out[c, 0, 0], &grad_in[c, 0, 0], &p, count_include_pad)
+    cdef floating* scratch = NULL
+    with nogil, parallel(num_threads=n_threads):
+        scratch = <floating*>malloc(max(p.OW, 1) * sizeof(floating))
+        for c in prange(grad_in.shape[0], schedule='static'):
+            avg_pool_grad_plane(&grad_out[c, 0, 0], &grad_in[c, 0, 0], &p, count_include_pad,
+                                scratch)
+        free(scratch)
