@@ -41,6 +41,7 @@
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcpy
 
 import numpy as np
 
@@ -133,46 +134,79 @@ cdef struct Geometry:
     Py_ssize_t H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw
 
 
+cdef struct _Run:
+    # Positions j .. j+seg of a tile that share an output row (n, oh): their
+    # windows start at input row ih0 = oh*sh - ph, columns iw0 + t*sw.
+    Py_ssize_t j, seg, n, ih0, iw0
+
+
+cdef Py_ssize_t _tile_runs(const Geometry* geo, Py_ssize_t q0, Py_ssize_t tp,
+                           _Run* runs) noexcept nogil:
+    """Split positions q0..q0+tp (numbered n*P + p across the batch) into runs
+    along output rows; returns their number (at most tp)."""
+    cdef Py_ssize_t P = geo.OH * geo.OW, nrun = 0, j = 0
+    cdef Py_ssize_t n = q0 // P
+    cdef Py_ssize_t oh = (q0 - n * P) // geo.OW
+    cdef Py_ssize_t ow = q0 - n * P - oh * geo.OW
+    while j < tp:
+        runs[nrun].j = j
+        runs[nrun].seg = min(geo.OW - ow, tp - j)
+        runs[nrun].n = n
+        runs[nrun].ih0 = oh * geo.sh - geo.ph
+        runs[nrun].iw0 = ow * geo.sw - geo.pw
+        j = j + runs[nrun].seg
+        nrun = nrun + 1
+        ow = 0
+        oh = oh + 1
+        if oh == geo.OH:
+            oh = 0
+            n = n + 1
+    return nrun
+
+
+cdef inline void _run_range(Py_ssize_t iw, Py_ssize_t sw, Py_ssize_t seg, Py_ssize_t W,
+                            Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """_valid_range without a division in the common case of stride 1."""
+    if sw == 1:
+        lo[0] = min(max(-iw, 0), seg)
+        hi[0] = max(min(W - iw, seg), lo[0])
+    else:
+        _valid_range(iw, sw, seg, W, lo, hi)
+
+
 cdef void _im2col(const floating* x_g, Py_ssize_t x_image, const Geometry* geo,
-                  Py_ssize_t k0, Py_ssize_t kc, Py_ssize_t q0, Py_ssize_t tp,
+                  Py_ssize_t k0, Py_ssize_t kc, const _Run* runs, Py_ssize_t nrun,
                   floating* col) noexcept nogil:
     """Rows k0..k0+kc of one tile of the patch matrix: col[kk*LD + j] is
     x_pad[n, ci, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw] for row k0 + kk =
-    (ci, kh, kw) and position q0 + j = (n, oh, ow). `x_g` points at channel
-    0 of the group in image 0; images are `x_image` apart.
+    (ci, kh, kw) and position j of the tile, whose runs are `runs`. `x_g`
+    points at channel 0 of the group in image 0; images are `x_image` apart.
 
-    Positions are walked in runs that share an output row, so each run is a
-    (strided) copy with zero fill at the borders: no per-element bounds test.
+    Each run is a (strided) copy with zero fill at the borders: no
+    per-element bounds test.
     """
-    cdef Py_ssize_t H = geo.H, W = geo.W, OW = geo.OW, P = geo.OH * geo.OW
-    cdef Py_ssize_t KK = geo.KH * geo.KW, sw = geo.sw
-    cdef Py_ssize_t kk, k, ci, r, kh, kw, n, oh, ow, j, seg, ih, iw, t, lo, hi
+    cdef Py_ssize_t H = geo.H, W = geo.W, sw = geo.sw
+    cdef Py_ssize_t KK = geo.KH * geo.KW
+    cdef Py_ssize_t kk, ci, kh, kw, r, seg, ih, iw, t, lo, hi
     cdef const floating* src
     cdef floating* dst
+    ci = k0 // KK
+    kh = (k0 - ci * KK) // geo.KW
+    kw = k0 - ci * KK - kh * geo.KW
     for kk in range(kc):
-        k = k0 + kk
-        ci = k // KK
-        r = k - ci * KK
-        kh = r // geo.KW
-        kw = r - kh * geo.KW
-        n = q0 // P
-        oh = (q0 - n * P) // OW
-        ow = q0 - n * P - oh * OW
-        j = 0
-        while j < tp:
-            seg = min(OW - ow, tp - j)
-            dst = col + kk * LD + j
-            ih = oh * geo.sh - geo.ph + kh * geo.dh
+        for r in range(nrun):
+            seg = runs[r].seg
+            dst = col + kk * LD + runs[r].j
+            ih = runs[r].ih0 + kh * geo.dh
             if ih < 0 or ih >= H:
                 lo = seg
                 hi = seg
             else:
-                iw = ow * sw - geo.pw + kw * geo.dw
-                _valid_range(iw, sw, seg, W, &lo, &hi)
-                src = x_g + n * x_image + (ci * H + ih) * W + iw
+                iw = runs[r].iw0 + kw * geo.dw
+                _run_range(iw, sw, seg, W, &lo, &hi)
+                src = x_g + runs[r].n * x_image + (ci * H + ih) * W + iw
                 if sw == 1:
-                    for t in range(lo, hi):
-                        dst[t] = src[t]
+                    memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
                 else:
                     for t in range(lo, hi):
                         dst[t] = src[t * sw]
@@ -180,12 +214,13 @@ cdef void _im2col(const floating* x_g, Py_ssize_t x_image, const Geometry* geo,
                 dst[t] = 0
             for t in range(hi, seg):
                 dst[t] = 0
-            j = j + seg
-            ow = 0
-            oh = oh + 1
-            if oh == geo.OH:
-                oh = 0
-                n = n + 1
+        kw = kw + 1
+        if kw == geo.KW:
+            kw = 0
+            kh = kh + 1
+            if kh == geo.KH:
+                kh = 0
+                ci = ci + 1
 
 
 cdef void _col2im(const floating* colgrad, Py_ssize_t r_begin, Py_ssize_t r_end,
@@ -322,12 +357,15 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
     cdef Py_ssize_t Cg = C_in // groups, Mg = C_out // groups, K = Cg * KH * KW
     cdef Py_ssize_t nmp = _ceil_div(Mg, MR), ntiles = _ceil_div(NP, TP)
     cdef Py_ssize_t n_items = groups * ntiles
+    # K in nkb blocks of equal depth kcb <= KC (not KC and a thin remainder)
+    cdef Py_ssize_t nkb = _ceil_div(K, KC), kcb = _ceil_div(K, max(nkb, 1)), nrun
     cdef bint has_bias = bias.shape[0] > 0
     cdef Py_ssize_t item, g, q0, tp, kb0, k0, kc, mp, nb, i, j, jj, co, rows, cols
     cdef Py_ssize_t q, n, p, run
     cdef Py_ssize_t n_failed = 0
     cdef floating* col
     cdef floating* ctile
+    cdef _Run* runs
     cdef floating* dst
     cdef floating b
 
@@ -342,17 +380,20 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
     with nogil, parallel(num_threads=n_threads):
         col = <floating*> calloc(KC * LD, sizeof(floating))
         ctile = <floating*> malloc(MR * NR_MAX * sizeof(floating))
+        runs = <_Run*> malloc(TP * sizeof(_Run))
         for item in prange(n_items, schedule='static'):
-            if col == NULL or ctile == NULL:
+            if col == NULL or ctile == NULL or runs == NULL:
                 n_failed += 1
                 continue
             g = item // ntiles
             q0 = (item % ntiles) * TP
             tp = min(TP, NP - q0)
-            for kb0 in range(_ceil_div(K, KC)):
-                k0 = kb0 * KC
-                kc = min(KC, K - k0)
-                _im2col(&x[0, g * Cg, 0, 0], C_in * geo.H * geo.W, &geo, k0, kc, q0, tp, col)
+            nrun = _tile_runs(&geo, q0, tp, runs)
+            for kb0 in range(nkb):
+                k0 = kb0 * kcb
+                kc = min(kcb, K - k0)
+                _im2col(&x[0, g * Cg, 0, 0], C_in * geo.H * geo.W, &geo, k0, kc, runs, nrun,
+                        col)
                 for nb in range(_ceil_div(tp, nr)):
                     cols = min(nr, tp - nb * nr)
                     for mp in range(nmp):
@@ -379,6 +420,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
                             j = j + run
                             p = 0
                             n = n + 1
+        free(runs)
         free(ctile)
         free(col)
     if n_failed:
@@ -493,6 +535,9 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
     cdef Py_ssize_t P = geo.OH * geo.OW, NP = N * P, Cg = C_in // groups, Mg = C_out // groups
     cdef Py_ssize_t K = Cg * KH * KW, nmp = _ceil_div(Mg, MR), ntiles = _ceil_div(NP, TP)
     cdef Py_ssize_t n_items = groups * ntiles
+    # K in nkb blocks of equal depth kcb <= KC, rounded up to whole B panels
+    cdef Py_ssize_t nkb = _ceil_div(K, KC)
+    cdef Py_ssize_t kcb = min(KC, _ceil_div(_ceil_div(K, max(nkb, 1)), nr) * nr), nrun
     cdef Py_ssize_t item, g, q0, tp, kb0, k0, kc, mp, kb, i, j, rows, cols
     cdef Py_ssize_t n_failed = 0
     cdef floating* apack
@@ -500,6 +545,7 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
     cdef floating* bpack
     cdef floating* ctile
     cdef floating* acc
+    cdef _Run* runs
 
     if n_items == 0:
         return
@@ -508,9 +554,11 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
         col = <floating*> malloc(KC * LD * sizeof(floating))
         bpack = <floating*> malloc(KC * TP * sizeof(floating))
         ctile = <floating*> malloc(MR * NR_MAX * sizeof(floating))
+        runs = <_Run*> malloc(TP * sizeof(_Run))
         acc = &partial[omp_get_thread_num(), 0]
         for item in prange(n_items, schedule='static'):
-            if apack == NULL or col == NULL or bpack == NULL or ctile == NULL:
+            if (apack == NULL or col == NULL or bpack == NULL or ctile == NULL
+                    or runs == NULL):
                 n_failed += 1
                 continue
             g = item // ntiles
@@ -518,10 +566,12 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
             tp = min(TP, NP - q0)
             # A panels: grad_out rows of group g, contraction over the tile.
             _pack_positions(&grad_out[0, g * Mg, 0, 0], C_out * P, P, Mg, q0, tp, apack)
-            for kb0 in range(_ceil_div(K, KC)):
-                k0 = kb0 * KC
-                kc = min(KC, K - k0)
-                _im2col(&x[0, g * Cg, 0, 0], C_in * geo.H * geo.W, &geo, k0, kc, q0, tp, col)
+            nrun = _tile_runs(&geo, q0, tp, runs)
+            for kb0 in range(nkb):
+                k0 = kb0 * kcb
+                kc = min(kcb, K - k0)
+                _im2col(&x[0, g * Cg, 0, 0], C_in * geo.H * geo.W, &geo, k0, kc, runs, nrun,
+                        col)
                 _transpose_panels(col, kc, tp, bpack)
                 for kb in range(_ceil_div(kc, nr)):
                     cols = min(nr, kc - kb * nr)
@@ -532,6 +582,7 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
                             for j in range(cols):
                                 acc[(g * Mg + mp * MR + i) * K + k0 + kb * nr + j] += \
                                     ctile[i * nr + j]
+        free(runs)
         free(ctile)
         free(bpack)
         free(col)
@@ -650,15 +701,38 @@ def workspace_bytes(str kernel, Py_ssize_t itemsize, Py_ssize_t mg, int n_thread
     batch or the image size.
     """
     cdef Py_ssize_t per_thread  # the malloc sizes in the kernels above
+    cdef Py_ssize_t runs = TP * sizeof(_Run)
     if kernel == "forward":
-        per_thread = KC * LD + MR * NR_MAX
+        per_thread = (KC * LD + MR * NR_MAX) * itemsize + runs
     elif kernel == "input_grad":
-        per_thread = mg * LD + RB * LD
+        per_thread = (mg * LD + RB * LD) * itemsize
     elif kernel == "weight_grad":
-        per_thread = _ceil_div(mg, MR) * MR * TP + KC * LD + KC * TP + MR * NR_MAX
+        per_thread = (_ceil_div(mg, MR) * MR * TP + KC * LD + KC * TP + MR * NR_MAX) * itemsize + runs
     else:
         raise ValueError(f"Expected kernel 'forward', 'input_grad' or 'weight_grad', got {kernel!r}")
-    return per_thread * itemsize * n_threads
+    return per_thread * n_threads
+
+
+cdef enum:
+    SUM_LANES = 16  # independent partial sums of _sum: enough to fill the adder pipes
+
+
+cdef inline double _sum(const floating* row, Py_ssize_t n) noexcept nogil:
+    """sum(row[:n]) in float64, over SUM_LANES interleaved partial sums so that
+    the adds vectorise and do not wait on each other."""
+    cdef double acc[SUM_LANES]
+    cdef double s = 0
+    cdef Py_ssize_t p, lane, n_full = n - n % SUM_LANES
+    for lane in range(SUM_LANES):
+        acc[lane] = 0
+    for p in range(n_full // SUM_LANES):
+        for lane in range(SUM_LANES):
+            acc[lane] += row[p * SUM_LANES + lane]
+    for p in range(n_full, n):
+        s += row[p]
+    for lane in range(SUM_LANES):
+        s += acc[lane]
+    return s
 
 
 def bias_grad(const floating[:, :, ::1] grad_out,   # IN  (N, C, P)
@@ -666,13 +740,10 @@ def bias_grad(const floating[:, :, ::1] grad_out,   # IN  (N, C, P)
               int n_threads):
     """out[c] = sum over n and positions of grad_out[n, c], accumulated in float64."""
     cdef Py_ssize_t N = grad_out.shape[0], C = grad_out.shape[1], P = grad_out.shape[2]
-    cdef Py_ssize_t c, n, p
+    cdef Py_ssize_t c, n
     cdef double s
-    cdef const floating* row
     for c in prange(C, schedule='static', nogil=True, num_threads=n_threads):
         s = 0
         for n in range(N):
-            row = &grad_out[n, c, 0]
-            for p in range(P):
-                s = s + row[p]
+            s = s + _sum(&grad_out[n, c, 0], P)
         out[c] = <floating> s
