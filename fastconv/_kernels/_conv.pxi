@@ -320,16 +320,31 @@ cdef void _transpose_panels(const floating* col, Py_ssize_t kc, Py_ssize_t tp,
     """out[(kb*tp + t)*NR + jj] = col[(kb*NR + jj)*LD + t], zero past row kc:
     the patch tile as B panels whose columns are rows of K (weight gradient)."""
     cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
-    cdef Py_ssize_t kb, t, jj, kk
+    cdef Py_ssize_t kb, t, jj, kk, rows
+    cdef const floating* src
+    cdef floating* dst
     for kb in range(_ceil_div(kc, nr)):
-        for jj in range(nr):
-            kk = kb * nr + jj
-            if kk < kc:
-                for t in range(tp):
-                    out[(kb * tp + t) * nr + jj] = col[kk * LD + t]
-            else:
-                for t in range(tp):
-                    out[(kb * tp + t) * nr + jj] = 0
+        rows = min(nr, kc - kb * nr)
+        src = col + kb * nr * LD
+        dst = out + kb * tp * nr
+        # blocks of 8 positions: contiguous 8-wide reads of each row, rows
+        # of nr written whole
+        for t in range(0, tp - tp % 8, 8):
+            for jj in range(rows):
+                dst[t * nr + jj] = src[jj * LD + t]
+                dst[(t + 1) * nr + jj] = src[jj * LD + t + 1]
+                dst[(t + 2) * nr + jj] = src[jj * LD + t + 2]
+                dst[(t + 3) * nr + jj] = src[jj * LD + t + 3]
+                dst[(t + 4) * nr + jj] = src[jj * LD + t + 4]
+                dst[(t + 5) * nr + jj] = src[jj * LD + t + 5]
+                dst[(t + 6) * nr + jj] = src[jj * LD + t + 6]
+                dst[(t + 7) * nr + jj] = src[jj * LD + t + 7]
+        for t in range(tp - tp % 8, tp):
+            for jj in range(rows):
+                dst[t * nr + jj] = src[jj * LD + t]
+        for t in range(tp):
+            for jj in range(rows, nr):
+                dst[t * nr + jj] = 0
 
 
 cdef Geometry _geometry(Py_ssize_t H, Py_ssize_t W, Py_ssize_t KH, Py_ssize_t KW,
