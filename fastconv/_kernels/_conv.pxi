@@ -225,29 +225,25 @@ cdef void _im2col(const floating* x_g, Py_ssize_t x_image, const Geometry* geo,
 
 cdef void _col2im(const floating* colgrad, Py_ssize_t r_begin, Py_ssize_t r_end,
                   Py_ssize_t r_base, floating* grad_g, const Geometry* geo,
-                  Py_ssize_t p0, Py_ssize_t tp) noexcept nogil:
+                  const _Run* runs, Py_ssize_t nrun) noexcept nogil:
     """The adjoint of _im2col within one image, for rows r_begin..r_end (row r
-    is stored at colgrad[(r - r_base)*LD]): add each value to the input
-    position it was read from. `grad_g` points at channel 0 of the group."""
-    cdef Py_ssize_t H = geo.H, W = geo.W, OW = geo.OW, KK = geo.KH * geo.KW, sw = geo.sw
-    cdef Py_ssize_t rr, ci, q, kh, kw, oh, ow, j, seg, ih, iw, t, lo, hi
+    is stored at colgrad[(r - r_base)*LD]) of a tile whose runs are `runs`:
+    add each value to the input position it was read from. `grad_g` points at
+    channel 0 of the group."""
+    cdef Py_ssize_t H = geo.H, W = geo.W, KK = geo.KH * geo.KW, sw = geo.sw
+    cdef Py_ssize_t rr, ci, kh, kw, r, ih, iw, t, lo, hi
     cdef const floating* src
     cdef floating* dst
+    ci = r_begin // KK
+    kh = (r_begin - ci * KK) // geo.KW
+    kw = r_begin - ci * KK - kh * geo.KW
     for rr in range(r_begin, r_end):
-        ci = rr // KK
-        q = rr - ci * KK
-        kh = q // geo.KW
-        kw = q - kh * geo.KW
-        oh = p0 // OW
-        ow = p0 - oh * OW
-        j = 0
-        while j < tp:
-            seg = min(OW - ow, tp - j)
-            ih = oh * geo.sh - geo.ph + kh * geo.dh
+        for r in range(nrun):
+            ih = runs[r].ih0 + kh * geo.dh
             if 0 <= ih < H:
-                iw = ow * sw - geo.pw + kw * geo.dw
-                _valid_range(iw, sw, seg, W, &lo, &hi)
-                src = colgrad + (rr - r_base) * LD + j
+                iw = runs[r].iw0 + kw * geo.dw
+                _run_range(iw, sw, runs[r].seg, W, &lo, &hi)
+                src = colgrad + (rr - r_base) * LD + runs[r].j
                 dst = grad_g + (ci * H + ih) * W + iw
                 if sw == 1:
                     for t in range(lo, hi):
@@ -255,9 +251,13 @@ cdef void _col2im(const floating* colgrad, Py_ssize_t r_begin, Py_ssize_t r_end,
                 else:
                     for t in range(lo, hi):
                         dst[t * sw] += src[t]
-            j = j + seg
-            ow = 0
-            oh = oh + 1
+        kw = kw + 1
+        if kw == geo.KW:
+            kw = 0
+            kh = kh + 1
+            if kh == geo.KH:
+                kh = 0
+                ci = ci + 1
 
 
 cdef void _pack_rows(const floating* a, Py_ssize_t m, Py_ssize_t k, Py_ssize_t lda,
@@ -472,6 +472,8 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
     cdef floating* plane
     cdef const floating* src
     cdef floating b
+    cdef _Run* runs
+    cdef Py_ssize_t nrun
 
     if N * C_in == 0:
         return
@@ -490,8 +492,9 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
     with nogil, parallel(num_threads=n_threads):
         gtile = <floating*> calloc(Mg * LD, sizeof(floating))
         colgrad = <floating*> malloc(RB * LD * sizeof(floating))
+        runs = <_Run*> malloc(TP * sizeof(_Run))
         for item in prange(n_items, schedule='static'):
-            if gtile == NULL or colgrad == NULL:
+            if gtile == NULL or colgrad == NULL or runs == NULL:
                 n_failed += 1
                 continue
             n = item // (groups * n_chunks)
@@ -508,6 +511,7 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
             for tile in range(_ceil_div(P, TP)):
                 p0 = tile * TP
                 tp = min(TP, P - p0)
+                nrun = _tile_runs(&geo, p0, tp, runs)
                 # The grad_out tile of this group, rows of LD, zero past tp.
                 for co in range(Mg):
                     src = &grad_out[n, g * Mg + co, 0, 0] + p0
@@ -524,8 +528,9 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
                             _micro(Mg, &wpack[(g * nrp + rb0 // MR + rp) * MR * Mg],
                                    gtile + nb * nr, LD, colgrad + rp * MR * LD + nb * nr, LD)
                     _col2im(colgrad, max(rb0, r0), rb1, rb0, &grad_in[n, g * Cg, 0, 0], &geo,
-                            p0, tp)
+                            runs, nrun)
                     rb0 = rb0 + RB
+        free(runs)
         free(colgrad)
         free(gtile)
     if n_failed:
@@ -720,7 +725,7 @@ def workspace_bytes(str kernel, Py_ssize_t itemsize, Py_ssize_t mg, int n_thread
     if kernel == "forward":
         per_thread = (KC * LD + MR * NR_MAX) * itemsize + runs
     elif kernel == "input_grad":
-        per_thread = (mg * LD + RB * LD) * itemsize
+        per_thread = (mg * LD + RB * LD) * itemsize + runs
     elif kernel == "weight_grad":
         per_thread = (_ceil_div(mg, MR) * MR * TP + KC * LD + KC * TP + MR * NR_MAX) * itemsize + runs
     else:
