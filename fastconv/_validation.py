@@ -8,6 +8,7 @@ checked. Kernels trust what they receive.
 Every error is a ``ValueError`` or ``TypeError`` worded "Expected ..., got ...".
 """
 
+import functools
 import numbers
 from dataclasses import dataclass
 
@@ -123,6 +124,53 @@ def check_size(size, nd, name, layout="(N, C, spatial...)"):
 
 
 # -- convolution geometry -----------------------------------------------------
+
+
+# -- memoised geometry ----------------------------------------------------------
+
+# A training loop asks for the same few geometries over and over; validating
+# them costs more than a small kernel call. Geometries are frozen, so a cached
+# one can be shared. Keys carry the type of every argument and of every item of
+# a tuple argument, so that True and 1, or 2.0 and 2, which validate
+# differently, never share an entry. Arguments that are unhashable (lists) or
+# nested (padding pairs) are validated without the cache; a failed validation
+# raises before anything is stored.
+_CACHE_SIZE = 256
+
+
+def _cache_key(args):
+    types = []
+    for a in args:
+        if type(a) is tuple:
+            inner = tuple(map(type, a))
+            if tuple in inner:
+                raise TypeError("nested")
+            types.append(inner)
+        else:
+            types.append(type(a))
+    return args, tuple(types)
+
+
+def _memoized(func):
+    cache = {}
+
+    @functools.wraps(func)
+    def wrapper(*args):
+        try:
+            key = _cache_key(args)
+            return cache[key]
+        except KeyError:
+            pass
+        except TypeError:  # unhashable or nested: validate without caching
+            return func(*args)
+        result = func(*args)
+        if len(cache) >= _CACHE_SIZE:
+            cache.clear()
+        cache[key] = result
+        return result
+
+    wrapper.cache_clear = cache.clear
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -255,6 +303,7 @@ def check_elements(shape, what):
         )
 
 
+@_memoized
 def conv_geometry(x_shape, w_shape, nd, stride, padding, dilation, groups):
     """Geometry of ``conv{nd}d`` for input and weight shapes (of nd + 2 dims)."""
     _check_ranks(x_shape, w_shape, nd)
@@ -298,6 +347,7 @@ def conv_geometry(x_shape, w_shape, nd, stride, padding, dilation, groups):
     )
 
 
+@_memoized
 def conv_transpose_geometry(x_shape, w_shape, nd, stride, padding, output_padding,
                             groups, dilation):
     """Geometry of ``conv_transpose{nd}d``, expressed as the convolution it undoes.
@@ -389,6 +439,7 @@ def _pool_out_len(size, k, s, p, d, ceil_mode):
     return out
 
 
+@_memoized
 def pool_geometry(in_size, nd, kernel_size, stride, padding, dilation, ceil_mode):
     """Geometry of a pooling op over the spatial ``in_size``."""
     kernel = ntuple(kernel_size, nd, "kernel_size", minimum=1)

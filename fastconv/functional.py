@@ -11,6 +11,8 @@ Integer and bool inputs are cast to float64; mixed float inputs follow
 ``TypeError``.
 """
 
+import math
+
 import numpy as np
 
 from . import _config
@@ -66,7 +68,7 @@ def _check_bias(b, channels):
 
 def _conv_threads(geo):
     """Threads for one convolution kernel: its multiply-adds decide."""
-    macs = int(np.prod(geo.output_shape(), dtype=np.float64)) * (geo.c_in // geo.groups) \
+    macs = math.prod(geo.output_shape()) * (geo.c_in // geo.groups) \
         * geo.kernel[0] * geo.kernel[1]
     return _config.threads_for(macs, "conv")
 

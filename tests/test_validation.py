@@ -795,3 +795,31 @@ def test_set_num_threads_rejects(n, exc, match, monkeypatch):
     before = fc.get_num_threads()
     _check(lambda: fc.set_num_threads(n), exc, match)
     assert fc.get_num_threads() == before
+
+
+# -- the geometry cache ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("good, bad, match", [
+    (dict(stride=1), dict(stride=True), "stride to be an int, got True"),
+    (dict(stride=(1, 1)), dict(stride=(1, True)), "stride to be an int, got True"),
+    (dict(dilation=2), dict(dilation=2.0), "dilation to be an int, got 2.0"),
+    (dict(groups=1), dict(groups=np.True_), "groups to be an int, got np.True_"),
+])
+def test_geometry_cache_never_confuses_equal_values_of_other_types(good, bad, match):
+    # The valid call first, so that its geometry is cached under an equal key.
+    fc.conv2d(X2, W2, **good)
+    fc.conv2d(X2, W2, **good)
+    with pytest.raises(TypeError, match=match):
+        fc.conv2d(X2, W2, **bad)
+
+
+def test_geometry_cache_returns_the_geometry_it_validated():
+    from fastconv._validation import conv_geometry
+    args = ((2, 4, 9, 9), (6, 4, 3, 3), 2, (2, 1), ((1, 0), (2, 1)), 1, 1)
+    assert conv_geometry(*args) == conv_geometry.__wrapped__(*args)  # nested: uncached
+    args = ((2, 4, 9, 9), (6, 4, 3, 3), 2, (2, 1), 1, (1, 2), 1)
+    first = conv_geometry(*args)
+    assert conv_geometry(*args) is first
+    assert first == conv_geometry.__wrapped__(*args)
+    assert first.out_size == (5, 7)
