@@ -14,7 +14,7 @@ import numpy as np
 
 import fastconv
 from fastconv import reference
-from fastconv.bench import median_time
+from fastconv.bench import side_by_side
 
 
 def _demo_steps(x, w1, b1, w2, b2):
@@ -53,8 +53,9 @@ def demo(args):
             assert np.array_equal(out[1], expected[1]), f"{name}: indices differ"
             out, expected = out[0], expected[0]
         diff = float(np.max(np.abs(out - expected)))
-        t_fast = median_time(lambda step=step: step(fastconv), args.repeats)
-        t_ref = median_time(lambda step=step: step(reference), args.repeats)
+        t = side_by_side({"fast": lambda step=step: step(fastconv),
+                          "ref": lambda step=step: step(reference)}, args.repeats)
+        t_fast, t_ref = t["fast"], t["ref"]
         print(f"{name:<18}{str(out.shape):<20}{diff:>11.1e}{t_fast * 1e3:>9.2f}ms"
               f"{t_ref * 1e3:>9.2f}ms{t_ref / t_fast:>8.1f}x")
     print("\nTimes are medians of", args.repeats, "runs in this process.")

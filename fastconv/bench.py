@@ -176,7 +176,7 @@ def _torch_step(torch, case, a):
 
 def median_time(f, repeats):
     """Median wall time of ``repeats`` calls of ``f``, after one warm-up call."""
-    f()  # warm-up
+    f()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -185,25 +185,20 @@ def median_time(f, repeats):
     return float(np.median(times))
 
 
-def _side_by_side(steps, repeats, pause=0.03):
-    """Median time of each step, the steps taking turns (A B C A B C ...).
+def side_by_side(steps, repeats, pause=0.5):
+    """Median time of each step, the steps timed one after another in blocks.
 
-    Each timed call follows an untimed one after a pause: the pause lets the
-    previous step's OpenMP or BLAS threads stop spin-waiting (GNU libgomp
-    spins for milliseconds after a parallel region), so no implementation is
-    timed while another runtime's idle threads compete for the cores; the
-    untimed call wakes the step's own threads, so every timing is of a warm,
-    repeated call, as in a training loop.
+    Before each block, a pause lets the previous runtime's idle threads go to
+    sleep: after a call, OpenBLAS spins for up to ~0.1 s and GNU libgomp for
+    milliseconds, and a step timed while they spin runs up to 20x slower on
+    two cores. Within a block, an untimed call wakes the step's own threads
+    and the ``repeats`` timed calls follow back to back, as in a training loop.
     """
-    times = {k: [] for k in steps}
-    for _ in range(repeats):
-        for k, f in steps.items():
-            time.sleep(pause)
-            f()
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) for k, v in times.items()}
+    times = {}
+    for k, f in steps.items():
+        time.sleep(pause)
+        times[k] = median_time(f, repeats)
+    return times
 
 
 def peak_extra_memory(f, workspace_bytes):
@@ -338,7 +333,7 @@ def run(cases=None, dtypes=("float32", "float64"), threads=(1, 2), repeats=5,
         if torch is not None:
             steps["torch"] = _torch_step(torch, case, a)
         with _thread_limits(n_threads):
-            t = _side_by_side(steps, repeats)
+            t = side_by_side(steps, repeats)
         amount, unit = _work(case, a)
         row = dict(
             case=case.name, kind=case.kind, dtype=dtype, threads=n_threads,
