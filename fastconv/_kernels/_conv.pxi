@@ -320,7 +320,7 @@ cdef void _transpose_panels(const floating* col, Py_ssize_t kc, Py_ssize_t tp,
     """out[(kb*tp + t)*NR + jj] = col[(kb*NR + jj)*LD + t], zero past row kc:
     the patch tile as B panels whose columns are rows of K (weight gradient)."""
     cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
-    cdef Py_ssize_t kb, t, jj, kk, rows
+    cdef Py_ssize_t kb, t, jj, rows
     cdef const floating* src
     cdef floating* dst
     for kb in range(_ceil_div(kc, nr)):
