@@ -123,9 +123,6 @@ def check_size(size, nd, name, layout="(N, C, spatial...)"):
     return out
 
 
-# -- convolution geometry -----------------------------------------------------
-
-
 # -- memoised geometry ----------------------------------------------------------
 
 # A training loop asks for the same few geometries over and over; validating
@@ -169,8 +166,10 @@ def _memoized(func):
         cache[key] = result
         return result
 
-    wrapper.cache_clear = cache.clear
     return wrapper
+
+
+# -- convolution geometry -----------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -176,7 +176,7 @@ def _torch_step(torch, case, a):
 
 def median_time(f, repeats):
     """Median wall time of ``repeats`` calls of ``f``, after one warm-up call."""
-    f()
+    f()  # warm-up
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
