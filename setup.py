@@ -66,15 +66,16 @@ def _isa_flags(compiler_type, variant):
     return {"avx2": ["-mavx2", "-mfma"], "avx512": ["-mavx512f", "-mavx2", "-mfma"]}[variant]
 
 
-def _compiles_with_openmp(compiler, compile_args, link_args):
+def _compiles(compiler, source, compile_args, link_args=()):
+    """Whether `source` compiles and links with these flags."""
     with tempfile.TemporaryDirectory() as tmp:
-        src = os.path.join(tmp, "omp_test.c")
+        src = os.path.join(tmp, "test.c")
         with open(src, "w") as f:
-            f.write(OPENMP_TEST)
+            f.write(source)
         try:
             objects = compiler.compile([src], output_dir=tmp, extra_postargs=compile_args)
             compiler.link_executable(
-                objects, os.path.join(tmp, "omp_test"), extra_postargs=link_args
+                objects, os.path.join(tmp, "test"), extra_postargs=list(link_args)
             )
         except Exception:
             return False
@@ -88,8 +89,8 @@ class BuildExt(build_ext):
         ctype = self.compiler.compiler_type
         compile_args, link_args = _openmp_flags(ctype)
         disabled = os.environ.get("FASTCONV_DISABLE_OPENMP") == "1"
-        use_openmp = not disabled and _compiles_with_openmp(
-            self.compiler, compile_args, link_args
+        use_openmp = not disabled and _compiles(
+            self.compiler, OPENMP_TEST, compile_args, link_args
         )
         if not use_openmp:
             reason = (
@@ -110,6 +111,13 @@ class BuildExt(build_ext):
             compile_args, link_args = [], []
         # -g0: no debug info in shipped binaries (Python's own CFLAGS carry -g)
         opt = ["/O2"] if ctype == "msvc" else ["-O3", "-g0"]
+        # gcc's unroll-and-jam turns the GEMM micro-kernel's loop over taps
+        # into scalar code (gcc 12); other compilers lack the flag.
+        if ctype != "msvc" and _compiles(
+            self.compiler, "int main(void) { return 0; }\n",
+            ["-Werror", "-fno-loop-unroll-and-jam"],
+        ):
+            opt.append("-fno-loop-unroll-and-jam")
         for ext in self.extensions:
             variant = ext.name.rsplit("_", 1)[-1] if "_conv_" in ext.name else "generic"
             ext.extra_compile_args = opt + compile_args + _isa_flags(ctype, variant)

@@ -201,21 +201,24 @@ def side_by_side(steps, repeats, pause=0.5):
     return times
 
 
-def peak_extra_memory(f, workspace_bytes):
+def peak_extra_memory(f):
     """Peak memory of one call of ``f`` beyond its inputs, in bytes.
 
     The NumPy allocations (outputs, packed weights, per-thread partial sums)
-    are measured with tracemalloc; ``workspace_bytes`` is what the kernels
-    allocate per call outside NumPy, as reported by the kernel module itself.
+    are measured with tracemalloc; to them is added the largest workspace one
+    convolution kernel malloc'd outside NumPy during the call, as the kernel
+    module reports it.
     """
     import tracemalloc
 
+    kernels = fastconv._config.conv_kernels
+    kernels.workspace_peak(reset=True)
     tracemalloc.start()
     result = f()
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     del result
-    return peak + workspace_bytes
+    return peak + kernels.workspace_peak(reset=True)
 
 
 def _thread_limits(n):
@@ -263,25 +266,6 @@ def _work(case, a):
 # Largest relative difference from the reference accepted before timing: the
 # float32 weight gradients sum tens of thousands of terms.
 _CHECK_TOL = {np.dtype(np.float32): 1e-3, np.dtype(np.float64): 1e-10}
-
-
-def _workspace(case, a, n_threads):
-    """Bytes the kernels of one step malloc outside NumPy (all threads)."""
-    if case.kind.startswith("pool"):
-        return 0
-    kernels = fastconv._config.conv_kernels
-    itemsize = a["x"].dtype.itemsize
-    groups = case.kwargs.get("groups", 1)
-    if case.w[0] == groups and case.w[1] == 1 and not case.transposed:
-        return 0  # depthwise: the direct kernels allocate nothing
-    # grad_out channels per group of the underlying convolution: the weight's
-    # first axis in both the plain and the transposed layout
-    mg = case.w[0] // case.kwargs.get("groups", 1)
-    fwd = kernels.workspace_bytes("forward", itemsize, mg, n_threads)
-    if case.kind == "conv":
-        return fwd
-    return max(fwd, kernels.workspace_bytes("input_grad", itemsize, mg, n_threads),
-               kernels.workspace_bytes("weight_grad", itemsize, mg, n_threads))
 
 
 def _check(case, a):
@@ -341,7 +325,7 @@ def run(cases=None, dtypes=("float32", "float64"), threads=(1, 2), repeats=5,
             rate=amount / t["fastconv"], unit=unit,
             vs_reference=t["reference"] / t["fastconv"],
             vs_torch=t["torch"] / t["fastconv"] if "torch" in t else None,
-            peak_bytes=peak_extra_memory(steps["fastconv"], _workspace(case, a, n_threads)),
+            peak_bytes=peak_extra_memory(steps["fastconv"]),
         )
         rows.append(row)
         if bar is not None:

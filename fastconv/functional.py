@@ -95,21 +95,39 @@ def conv_forward(x, w, b, geo):
     return out
 
 
+def _flipped_weight(w4, groups):
+    """``w4`` (C_out, C_in/g, kH, kW) with the channels swapped within each
+    group and the taps reversed: (C_in, C_out/g, kH, kW)."""
+    c_out, cg, kh, kw = w4.shape
+    swapped = w4.reshape(groups, c_out // groups, cg, kh, kw).swapaxes(1, 2)
+    return np.ascontiguousarray(swapped[..., ::-1, ::-1]).reshape(
+        groups * cg, c_out // groups, kh, kw
+    )
+
+
 def conv_input_grad(grad_out, w, b, geo):
     """Run the input-gradient kernel (a transposed convolution) for ``geo``."""
     grad_in = np.empty(geo.input_shape(), dtype=grad_out.dtype)
+    bias = _empty_bias(grad_out.dtype) if b is None else b
+    args = (_as4d(grad_out, geo.nd), _as4d(w, geo.nd), bias, _as4d(grad_in, geo.nd))
     if _depthwise(geo):
         _config.conv_kernels.depthwise_forward_or_input_grad(
-            _as4d(grad_out, geo.nd), _as4d(w, geo.nd),
-            _empty_bias(grad_out.dtype) if b is None else b,
-            _as4d(grad_in, geo.nd), *geo.kernel_args()[:-1], True, _conv_threads(geo),
+            *args, *geo.kernel_args()[:-1], True, _conv_threads(geo)
         )
         return grad_in
-    _config.conv_kernels.conv2d_input_grad(
-        _as4d(grad_out, geo.nd), _as4d(w, geo.nd),
-        _empty_bias(grad_out.dtype) if b is None else b,
-        _as4d(grad_in, geo.nd), *geo.kernel_args(), _conv_threads(geo),
-    )
+    # At stride 1 this is the forward convolution of grad_out, padded by
+    # d*(k-1) - p at the start (the end follows from the shapes), with the
+    # flipped weight: the forward kernel does it without a col2im scatter.
+    # Its output channels are the input's, so it needs a full register block
+    # of them (6 rows; with fewer, col2im measured faster: 1 or 3 channels).
+    full = [d * (k - 1) - p for d, k, p in zip(geo.dilation, geo.kernel, geo.pad_begin)]
+    if geo.stride == (1, 1) and min(full) >= 0 and geo.c_in // geo.groups >= 6:
+        _config.conv_kernels.conv2d_forward(
+            args[0], _flipped_weight(args[1], geo.groups), bias, args[3],
+            1, 1, *full, *geo.dilation, geo.groups, _conv_threads(geo),
+        )
+        return grad_in
+    _config.conv_kernels.conv2d_input_grad(*args, *geo.kernel_args(), _conv_threads(geo))
     return grad_in
 
 

@@ -26,6 +26,15 @@ CONV2D_CASES = [
     (1, 70, 13, (12, 12), (3, 3), 1, 1, 1, 1),  # K = 630 > one packed block
     (2, 3, 7, (13, 13), (5, 5), 1, "valid", 1, 1),
     (2, 4, 4, (6, 6), (3, 3), 1, (2, 1), (1, 2), 1),  # per-axis tuples
+    # stride 1 with >= 6 channels per group: the implicit forward, and the
+    # input gradient as a forward convolution with the flipped weight
+    (2, 7, 9, (37, 23), (3, 3), 1, 1, 1, 1),  # several row tiles, a short last one
+    (2, 70, 13, (16, 16), (3, 3), 1, 1, 1, 1),  # K = 630: several channel blocks
+    (2, 6, 7, (15, 14), (3, 3), 1, 2, 2, 1),  # dilated
+    (2, 12, 8, (9, 9), (3, 3), 1, 1, 1, 2),  # grouped
+    (2, 6, 4, (7, 8), (4, 4), 1, "same", 1, 1),  # even kernel: asymmetric padding
+    (2, 6, 6, (8, 8), (3, 3), 1, 3, 1, 1),  # padding > d*(k-1): col2im input grad
+    (2, 6, 5, (10, 10), (3, 3), 1, 0, 4, 1),  # 2x2 outputs of a wide window: im2col
 ]
 
 CONV1D_CASES = [
@@ -35,6 +44,7 @@ CONV1D_CASES = [
     (2, 2, 3, (10,), (3,), 1, (2, 0), 1, 1),  # asymmetric (left, right)
     (2, 4, 6, (17,), (3,), 2, 1, 3, 2),  # dilated, strided, grouped
     (2, 3, 3, (9,), (4,), 1, "same", 1, 3),  # even kernel 'same', depthwise
+    (2, 6, 8, (1200,), (5,), 1, 2, 1, 1),  # rows wider than a tile: column tiles
 ]
 
 # (N, C_in, C_out, spatial, kernel, stride, padding, output_padding, groups, dilation)
@@ -44,6 +54,7 @@ CONVT2D_CASES = [
     (2, 2, 4, (5, 5), (3, 3), 1, 0, 0, 1, 2),
     (2, 4, 4, (3, 7), (4, 3), 3, 2, 2, 4, 1),
     (1, 2, 3, (4, 5), (3, 3), (2, 1), (1, 0), (1, 0), 1, (1, 2)),
+    (2, 6, 7, (5, 6), (3, 3), 1, 1, 1, 1, 2),  # stride 1, output_padding < dilation
 ]
 CONVT1D_CASES = [
     (2, 4, 6, (7,), (3,), 2, 1, 1, 2, 1),
@@ -78,6 +89,7 @@ def _ops(nd):
 
 
 CONV_PARAMS = [(2, c) for c in CONV2D_CASES] + [(1, c) for c in CONV1D_CASES]
+
 CONVT_PARAMS = [(2, c) for c in CONVT2D_CASES] + [(1, c) for c in CONVT1D_CASES]
 
 
@@ -128,6 +140,24 @@ def test_conv_transpose_matches_reference(nd, case, dtype, rng):
     assert_close(gw, gw_ref, n_terms=x[:, 0].size, err_msg="weight grad")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cases_reach_every_forward_path(dtype):
+    """The cases above take the implicit forward with several row tiles (a
+    short last one), with column tiles and with several channel blocks, and
+    the im2col forward at stride 1 and at stride 2."""
+    def tiles(h, w, k, oh, ow, stride=1, dilation=1, planes=2):
+        return fastconv._config.conv_kernels.implicit_tiles(
+            np.dtype(dtype).itemsize, h, w, *k, oh, ow, stride, stride, dilation, dilation,
+            planes, 2)
+
+    rows, cols = tiles(37, 23, (3, 3), 37, 23)  # 37 is prime: the last tile is short
+    assert 1 < rows < 37 and cols == 23
+    assert tiles(1, 1200, (1, 5), 1, 1200) == (1, 508)  # 512 positions less the window
+    assert tiles(16, 16, (3, 3), 16, 16) is not None  # K = 630: three channel blocks
+    assert tiles(10, 10, (3, 3), 2, 2, dilation=4) is None
+    assert tiles(9, 8, (3, 3), 4, 3, stride=2) is None
+
+
 # -- textbook loops ------------------------------------------------------------
 
 
@@ -137,6 +167,8 @@ LOOP_CASES = [
     ((1, 4, 7, 6), (4, 2, 2, 3), (2, 1), (0, 1), (0, 1), (2, 1), 2, (0, 1)),
     ((1, 1, 6, 6), (2, 1, 2, 2), (1, 1), (0, 0), (1, 1), (1, 1), 1, "same"),
     ((1, 2, 5, 5), (2, 2, 3, 3), (2, 2), (1, 0), (0, 2), (1, 1), 1, ((1, 0), (0, 2))),
+    ((2, 6, 9, 8), (7, 6, 3, 3), (1, 1), (2, 2), (2, 2), (2, 2), 1, 2),
+    ((1, 6, 5, 6), (6, 6, 2, 3), (1, 1), (0, 1), (1, 1), (1, 1), 1, "same"),
 ]
 
 

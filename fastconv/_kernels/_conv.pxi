@@ -18,7 +18,10 @@
 # * forward:      out[:, g] (Mg x N*P) = W_g (Mg x K) @ col_g (K x N*P) + b
 #   parallel over (g, tile of TP positions): each item writes its own slice
 #   of `out`. The col tile is built KC rows at a time, so the workspace is
-#   KC*TP per thread.
+#   KC*TP per thread. At stride 1 the implicit forward (_forward_implicit)
+#   needs no col tile: it copies a padded block of input rows once and reads
+#   each row of B from it in place. The input gradient at stride 1 is this
+#   forward with the flipped weight (fastconv.functional.conv_input_grad).
 # * input grad:   colgrad (K x P) = W_g^T (K x Mg) @ grad_out[n, g] (Mg x P),
 #   scattered (col2im) into grad_in. Parallel over (n, g, chunk of input
 #   channels): every item owns whole planes of grad_in, so the scatter-add has
@@ -61,19 +64,26 @@ cdef enum:
                 # power of two, so that a column walk does not alias cache sets
     KC = 256    # depth of one packed block (rows of K, or columns for dW)
     RB = 96     # rows of one column block of the input gradient (multiple of MR)
+    QT = 512    # most positions (discarded ones included) in a tile of the implicit forward
+
+# the implicit forward is taken when at least this share of its work is useful
+cdef double IMPLICIT_MIN = 0.6
 
 
 cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return (a + b - 1) // b
 
 
-cdef inline void _micro(Py_ssize_t kc, const floating* a, const floating* b, Py_ssize_t ldb,
-                        floating* c, Py_ssize_t ldc) noexcept nogil:
+cdef inline void _micro(Py_ssize_t kc, const floating* a, const floating* b,
+                        const Py_ssize_t* off, floating* c, Py_ssize_t ldc) noexcept nogil:
     """c[i, j] = sum_k a[k, i] * b[k, j] for an MR x NR block.
 
     `a` is a packed panel (kc x MR, contiguous); row k of `b` starts at
-    b + k*ldb and holds NR values. Six named accumulator rows of a width known
-    at compile time let the compiler keep the whole block in SIMD registers.
+    b + off[k] and holds NR values: off[k] = k*ldb in a tile buffer, or the
+    offset of tap k in the padded input of the implicit forward. Six named
+    accumulator rows of a width known at compile time let the compiler keep
+    the whole block in SIMD registers. (gcc's unroll-and-jam breaks this
+    loop; setup.py turns it off.)
     """
     cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
     cdef floating c0[NR_MAX]
@@ -83,6 +93,7 @@ cdef inline void _micro(Py_ssize_t kc, const floating* a, const floating* b, Py_
     cdef floating c4[NR_MAX]
     cdef floating c5[NR_MAX]
     cdef floating a0, a1, a2, a3, a4, a5, bj
+    cdef const floating* bk
     cdef Py_ssize_t j, k
     for j in range(nr):
         c0[j] = 0
@@ -98,8 +109,9 @@ cdef inline void _micro(Py_ssize_t kc, const floating* a, const floating* b, Py_
         a3 = a[3]
         a4 = a[4]
         a5 = a[5]
+        bk = b + off[k]
         for j in range(nr):
-            bj = b[j]
+            bj = bk[j]
             c0[j] += a0 * bj
             c1[j] += a1 * bj
             c2[j] += a2 * bj
@@ -107,7 +119,6 @@ cdef inline void _micro(Py_ssize_t kc, const floating* a, const floating* b, Py_
             c4[j] += a4 * bj
             c5[j] += a5 * bj
         a += MR
-        b += ldb
     for j in range(nr):
         c[j] = c0[j]
         c[ldc + j] = c1[j]
@@ -117,16 +128,27 @@ cdef inline void _micro(Py_ssize_t kc, const floating* a, const floating* b, Py_
         c[5 * ldc + j] = c5[j]
 
 
-cdef inline void _valid_range(Py_ssize_t start, Py_ssize_t step, Py_ssize_t count,
-                              Py_ssize_t size, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
-    """[lo, hi): the t in [0, count) with 0 <= start + t*step < size."""
-    cdef Py_ssize_t l = 0, h = count
+cdef struct _Range:
+    Py_ssize_t lo, hi
+
+
+cdef inline _Range _valid_range(Py_ssize_t start, Py_ssize_t step, Py_ssize_t count,
+                                Py_ssize_t size) noexcept nogil:
+    """[lo, hi): the t in [0, count) with 0 <= start + t*step < size.
+
+    Returned by value, never through pointers: a variable whose address is
+    taken inside a prange is not made thread-private by Cython.
+    """
+    cdef _Range r
+    cdef Py_ssize_t h = count
+    r.lo = 0
     if start < 0:
-        l = (-start + step - 1) // step
+        r.lo = (-start + step - 1) // step
     if start + (count - 1) * step >= size:
         h = (size - start + step - 1) // step if start < size else 0
-    lo[0] = min(l, count)
-    hi[0] = max(h, lo[0])
+    r.lo = min(r.lo, count)
+    r.hi = max(h, r.lo)
+    return r
 
 
 cdef struct Geometry:
@@ -164,14 +186,15 @@ cdef Py_ssize_t _tile_runs(const Geometry* geo, Py_ssize_t q0, Py_ssize_t tp,
     return nrun
 
 
-cdef inline void _run_range(Py_ssize_t iw, Py_ssize_t sw, Py_ssize_t seg, Py_ssize_t W,
-                            Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+cdef inline _Range _run_range(Py_ssize_t iw, Py_ssize_t sw, Py_ssize_t seg,
+                              Py_ssize_t W) noexcept nogil:
     """_valid_range without a division in the common case of stride 1."""
-    if sw == 1:
-        lo[0] = min(max(-iw, 0), seg)
-        hi[0] = max(min(W - iw, seg), lo[0])
-    else:
-        _valid_range(iw, sw, seg, W, lo, hi)
+    cdef _Range r
+    if sw != 1:
+        return _valid_range(iw, sw, seg, W)
+    r.lo = min(max(-iw, 0), seg)
+    r.hi = max(min(W - iw, seg), r.lo)
+    return r
 
 
 cdef void _im2col(const floating* x_g, Py_ssize_t x_image, const Geometry* geo,
@@ -188,6 +211,7 @@ cdef void _im2col(const floating* x_g, Py_ssize_t x_image, const Geometry* geo,
     cdef Py_ssize_t H = geo.H, W = geo.W, sw = geo.sw
     cdef Py_ssize_t KK = geo.KH * geo.KW
     cdef Py_ssize_t kk, ci, kh, kw, r, seg, ih, iw, t, lo, hi
+    cdef _Range rg
     cdef const floating* src
     cdef floating* dst
     ci = k0 // KK
@@ -203,7 +227,9 @@ cdef void _im2col(const floating* x_g, Py_ssize_t x_image, const Geometry* geo,
                 hi = seg
             else:
                 iw = runs[r].iw0 + kw * geo.dw
-                _run_range(iw, sw, seg, W, &lo, &hi)
+                rg = _run_range(iw, sw, seg, W)
+                lo = rg.lo
+                hi = rg.hi
                 src = x_g + runs[r].n * x_image + (ci * H + ih) * W + iw
                 if sw == 1:
                     memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
@@ -232,6 +258,7 @@ cdef void _col2im(const floating* colgrad, Py_ssize_t r_begin, Py_ssize_t r_end,
     channel 0 of the group."""
     cdef Py_ssize_t H = geo.H, W = geo.W, KK = geo.KH * geo.KW, sw = geo.sw
     cdef Py_ssize_t rr, ci, kh, kw, r, ih, iw, t, lo, hi
+    cdef _Range rg
     cdef const floating* src
     cdef floating* dst
     ci = r_begin // KK
@@ -242,7 +269,9 @@ cdef void _col2im(const floating* colgrad, Py_ssize_t r_begin, Py_ssize_t r_end,
             ih = runs[r].ih0 + kh * geo.dh
             if 0 <= ih < H:
                 iw = runs[r].iw0 + kw * geo.dw
-                _run_range(iw, sw, runs[r].seg, W, &lo, &hi)
+                rg = _run_range(iw, sw, runs[r].seg, W)
+                lo = rg.lo
+                hi = rg.hi
                 src = colgrad + (rr - r_base) * LD + runs[r].j
                 dst = grad_g + (ci * H + ih) * W + iw
                 if sw == 1:
@@ -356,6 +385,56 @@ cdef Geometry _geometry(Py_ssize_t H, Py_ssize_t W, Py_ssize_t KH, Py_ssize_t KW
     return geo
 
 
+cdef Py_ssize_t[::1] _row_offsets(Py_ssize_t n, Py_ssize_t ld):
+    """off[k] = k*ld for k < n: the B rows of a tile buffer, for _micro."""
+    return np.arange(max(n, 1), dtype=np.intp) * ld
+
+
+cdef bint _implicit_tiles(const Geometry* geo, Py_ssize_t nr, Py_ssize_t n_planes,
+                          int n_threads, Py_ssize_t* rows, Py_ssize_t* cw) noexcept nogil:
+    """Whether the implicit forward applies, and its tile of rows x cw outputs.
+
+    It needs stride 1. A tile's padded input rows are cw + (KW-1)*dw wide, and
+    the positions between rows are computed and thrown away, as is the tail of
+    the last block of nr columns: the tile is chosen for the smallest waste,
+    and the path is taken only if at least IMPLICIT_MIN of the work is useful.
+    """
+    cdef Py_ssize_t span = (geo.KW - 1) * geo.dw, r, rmax, c, wt
+    cdef double eff, best = 0
+    if geo.sh != 1 or geo.sw != 1 or 2 * span >= QT:
+        return False
+    if geo.OW + span <= QT:
+        c = geo.OW
+        rmax = min(geo.OH, QT // (c + span))
+    else:
+        c = QT - span
+        rmax = 1
+    wt = c + span
+    rows[0] = 1
+    for r in range(1, rmax + 1):
+        # enough tiles to share among the threads
+        if n_planes * _ceil_div(geo.OH, r) * _ceil_div(geo.OW, c) < 4 * n_threads and r > 1:
+            break
+        eff = <double> (r * c) / (_ceil_div(r * wt, nr) * nr)
+        if eff >= best - 0.02:
+            rows[0] = r
+            best = max(best, eff)
+    cw[0] = c
+    return best >= IMPLICIT_MIN
+
+
+def implicit_tiles(Py_ssize_t itemsize, Py_ssize_t H, Py_ssize_t W, Py_ssize_t KH,
+                   Py_ssize_t KW, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t sw,
+                   Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t n_planes, int n_threads):
+    """(rows, columns) of the implicit forward's tiles for this geometry, or
+    None where conv2d_forward takes the im2col path (for tests and tuning)."""
+    cdef Py_ssize_t nr = FASTCONV_NR_F32 if itemsize == 4 else FASTCONV_NR_F64, rows, cw
+    cdef Geometry geo = _geometry(H, W, KH, KW, OH, OW, sh, sw, 0, 0, dh, dw)
+    if _implicit_tiles(&geo, nr, n_planes, n_threads, &rows, &cw):
+        return rows, cw
+    return None
+
+
 def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W)
                    const floating[:, :, :, ::1] weight,     # IN  (C_out, C_in/g, kH, kW)
                    const floating[::1] bias,                # IN  (C_out,) or empty
@@ -368,52 +447,80 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
     cdef Py_ssize_t C_out = weight.shape[0], KH = weight.shape[2], KW = weight.shape[3]
     cdef Geometry geo = _geometry(x.shape[2], x.shape[3], KH, KW, out.shape[2], out.shape[3],
                                   sh, sw, ph, pw, dh, dw)
-    cdef Py_ssize_t P = geo.OH * geo.OW, NP = N * P
     cdef Py_ssize_t Cg = C_in // groups, Mg = C_out // groups, K = Cg * KH * KW
-    cdef Py_ssize_t nmp = _ceil_div(Mg, MR), ntiles = _ceil_div(NP, TP)
-    cdef Py_ssize_t n_items = groups * ntiles
-    # K in nkb blocks of equal depth kcb <= KC (not KC and a thin remainder)
-    cdef Py_ssize_t nkb = _ceil_div(K, KC), kcb = _ceil_div(K, max(nkb, 1)), nrun
-    cdef bint has_bias = bias.shape[0] > 0
-    cdef Py_ssize_t item, g, q0, tp, kb0, k0, kc, mp, nb, i, j, jj, co, rows, cols
-    cdef Py_ssize_t q, n, p, run
-    cdef Py_ssize_t n_failed = 0
-    cdef floating* col
-    cdef floating* ctile
-    cdef _Run* runs
-    cdef floating* dst
-    cdef floating b
-
-    if n_items == 0:
+    cdef Py_ssize_t nmp = _ceil_div(Mg, MR), g, rows, cw
+    if N * geo.OH * geo.OW == 0:
         return
     dtype = np.float32 if floating is float else np.float64
     cdef floating[::1] wpack = np.empty(groups * nmp * MR * K, dtype=dtype)
     with nogil:
         for g in range(groups):
             _pack_rows(&weight[g * Mg, 0, 0, 0], Mg, K, K, &wpack[g * nmp * MR * K])
+    if _implicit_tiles(&geo, nr, N * groups, n_threads, &rows, &cw):
+        _forward_implicit(x, wpack, bias, out, &geo, groups, rows, cw, n_threads)
+    else:
+        _forward_im2col(x, wpack, bias, out, &geo, groups, n_threads)
 
+
+cdef inline void _store_block(const floating* ctile, Py_ssize_t nr, Py_ssize_t rows,
+                              Py_ssize_t run, floating* dst, Py_ssize_t ld_dst,
+                              const floating[::1] bias, Py_ssize_t co, bint first) noexcept nogil:
+    """Write (first block of K: with the bias) or add `run` columns of `rows`
+    rows of an MR x nr result block to output rows ld_dst apart."""
+    cdef Py_ssize_t i, jj
+    cdef floating b
+    for i in range(rows):
+        if first:
+            b = bias[co + i] if bias.shape[0] > 0 else 0
+            for jj in range(run):
+                dst[i * ld_dst + jj] = ctile[i * nr + jj] + b
+        else:
+            for jj in range(run):
+                dst[i * ld_dst + jj] += ctile[i * nr + jj]
+
+
+cdef void _forward_im2col(const floating[:, :, :, ::1] x, const floating[::1] wpack,
+                          const floating[::1] bias, floating[:, :, :, ::1] out,
+                          const Geometry* geo, Py_ssize_t groups, int n_threads) except *:
+    """The forward over tiles of TP positions that may span images, each built
+    by _im2col KC rows at a time."""
+    cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
+    cdef Py_ssize_t N = x.shape[0], C_in = x.shape[1], C_out = out.shape[1]
+    cdef Py_ssize_t P = geo.OH * geo.OW, NP = N * P
+    cdef Py_ssize_t Cg = C_in // groups, Mg = C_out // groups, K = Cg * geo.KH * geo.KW
+    cdef Py_ssize_t nmp = _ceil_div(Mg, MR), ntiles = _ceil_div(NP, TP)
+    # K in nkb blocks of equal depth kcb <= KC (not KC and a thin remainder)
+    cdef Py_ssize_t nkb = _ceil_div(K, KC), kcb = _ceil_div(K, nkb), nrun
+    cdef Py_ssize_t item, g, q0, tp, kb0, k0, kc, mp, nb, j, rows, cols, q, n, p, run
+    cdef Py_ssize_t n_failed = 0
+    cdef Py_ssize_t[::1] ld_off = _row_offsets(KC, LD)
+    cdef floating* col
+    cdef floating* ctile
+    cdef _Run* runs
+
+    _note_workspace((KC * LD + MR * NR_MAX) * sizeof(floating) + TP * sizeof(_Run), n_threads)
     with nogil, parallel(num_threads=n_threads):
         col = <floating*> calloc(KC * LD, sizeof(floating))
         ctile = <floating*> malloc(MR * NR_MAX * sizeof(floating))
         runs = <_Run*> malloc(TP * sizeof(_Run))
-        for item in prange(n_items, schedule='static'):
+        for item in prange(groups * ntiles, schedule='static'):
             if col == NULL or ctile == NULL or runs == NULL:
                 n_failed += 1
                 continue
             g = item // ntiles
             q0 = (item % ntiles) * TP
             tp = min(TP, NP - q0)
-            nrun = _tile_runs(&geo, q0, tp, runs)
+            nrun = _tile_runs(geo, q0, tp, runs)
             for kb0 in range(nkb):
                 k0 = kb0 * kcb
                 kc = min(kcb, K - k0)
-                _im2col(&x[0, g * Cg, 0, 0], C_in * geo.H * geo.W, &geo, k0, kc, runs, nrun,
+                _im2col(&x[0, g * Cg, 0, 0], C_in * geo.H * geo.W, geo, k0, kc, runs, nrun,
                         col)
                 for nb in range(_ceil_div(tp, nr)):
                     cols = min(nr, tp - nb * nr)
                     for mp in range(nmp):
-                        _micro(kc, &wpack[((g * nmp + mp) * K + k0) * MR], col + nb * nr, LD,
-                               ctile, nr)
+                        _micro(kc, &wpack[((g * nmp + mp) * K + k0) * MR], col + nb * nr,
+                               &ld_off[0], ctile, nr)
                         rows = min(MR, Mg - mp * MR)
                         # scatter the block's columns to their images
                         j = 0
@@ -422,22 +529,118 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
                         p = q - n * P
                         while j < cols:
                             run = min(cols - j, P - p)
-                            for i in range(rows):
-                                co = g * Mg + mp * MR + i
-                                dst = &out[n, co, 0, 0] + p
-                                if k0 == 0:
-                                    b = bias[co] if has_bias else 0
-                                    for jj in range(run):
-                                        dst[jj] = ctile[i * nr + j + jj] + b
-                                else:
-                                    for jj in range(run):
-                                        dst[jj] += ctile[i * nr + j + jj]
+                            _store_block(ctile + j, nr, rows, run,
+                                         &out[n, g * Mg + mp * MR, 0, 0] + p, P,
+                                         bias, g * Mg + mp * MR, k0 == 0)
                             j = j + run
                             p = 0
                             n = n + 1
         free(runs)
         free(ctile)
         free(col)
+    if n_failed:
+        raise MemoryError("fastconv: could not allocate per-thread workspace")
+
+
+cdef void _forward_implicit(const floating[:, :, :, ::1] x, const floating[::1] wpack,
+                            const floating[::1] bias, floating[:, :, :, ::1] out,
+                            const Geometry* geo, Py_ssize_t groups, Py_ssize_t R,
+                            Py_ssize_t cw, int n_threads) except *:
+    """The stride-1 forward with no im2col: the B operand is read in place.
+
+    A tile is R output rows x cw output columns of one image and group. Its
+    input, for a block of whole channels, is copied once into a padded buffer
+    `xt` whose rows are wt = cw + (KW-1)*dw wide (zeros outside the input).
+    Numbering the tile's outputs q = r*wt + c, tap (ci, kh, kw) of output q is
+    xt[ci*cs + kh*dh*wt + kw*dw + q]: each row of B is a contiguous run of xt
+    at a fixed offset per tap. The columns with c >= cw are computed and
+    discarded.
+    """
+    cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
+    cdef Py_ssize_t N = x.shape[0], C_in = x.shape[1], C_out = out.shape[1]
+    cdef Py_ssize_t H = geo.H, W = geo.W, KK = geo.KH * geo.KW
+    cdef Py_ssize_t Cg = C_in // groups, Mg = C_out // groups, K = Cg * KK
+    cdef Py_ssize_t nmp = _ceil_div(Mg, MR)
+    cdef Py_ssize_t wt = cw + (geo.KW - 1) * geo.dw, rh = R + (geo.KH - 1) * geo.dh
+    cdef Py_ssize_t cs = rh * wt
+    cdef Py_ssize_t nrt = _ceil_div(geo.OH, R), nct = _ceil_div(geo.OW, cw)
+    # K in blocks of whole channels, cpb per block, balanced
+    cdef Py_ssize_t cpb = _ceil_div(Cg, _ceil_div(K, KC)), ncb = _ceil_div(Cg, cpb)
+    cdef Py_ssize_t item, n, g, oh0, ow0, rows, cols_t, npos, cb, ci0, nci, ci, r, ih
+    cdef Py_ssize_t lo, hi, t, kc, nb, bcols, mp, j, q, c, run, co
+    cdef _Range rg
+    cdef Py_ssize_t n_failed = 0
+    cdef Py_ssize_t[::1] off = np.empty(cpb * KK, dtype=np.intp)
+    cdef floating* xt
+    cdef floating* ctile
+    cdef floating* dst
+    cdef const floating* src
+
+    for ci in range(cpb):
+        for r in range(geo.KH):
+            for c in range(geo.KW):
+                off[(ci * geo.KH + r) * geo.KW + c] = ci * cs + r * geo.dh * wt + c * geo.dw
+    _note_workspace((cpb * cs + NR_MAX + MR * NR_MAX) * sizeof(floating), n_threads)
+    with nogil, parallel(num_threads=n_threads):
+        # the zero tail is read only by discarded columns
+        xt = <floating*> calloc(cpb * cs + NR_MAX, sizeof(floating))
+        ctile = <floating*> malloc(MR * NR_MAX * sizeof(floating))
+        for item in prange(N * groups * nrt * nct, schedule='static'):
+            if xt == NULL or ctile == NULL:
+                n_failed += 1
+                continue
+            n = item // (groups * nrt * nct)
+            g = (item // (nrt * nct)) % groups
+            oh0 = (item // nct) % nrt * R
+            ow0 = item % nct * cw
+            rows = min(R, geo.OH - oh0)
+            cols_t = min(cw, geo.OW - ow0)
+            npos = (rows - 1) * wt + cols_t
+            for cb in range(ncb):
+                ci0 = cb * cpb
+                nci = min(cpb, Cg - ci0)
+                # the padded input of channels ci0.. for this tile
+                rg = _run_range(ow0 - geo.pw, 1, wt, W)
+                lo = rg.lo
+                hi = rg.hi
+                for ci in range(nci):
+                    for r in range(rows + (geo.KH - 1) * geo.dh):
+                        dst = xt + ci * cs + r * wt
+                        ih = oh0 + r - geo.ph
+                        if ih < 0 or ih >= H:
+                            for t in range(wt):
+                                dst[t] = 0
+                            continue
+                        src = &x[n, g * Cg + ci0 + ci, ih, 0] + ow0 - geo.pw
+                        for t in range(lo):
+                            dst[t] = 0
+                        memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
+                        for t in range(hi, wt):
+                            dst[t] = 0
+                kc = nci * KK
+                for nb in range(_ceil_div(npos, nr)):
+                    bcols = min(nr, npos - nb * nr)
+                    for mp in range(nmp):
+                        _micro(kc, &wpack[((g * nmp + mp) * K + ci0 * KK) * MR], xt + nb * nr,
+                               &off[0], ctile, nr)
+                        co = g * Mg + mp * MR
+                        # the block's columns, row by row of the tile
+                        j = 0
+                        q = nb * nr
+                        r = q // wt
+                        c = q - r * wt
+                        while j < bcols:
+                            run = min(bcols - j, wt - c)
+                            if c < cols_t:
+                                _store_block(ctile + j, nr, min(MR, Mg - mp * MR),
+                                             min(run, cols_t - c),
+                                             &out[n, co, oh0 + r, ow0 + c], geo.OH * geo.OW,
+                                             bias, co, cb == 0)
+                            j = j + run
+                            c = 0
+                            r = r + 1
+        free(ctile)
+        free(xt)
     if n_failed:
         raise MemoryError("fastconv: could not allocate per-thread workspace")
 
@@ -485,10 +688,12 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
 
     dtype = np.float32 if floating is float else np.float64
     cdef floating[::1] wpack = np.empty(max(1, groups * nrp * MR * Mg), dtype=dtype)
+    cdef Py_ssize_t[::1] ld_off = _row_offsets(Mg, LD)
     with nogil:
         for g in range(groups):
             _pack_cols(&weight[g * Mg, 0, 0, 0], Mg, K, K, &wpack[g * nrp * MR * Mg])
 
+    _note_workspace((Mg * LD + RB * LD) * sizeof(floating) + TP * sizeof(_Run), n_threads)
     with nogil, parallel(num_threads=n_threads):
         gtile = <floating*> calloc(Mg * LD, sizeof(floating))
         colgrad = <floating*> malloc(RB * LD * sizeof(floating))
@@ -526,7 +731,7 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
                     for rp in range(_ceil_div(rb1 - rb0, MR)):
                         for nb in range(_ceil_div(tp, nr)):
                             _micro(Mg, &wpack[(g * nrp + rb0 // MR + rp) * MR * Mg],
-                                   gtile + nb * nr, LD, colgrad + rp * MR * LD + nb * nr, LD)
+                                   gtile + nb * nr, &ld_off[0], colgrad + rp * MR * LD + nb * nr, LD)
                     _col2im(colgrad, max(rb0, r0), rb1, rb0, &grad_in[n, g * Cg, 0, 0], &geo,
                             runs, nrun)
                     rb0 = rb0 + RB
@@ -567,8 +772,11 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
     cdef floating* acc
     cdef _Run* runs
 
+    cdef Py_ssize_t[::1] nr_off = _row_offsets(TP, nr)
     if n_items == 0:
         return
+    _note_workspace((nmp * MR * TP + KC * LD + KC * TP + MR * NR_MAX) * sizeof(floating)
+                    + TP * sizeof(_Run), n_threads)
     with nogil, parallel(num_threads=n_threads):
         apack = <floating*> malloc(nmp * MR * TP * sizeof(floating))
         col = <floating*> malloc(KC * LD * sizeof(floating))
@@ -596,7 +804,7 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
                 for kb in range(_ceil_div(kc, nr)):
                     cols = min(nr, kc - kb * nr)
                     for mp in range(nmp):
-                        _micro(tp, apack + mp * tp * MR, bpack + kb * tp * nr, nr, ctile, nr)
+                        _micro(tp, apack + mp * tp * MR, bpack + kb * tp * nr, &nr_off[0], ctile, nr)
                         rows = min(MR, Mg - mp * MR)
                         for i in range(rows):
                             for j in range(cols):
@@ -626,13 +834,16 @@ cdef void _depthwise_plane(const floating* src, floating* dst, const floating* w
     """Forward: dst (OH, OW) += sum of taps w * src (H, W); transposed: dst (H, W)
     += the adjoint, from src (OH, OW)."""
     cdef Py_ssize_t kh, kw, oh, ih, iw0, ow, lo, hi
+    cdef _Range rg
     cdef Py_ssize_t H = geo.H, W = geo.W, OW = geo.OW, sw = geo.sw
     cdef floating wv
     for kh in range(geo.KH):
         for kw in range(geo.KW):
             wv = w[kh * geo.KW + kw]
             iw0 = kw * geo.dw - geo.pw
-            _valid_range(iw0, sw, OW, W, &lo, &hi)
+            rg = _valid_range(iw0, sw, OW, W)
+            lo = rg.lo
+            hi = rg.hi
             for oh in range(geo.OH):
                 ih = oh * geo.sh - geo.ph + kh * geo.dh
                 if ih < 0 or ih >= H:
@@ -688,6 +899,7 @@ def depthwise_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C, 
     cdef Geometry geo = _geometry(x.shape[2], x.shape[3], KH, KW, grad_out.shape[2],
                                   grad_out.shape[3], sh, sw, ph, pw, dh, dw)
     cdef Py_ssize_t c, n, kh, kw, oh, ih, iw0, ow, lo, hi
+    cdef _Range rg
     cdef double total
     cdef floating row
     cdef const floating* xp
@@ -696,7 +908,9 @@ def depthwise_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C, 
         for kh in range(KH):
             for kw in range(KW):
                 iw0 = kw * geo.dw - geo.pw
-                _valid_range(iw0, geo.sw, geo.OW, geo.W, &lo, &hi)
+                rg = _valid_range(iw0, geo.sw, geo.OW, geo.W)
+                lo = rg.lo
+                hi = rg.hi
                 total = 0
                 for n in range(N):
                     xp = &x[n, c, 0, 0]
@@ -712,25 +926,29 @@ def depthwise_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C, 
                 partial[0, (c * KH + kh) * KW + kw] = <floating> total
 
 
-def workspace_bytes(str kernel, Py_ssize_t itemsize, Py_ssize_t mg, int n_threads):
-    """Bytes that one call of `kernel` mallocs outside NumPy, over all threads.
+cdef Py_ssize_t _workspace_peak = 0
 
-    `mg` is the number of grad_out / output channels per group. This is the
-    whole of the per-call workspace besides the NumPy arrays (outputs, packed
-    weights and per-thread partial sums): it is bounded by tiles, never by the
-    batch or the image size.
+
+cdef void _note_workspace(Py_ssize_t per_thread, int n_threads):
+    """Record the bytes one kernel call mallocs outside NumPy, over all threads."""
+    global _workspace_peak
+    _workspace_peak = max(_workspace_peak, per_thread * n_threads)
+
+
+def workspace_peak(bint reset=False):
+    """The most bytes one kernel call of this module has malloc'd outside
+    NumPy (per-thread tiles, over all threads) since the last reset; with
+    reset=True, return it and start again from zero.
+
+    Besides the NumPy arrays (outputs, packed weights, per-thread partial
+    sums) this is the whole of a call's workspace: it is bounded by tiles,
+    never by the batch. The depthwise kernels allocate nothing.
     """
-    cdef Py_ssize_t per_thread  # the malloc sizes in the kernels above
-    cdef Py_ssize_t runs = TP * sizeof(_Run)
-    if kernel == "forward":
-        per_thread = (KC * LD + MR * NR_MAX) * itemsize + runs
-    elif kernel == "input_grad":
-        per_thread = (mg * LD + RB * LD) * itemsize + runs
-    elif kernel == "weight_grad":
-        per_thread = (_ceil_div(mg, MR) * MR * TP + KC * LD + KC * TP + MR * NR_MAX) * itemsize + runs
-    else:
-        raise ValueError(f"Expected kernel 'forward', 'input_grad' or 'weight_grad', got {kernel!r}")
-    return per_thread * n_threads
+    global _workspace_peak
+    peak = _workspace_peak
+    if reset:
+        _workspace_peak = 0
+    return peak
 
 
 cdef enum:
