@@ -35,6 +35,10 @@ CONV2D_CASES = [
     (2, 6, 4, (7, 8), (4, 4), 1, "same", 1, 1),  # even kernel: asymmetric padding
     (2, 6, 6, (8, 8), (3, 3), 1, 3, 1, 1),  # padding > d*(k-1): col2im input grad
     (2, 6, 5, (10, 10), (3, 3), 1, 0, 4, 1),  # 2x2 outputs of a wide window: im2col
+    # stride 1 with >= 16 output channels per group: the implicit weight
+    # gradient, with partial panels of taps and of output channels
+    (2, 30, 40, (13, 11), (3, 3), 1, 1, 1, 1),  # K = 270: two channel blocks
+    (2, 14, 40, (10, 12), (3, 3), 1, 2, 2, 2),  # grouped, dilated
 ]
 
 CONV1D_CASES = [
@@ -45,6 +49,7 @@ CONV1D_CASES = [
     (2, 4, 6, (17,), (3,), 2, 1, 3, 2),  # dilated, strided, grouped
     (2, 3, 3, (9,), (4,), 1, "same", 1, 3),  # even kernel 'same', depthwise
     (2, 6, 8, (1200,), (5,), 1, 2, 1, 1),  # rows wider than a tile: column tiles
+    (2, 7, 20, (700,), (5,), 1, 2, 1, 1),  # ... for the implicit weight gradient
 ]
 
 # (N, C_in, C_out, spatial, kernel, stride, padding, output_padding, groups, dilation)
@@ -169,6 +174,7 @@ LOOP_CASES = [
     ((1, 2, 5, 5), (2, 2, 3, 3), (2, 2), (1, 0), (0, 2), (1, 1), 1, ((1, 0), (0, 2))),
     ((2, 6, 9, 8), (7, 6, 3, 3), (1, 1), (2, 2), (2, 2), (2, 2), 1, 2),
     ((1, 6, 5, 6), (6, 6, 2, 3), (1, 1), (0, 1), (1, 1), (1, 1), 1, "same"),
+    ((1, 3, 6, 7), (16, 3, 3, 3), (1, 1), (1, 1), (1, 1), (1, 1), 1, 1),
 ]
 
 

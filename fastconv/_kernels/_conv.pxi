@@ -31,7 +31,10 @@
 # * weight grad:  dW_g (Mg x K) += grad_out_g (Mg x TP) @ col^T (TP x K), a
 #   reduction over batch and positions. Parallel over (g, tile); each thread
 #   accumulates into its own private copy of dW, and the copies are summed
-#   after the parallel region (never += races on shared output).
+#   after the parallel region (never += races on shared output). At stride 1
+#   (_weight_grad_implicit) it is dW_g^T = col @ grad_out_g^T instead, with
+#   the rows of col read in place from a padded copy of the input, so that
+#   only grad_out is ever transposed.
 #
 # The GEMMs share one register-blocked micro-kernel of MR x NR = 6 x (two SIMD
 # vectors), NR set per instruction set in _isa.h: the A operand is packed in
@@ -542,100 +545,132 @@ cdef void _forward_im2col(const floating[:, :, :, ::1] x, const floating[::1] wp
         raise MemoryError("fastconv: could not allocate per-thread workspace")
 
 
+cdef struct _Tiling:
+    # The implicit kernels' tiles: R output rows x cw output columns of one
+    # image and group (nrt x nct of them per plane), read from a padded copy
+    # `xt` of their input, cpb channels at a time (ncb blocks), whose rows are
+    # wt = cw + (KW-1)*dw wide and whose channels are cs apart.
+    Py_ssize_t R, cw, wt, cs, nrt, nct, cpb, ncb
+
+
+cdef struct _Tile:
+    # One tile: image n, group g, outputs from (oh0, ow0), rows x cols of
+    # them, numbered q = r*wt + c up to npos (columns c >= cols are discarded)
+    Py_ssize_t n, g, oh0, ow0, rows, cols, npos
+
+
+cdef _Tiling _tiling(const Geometry* geo, Py_ssize_t Cg, Py_ssize_t R, Py_ssize_t cw,
+                     Py_ssize_t[::1] off):
+    """The tiling for tiles of R x cw outputs, and in `off` (cpb*kH*kW
+    entries) the offset in xt of each tap (ci, kh, kw) of a channel block."""
+    cdef _Tiling t
+    cdef Py_ssize_t KK = geo.KH * geo.KW, ci, kh, kw
+    t.R, t.cw = R, cw
+    t.wt = cw + (geo.KW - 1) * geo.dw
+    t.cs = (R + (geo.KH - 1) * geo.dh) * t.wt
+    t.nrt, t.nct = _ceil_div(geo.OH, R), _ceil_div(geo.OW, cw)
+    # K in blocks of whole channels, balanced, each at most about KC deep
+    t.cpb = _ceil_div(Cg, _ceil_div(Cg * KK, KC))
+    t.ncb = _ceil_div(Cg, t.cpb)
+    for ci in range(t.cpb):
+        for kh in range(geo.KH):
+            for kw in range(geo.KW):
+                off[(ci * geo.KH + kh) * geo.KW + kw] = ci * t.cs + kh * geo.dh * t.wt + kw * geo.dw
+    return t
+
+
+cdef inline _Tile _tile(const Geometry* geo, const _Tiling* t, Py_ssize_t groups,
+                        Py_ssize_t item) noexcept nogil:
+    cdef _Tile tl
+    tl.n = item // (groups * t.nrt * t.nct)
+    tl.g = (item // (t.nrt * t.nct)) % groups
+    tl.oh0 = (item // t.nct) % t.nrt * t.R
+    tl.ow0 = item % t.nct * t.cw
+    tl.rows = min(t.R, geo.OH - tl.oh0)
+    tl.cols = min(t.cw, geo.OW - tl.ow0)
+    tl.npos = (tl.rows - 1) * t.wt + tl.cols
+    return tl
+
+
+cdef void _fill_tile(const floating* x_c, Py_ssize_t nci, const Geometry* geo,
+                     const _Tiling* t, const _Tile* tl, floating* xt) noexcept nogil:
+    """xt[ci*cs + r*wt + c] = x_pad[ci, oh0 + r, ow0 + c] for the nci channels
+    from x_c (a channel of one image) and the rows the tile reads."""
+    cdef Py_ssize_t ci, r, ih, c
+    cdef _Range rg = _run_range(tl.ow0 - geo.pw, 1, t.wt, geo.W)
+    cdef floating* dst
+    cdef const floating* src
+    for ci in range(nci):
+        for r in range(tl.rows + (geo.KH - 1) * geo.dh):
+            dst = xt + ci * t.cs + r * t.wt
+            ih = tl.oh0 + r - geo.ph
+            if ih < 0 or ih >= geo.H:
+                for c in range(t.wt):
+                    dst[c] = 0
+                continue
+            src = x_c + (ci * geo.H + ih) * geo.W + tl.ow0 - geo.pw
+            for c in range(rg.lo):
+                dst[c] = 0
+            memcpy(dst + rg.lo, src + rg.lo, (rg.hi - rg.lo) * sizeof(floating))
+            for c in range(rg.hi, t.wt):
+                dst[c] = 0
+
+
 cdef void _forward_implicit(const floating[:, :, :, ::1] x, const floating[::1] wpack,
                             const floating[::1] bias, floating[:, :, :, ::1] out,
                             const Geometry* geo, Py_ssize_t groups, Py_ssize_t R,
                             Py_ssize_t cw, int n_threads) except *:
     """The stride-1 forward with no im2col: the B operand is read in place.
 
-    A tile is R output rows x cw output columns of one image and group. Its
-    input, for a block of whole channels, is copied once into a padded buffer
-    `xt` whose rows are wt = cw + (KW-1)*dw wide (zeros outside the input).
-    Numbering the tile's outputs q = r*wt + c, tap (ci, kh, kw) of output q is
-    xt[ci*cs + kh*dh*wt + kw*dw + q]: each row of B is a contiguous run of xt
-    at a fixed offset per tap. The columns with c >= cw are computed and
-    discarded.
+    For each tile (see _Tiling) and block of channels, the input is copied
+    once into xt. Tap (ci, kh, kw) of output q is xt[ci*cs + kh*dh*wt +
+    kw*dw + q]: each row of B is a contiguous run of xt at a fixed offset
+    per tap. The columns c >= cw of the tile are computed and discarded.
     """
     cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
     cdef Py_ssize_t N = x.shape[0], C_in = x.shape[1], C_out = out.shape[1]
-    cdef Py_ssize_t H = geo.H, W = geo.W, KK = geo.KH * geo.KW
-    cdef Py_ssize_t Cg = C_in // groups, Mg = C_out // groups, K = Cg * KK
-    cdef Py_ssize_t nmp = _ceil_div(Mg, MR)
-    cdef Py_ssize_t wt = cw + (geo.KW - 1) * geo.dw, rh = R + (geo.KH - 1) * geo.dh
-    cdef Py_ssize_t cs = rh * wt
-    cdef Py_ssize_t nrt = _ceil_div(geo.OH, R), nct = _ceil_div(geo.OW, cw)
-    # K in blocks of whole channels, cpb per block, balanced
-    cdef Py_ssize_t cpb = _ceil_div(Cg, _ceil_div(K, KC)), ncb = _ceil_div(Cg, cpb)
-    cdef Py_ssize_t item, n, g, oh0, ow0, rows, cols_t, npos, cb, ci0, nci, ci, r, ih
-    cdef Py_ssize_t lo, hi, t, kc, nb, bcols, mp, j, q, c, run, co
-    cdef _Range rg
+    cdef Py_ssize_t KK = geo.KH * geo.KW, Cg = C_in // groups, Mg = C_out // groups
+    cdef Py_ssize_t K = Cg * KK, nmp = _ceil_div(Mg, MR)
+    cdef Py_ssize_t[::1] off = np.empty(_ceil_div(Cg, _ceil_div(K, KC)) * KK, dtype=np.intp)
+    cdef _Tiling t = _tiling(geo, Cg, R, cw, off)
+    cdef _Tile tl
+    cdef Py_ssize_t item, cb, ci0, nci, nb, bcols, mp, j, q, r, c, run, co
     cdef Py_ssize_t n_failed = 0
-    cdef Py_ssize_t[::1] off = np.empty(cpb * KK, dtype=np.intp)
     cdef floating* xt
     cdef floating* ctile
-    cdef floating* dst
-    cdef const floating* src
 
-    for ci in range(cpb):
-        for r in range(geo.KH):
-            for c in range(geo.KW):
-                off[(ci * geo.KH + r) * geo.KW + c] = ci * cs + r * geo.dh * wt + c * geo.dw
-    _note_workspace((cpb * cs + NR_MAX + MR * NR_MAX) * sizeof(floating), n_threads)
+    _note_workspace((t.cpb * t.cs + NR_MAX + MR * NR_MAX) * sizeof(floating), n_threads)
     with nogil, parallel(num_threads=n_threads):
         # the zero tail is read only by discarded columns
-        xt = <floating*> calloc(cpb * cs + NR_MAX, sizeof(floating))
+        xt = <floating*> calloc(t.cpb * t.cs + NR_MAX, sizeof(floating))
         ctile = <floating*> malloc(MR * NR_MAX * sizeof(floating))
-        for item in prange(N * groups * nrt * nct, schedule='static'):
+        for item in prange(N * groups * t.nrt * t.nct, schedule='static'):
             if xt == NULL or ctile == NULL:
                 n_failed += 1
                 continue
-            n = item // (groups * nrt * nct)
-            g = (item // (nrt * nct)) % groups
-            oh0 = (item // nct) % nrt * R
-            ow0 = item % nct * cw
-            rows = min(R, geo.OH - oh0)
-            cols_t = min(cw, geo.OW - ow0)
-            npos = (rows - 1) * wt + cols_t
-            for cb in range(ncb):
-                ci0 = cb * cpb
-                nci = min(cpb, Cg - ci0)
-                # the padded input of channels ci0.. for this tile
-                rg = _run_range(ow0 - geo.pw, 1, wt, W)
-                lo = rg.lo
-                hi = rg.hi
-                for ci in range(nci):
-                    for r in range(rows + (geo.KH - 1) * geo.dh):
-                        dst = xt + ci * cs + r * wt
-                        ih = oh0 + r - geo.ph
-                        if ih < 0 or ih >= H:
-                            for t in range(wt):
-                                dst[t] = 0
-                            continue
-                        src = &x[n, g * Cg + ci0 + ci, ih, 0] + ow0 - geo.pw
-                        for t in range(lo):
-                            dst[t] = 0
-                        memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
-                        for t in range(hi, wt):
-                            dst[t] = 0
-                kc = nci * KK
-                for nb in range(_ceil_div(npos, nr)):
-                    bcols = min(nr, npos - nb * nr)
+            tl = _tile(geo, &t, groups, item)
+            for cb in range(t.ncb):
+                ci0 = cb * t.cpb
+                nci = min(t.cpb, Cg - ci0)
+                _fill_tile(&x[tl.n, tl.g * Cg + ci0, 0, 0], nci, geo, &t, &tl, xt)
+                for nb in range(_ceil_div(tl.npos, nr)):
+                    bcols = min(nr, tl.npos - nb * nr)
                     for mp in range(nmp):
-                        _micro(kc, &wpack[((g * nmp + mp) * K + ci0 * KK) * MR], xt + nb * nr,
-                               &off[0], ctile, nr)
-                        co = g * Mg + mp * MR
+                        _micro(nci * KK, &wpack[((tl.g * nmp + mp) * K + ci0 * KK) * MR],
+                               xt + nb * nr, &off[0], ctile, nr)
+                        co = tl.g * Mg + mp * MR
                         # the block's columns, row by row of the tile
                         j = 0
                         q = nb * nr
-                        r = q // wt
-                        c = q - r * wt
+                        r = q // t.wt
+                        c = q - r * t.wt
                         while j < bcols:
-                            run = min(bcols - j, wt - c)
-                            if c < cols_t:
+                            run = min(bcols - j, t.wt - c)
+                            if c < tl.cols:
                                 _store_block(ctile + j, nr, min(MR, Mg - mp * MR),
-                                             min(run, cols_t - c),
-                                             &out[n, co, oh0 + r, ow0 + c], geo.OH * geo.OW,
-                                             bias, co, cb == 0)
+                                             min(run, tl.cols - c),
+                                             &out[tl.n, co, tl.oh0 + r, tl.ow0 + c],
+                                             geo.OH * geo.OW, bias, co, cb == 0)
                             j = j + run
                             c = 0
                             r = r + 1
@@ -742,6 +777,157 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
         raise MemoryError("fastconv: could not allocate per-thread workspace")
 
 
+cdef void _micro_rows(Py_ssize_t nseg, Py_ssize_t seglen, Py_ssize_t sstride,
+                      const floating* a, const Py_ssize_t* aoff, const floating* b,
+                      floating* c, Py_ssize_t ldc) noexcept nogil:
+    """c[i, j] = sum_k A[i, k] * b[k, j] for an MR x NR block, with row i of A
+    read in place: its nseg segments of seglen values start at a + aoff[i] +
+    s*sstride. Row k of `b` is b + k*NR.
+
+    _micro with the A operand unpacked: the weight gradient reads the rows of
+    the patch matrix (taps) straight from the padded input, so nothing of
+    size K x positions is ever transposed. A separate kernel rather than a
+    mode of _micro, so that each keeps a simple loop the compiler vectorises.
+    """
+    cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
+    cdef floating c0[NR_MAX]
+    cdef floating c1[NR_MAX]
+    cdef floating c2[NR_MAX]
+    cdef floating c3[NR_MAX]
+    cdef floating c4[NR_MAX]
+    cdef floating c5[NR_MAX]
+    cdef floating a0, a1, a2, a3, a4, a5, bj
+    cdef const floating* p0 = a + aoff[0]
+    cdef const floating* p1 = a + aoff[1]
+    cdef const floating* p2 = a + aoff[2]
+    cdef const floating* p3 = a + aoff[3]
+    cdef const floating* p4 = a + aoff[4]
+    cdef const floating* p5 = a + aoff[5]
+    cdef Py_ssize_t j, k, s
+    for j in range(nr):
+        c0[j] = 0
+        c1[j] = 0
+        c2[j] = 0
+        c3[j] = 0
+        c4[j] = 0
+        c5[j] = 0
+    for s in range(nseg):
+        for k in range(seglen):
+            a0 = p0[k]
+            a1 = p1[k]
+            a2 = p2[k]
+            a3 = p3[k]
+            a4 = p4[k]
+            a5 = p5[k]
+            for j in range(nr):
+                bj = b[k * nr + j]
+                c0[j] += a0 * bj
+                c1[j] += a1 * bj
+                c2[j] += a2 * bj
+                c3[j] += a3 * bj
+                c4[j] += a4 * bj
+                c5[j] += a5 * bj
+        p0 += sstride
+        p1 += sstride
+        p2 += sstride
+        p3 += sstride
+        p4 += sstride
+        p5 += sstride
+        b += seglen * nr
+    for j in range(nr):
+        c[j] = c0[j]
+        c[ldc + j] = c1[j]
+        c[2 * ldc + j] = c2[j]
+        c[3 * ldc + j] = c3[j]
+        c[4 * ldc + j] = c4[j]
+        c[5 * ldc + j] = c5[j]
+
+
+cdef void _pack_tile_grad(const floating* y_c, Py_ssize_t m, const Geometry* geo,
+                          const _Tile* tl, floating* out) noexcept nogil:
+    """Rows 0..m of grad_out (y_c: channel 0 of the group in one image) at the
+    tile's outputs p = r*cols + c, as ceil(m/NR) B panels of rows*cols x NR
+    (zero past row m)."""
+    cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
+    cdef Py_ssize_t P = tl.rows * tl.cols, cp, j, r, c, row
+    cdef const floating* src
+    cdef floating* dst
+    for cp in range(_ceil_div(m, nr)):
+        for j in range(nr):
+            row = cp * nr + j
+            dst = out + cp * P * nr + j
+            if row >= m:
+                for c in range(P):
+                    dst[c * nr] = 0
+                continue
+            for r in range(tl.rows):
+                src = y_c + (row * geo.OH + tl.oh0 + r) * geo.OW + tl.ow0
+                for c in range(tl.cols):
+                    dst[(r * tl.cols + c) * nr] = src[c]
+
+
+cdef void _weight_grad_implicit(const floating[:, :, :, ::1] x,
+                                const floating[:, :, :, ::1] grad_out,
+                                floating[:, ::1] partial, const Geometry* geo,
+                                Py_ssize_t groups, Py_ssize_t R, Py_ssize_t cw,
+                                int n_threads) except *:
+    """The stride-1 weight gradient with no im2col and no transposed patches.
+
+    dW_g^T (K x Mg) = col (K x P) @ grad_out_g^T (P x Mg), tile by tile (see
+    _Tiling): grad_out is packed once per tile as B panels, and the rows of
+    col, the taps, are read by _micro_rows straight from the padded input
+    xt, one segment per output row of the tile.
+    """
+    cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
+    cdef Py_ssize_t N = x.shape[0], C_in = x.shape[1], C_out = grad_out.shape[1]
+    cdef Py_ssize_t KK = geo.KH * geo.KW, Cg = C_in // groups, Mg = C_out // groups
+    cdef Py_ssize_t K = Cg * KK, ncp = _ceil_div(Mg, nr)
+    cdef Py_ssize_t cpb = _ceil_div(Cg, _ceil_div(K, KC))
+    # whole panels of MR taps: the padding entries point into xt, and their
+    # results are dropped
+    cdef Py_ssize_t[::1] off = np.zeros(_ceil_div(cpb * KK, MR) * MR, dtype=np.intp)
+    cdef _Tiling t = _tiling(geo, Cg, R, cw, off)
+    cdef _Tile tl
+    cdef Py_ssize_t item, cb, ci0, nci, cp, tp, taps, cols, i, j
+    cdef Py_ssize_t n_failed = 0
+    cdef floating* xt
+    cdef floating* bpack
+    cdef floating* ctile
+    cdef floating* acc
+
+    _note_workspace((t.cpb * t.cs + ncp * nr * QT + MR * NR_MAX) * sizeof(floating), n_threads)
+    with nogil, parallel(num_threads=n_threads):
+        xt = <floating*> calloc(t.cpb * t.cs, sizeof(floating))
+        bpack = <floating*> malloc(ncp * nr * QT * sizeof(floating))
+        ctile = <floating*> malloc(MR * NR_MAX * sizeof(floating))
+        acc = &partial[omp_get_thread_num(), 0]
+        for item in prange(N * groups * t.nrt * t.nct, schedule='static'):
+            if xt == NULL or bpack == NULL or ctile == NULL:
+                n_failed += 1
+                continue
+            tl = _tile(geo, &t, groups, item)
+            _pack_tile_grad(&grad_out[tl.n, tl.g * Mg, 0, 0], Mg, geo, &tl, bpack)
+            for cb in range(t.ncb):
+                ci0 = cb * t.cpb
+                nci = min(t.cpb, Cg - ci0)
+                _fill_tile(&x[tl.n, tl.g * Cg + ci0, 0, 0], nci, geo, &t, &tl, xt)
+                for cp in range(ncp):
+                    cols = min(nr, Mg - cp * nr)
+                    for tp in range(_ceil_div(nci * KK, MR)):
+                        taps = min(MR, nci * KK - tp * MR)
+                        _micro_rows(tl.rows, tl.cols, t.wt, xt, &off[tp * MR],
+                                    bpack + cp * tl.rows * tl.cols * nr, ctile, nr)
+                        for i in range(taps):
+                            for j in range(cols):
+                                acc[(tl.g * Mg + cp * nr + j) * K + ci0 * KK + tp * MR + i] += \
+                                    ctile[i * nr + j]
+        free(ctile)
+        free(bpack)
+        free(xt)
+    if n_failed:
+        raise MemoryError("fastconv: could not allocate per-thread workspace")
+
+
 def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W)
                        const floating[:, :, :, ::1] grad_out,   # IN  (N, C_out, OH, OW)
                        floating[:, ::1] partial,                # OUT (n_threads, C_out*K), zeroed
@@ -763,7 +949,7 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
     # K in nkb blocks of equal depth kcb <= KC, rounded up to whole B panels
     cdef Py_ssize_t nkb = _ceil_div(K, KC)
     cdef Py_ssize_t kcb = min(KC, _ceil_div(_ceil_div(K, max(nkb, 1)), nr) * nr), nrun
-    cdef Py_ssize_t item, g, q0, tp, kb0, k0, kc, mp, kb, i, j, rows, cols
+    cdef Py_ssize_t item, g, q0, tp, kb0, k0, kc, mp, kb, i, j, rows, cols, cw
     cdef Py_ssize_t n_failed = 0
     cdef floating* apack
     cdef floating* col
@@ -774,6 +960,11 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
 
     cdef Py_ssize_t[::1] nr_off = _row_offsets(TP, nr)
     if n_items == 0:
+        return
+    # Its B panels hold NR output channels: with fewer than half of them
+    # (lenet1's 6, at NR = 32) the im2col path measured faster.
+    if 2 * Mg >= nr and _implicit_tiles(&geo, nr, N * groups, n_threads, &rows, &cw):
+        _weight_grad_implicit(x, grad_out, partial, &geo, groups, rows, cw, n_threads)
         return
     _note_workspace((nmp * MR * TP + KC * LD + KC * TP + MR * NR_MAX) * sizeof(floating)
                     + TP * sizeof(_Run), n_threads)
