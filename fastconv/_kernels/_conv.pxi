@@ -715,8 +715,12 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
 
     if N * C_in == 0:
         return
-    # Enough items to keep every thread busy, each owning whole grad_in planes.
+    # Enough items to keep every thread busy, each owning whole grad_in planes:
+    # whole images when they share evenly among the threads (a chunk copies
+    # all of its image's grad_out tiles, whatever its number of channels).
     n_chunks = min(Cg, _ceil_div(4 * n_threads, N * groups))
+    if N * groups % n_threads == 0:
+        n_chunks = 1
     chunk = _ceil_div(Cg, n_chunks)
     n_chunks = _ceil_div(Cg, chunk)
     n_items = N * groups * n_chunks
