@@ -67,9 +67,10 @@ cdef enum:
                 # power of two, so that a column walk does not alias cache sets
     KC = 256    # depth of one packed block (rows of K, or columns for dW)
     RB = 96     # rows of one column block of the input gradient (multiple of MR)
-    QT = 512    # most positions (discarded ones included) in a tile of the implicit forward
+    QT = 512    # most positions (discarded ones included) in a tile of the implicit kernels
 
-# the implicit forward is taken when at least this share of its work is useful
+# the implicit kernels are taken when at least this share of the forward's
+# work is useful
 cdef double IMPLICIT_MIN = 0.6
 
 
@@ -395,12 +396,14 @@ cdef Py_ssize_t[::1] _row_offsets(Py_ssize_t n, Py_ssize_t ld):
 
 cdef bint _implicit_tiles(const Geometry* geo, Py_ssize_t nr, Py_ssize_t n_planes,
                           int n_threads, Py_ssize_t* rows, Py_ssize_t* cw) noexcept nogil:
-    """Whether the implicit forward applies, and its tile of rows x cw outputs.
+    """Whether the implicit kernels apply, and their tile of rows x cw outputs.
 
-    It needs stride 1. A tile's padded input rows are cw + (KW-1)*dw wide, and
-    the positions between rows are computed and thrown away, as is the tail of
-    the last block of nr columns: the tile is chosen for the smallest waste,
-    and the path is taken only if at least IMPLICIT_MIN of the work is useful.
+    They need stride 1. A tile's padded input rows are cw + (KW-1)*dw wide,
+    and the forward computes the positions between rows and throws them away,
+    as it does the tail of the last block of nr columns: the tile is chosen
+    for the smallest waste, and the path is taken only if at least
+    IMPLICIT_MIN of the work is useful. (The weight gradient sums only the
+    valid positions, but the same tiles serve it well.)
     """
     cdef Py_ssize_t span = (geo.KW - 1) * geo.dw, r, rmax, c, wt
     cdef double eff, best = 0
@@ -429,8 +432,9 @@ cdef bint _implicit_tiles(const Geometry* geo, Py_ssize_t nr, Py_ssize_t n_plane
 def implicit_tiles(Py_ssize_t itemsize, Py_ssize_t H, Py_ssize_t W, Py_ssize_t KH,
                    Py_ssize_t KW, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t sw,
                    Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t n_planes, int n_threads):
-    """(rows, columns) of the implicit forward's tiles for this geometry, or
-    None where conv2d_forward takes the im2col path (for tests and tuning)."""
+    """(rows, columns) of the implicit kernels' tiles for this geometry, or
+    None where conv2d_forward and conv2d_weight_grad take the im2col path (for
+    tests and tuning)."""
     cdef Py_ssize_t nr = FASTCONV_NR_F32 if itemsize == 4 else FASTCONV_NR_F64, rows, cw
     cdef Geometry geo = _geometry(H, W, KH, KW, OH, OW, sh, sw, 0, 0, dh, dw)
     if _implicit_tiles(&geo, nr, n_planes, n_threads, &rows, &cw):
@@ -559,12 +563,10 @@ cdef struct _Tile:
     Py_ssize_t n, g, oh0, ow0, rows, cols, npos
 
 
-cdef _Tiling _tiling(const Geometry* geo, Py_ssize_t Cg, Py_ssize_t R, Py_ssize_t cw,
-                     Py_ssize_t[::1] off):
-    """The tiling for tiles of R x cw outputs, and in `off` (cpb*kH*kW
-    entries) the offset in xt of each tap (ci, kh, kw) of a channel block."""
+cdef _Tiling _tiling(const Geometry* geo, Py_ssize_t Cg, Py_ssize_t R, Py_ssize_t cw):
+    """The tiling for tiles of R x cw outputs."""
     cdef _Tiling t
-    cdef Py_ssize_t KK = geo.KH * geo.KW, ci, kh, kw
+    cdef Py_ssize_t KK = geo.KH * geo.KW
     t.R, t.cw = R, cw
     t.wt = cw + (geo.KW - 1) * geo.dw
     t.cs = (R + (geo.KH - 1) * geo.dh) * t.wt
@@ -572,11 +574,19 @@ cdef _Tiling _tiling(const Geometry* geo, Py_ssize_t Cg, Py_ssize_t R, Py_ssize_
     # K in blocks of whole channels, balanced, each at most about KC deep
     t.cpb = _ceil_div(Cg, _ceil_div(Cg * KK, KC))
     t.ncb = _ceil_div(Cg, t.cpb)
+    return t
+
+
+cdef Py_ssize_t[::1] _tap_offsets(const Geometry* geo, const _Tiling* t, Py_ssize_t n):
+    """off[(ci*kH + kh)*kW + kw] = the offset in xt of tap (ci, kh, kw) of a
+    channel block, for its cpb*kH*kW taps; n entries, the rest zero."""
+    cdef Py_ssize_t[::1] off = np.zeros(n, dtype=np.intp)
+    cdef Py_ssize_t ci, kh, kw
     for ci in range(t.cpb):
         for kh in range(geo.KH):
             for kw in range(geo.KW):
                 off[(ci * geo.KH + kh) * geo.KW + kw] = ci * t.cs + kh * geo.dh * t.wt + kw * geo.dw
-    return t
+    return off
 
 
 cdef inline _Tile _tile(const Geometry* geo, const _Tiling* t, Py_ssize_t groups,
@@ -631,8 +641,8 @@ cdef void _forward_implicit(const floating[:, :, :, ::1] x, const floating[::1] 
     cdef Py_ssize_t N = x.shape[0], C_in = x.shape[1], C_out = out.shape[1]
     cdef Py_ssize_t KK = geo.KH * geo.KW, Cg = C_in // groups, Mg = C_out // groups
     cdef Py_ssize_t K = Cg * KK, nmp = _ceil_div(Mg, MR)
-    cdef Py_ssize_t[::1] off = np.empty(_ceil_div(Cg, _ceil_div(K, KC)) * KK, dtype=np.intp)
-    cdef _Tiling t = _tiling(geo, Cg, R, cw, off)
+    cdef _Tiling t = _tiling(geo, Cg, R, cw)
+    cdef Py_ssize_t[::1] off = _tap_offsets(geo, &t, t.cpb * KK)
     cdef _Tile tl
     cdef Py_ssize_t item, cb, ci0, nci, nb, bcols, mp, j, q, r, c, run, co
     cdef Py_ssize_t n_failed = 0
@@ -886,11 +896,10 @@ cdef void _weight_grad_implicit(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t N = x.shape[0], C_in = x.shape[1], C_out = grad_out.shape[1]
     cdef Py_ssize_t KK = geo.KH * geo.KW, Cg = C_in // groups, Mg = C_out // groups
     cdef Py_ssize_t K = Cg * KK, ncp = _ceil_div(Mg, nr)
-    cdef Py_ssize_t cpb = _ceil_div(Cg, _ceil_div(K, KC))
+    cdef _Tiling t = _tiling(geo, Cg, R, cw)
     # whole panels of MR taps: the padding entries point into xt, and their
     # results are dropped
-    cdef Py_ssize_t[::1] off = np.zeros(_ceil_div(cpb * KK, MR) * MR, dtype=np.intp)
-    cdef _Tiling t = _tiling(geo, Cg, R, cw, off)
+    cdef Py_ssize_t[::1] off = _tap_offsets(geo, &t, _ceil_div(t.cpb * KK, MR) * MR)
     cdef _Tile tl
     cdef Py_ssize_t item, cb, ci0, nci, cp, tp, taps, cols, i, j
     cdef Py_ssize_t n_failed = 0
