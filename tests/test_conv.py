@@ -155,6 +155,8 @@ def test_cases_reach_every_forward_path(dtype):
             np.dtype(dtype).itemsize, h, w, *k, oh, ow, stride, stride, dilation, dilation,
             planes, 2)
 
+    if tiles(16, 64, (3, 3), 16, 64) is None:
+        pytest.skip("this build's micro-kernel rows are too short for the implicit kernels")
     rows, cols = tiles(37, 23, (3, 3), 37, 23)  # 37 is prime: the last tile is short
     assert 1 < rows < 37 and cols == 23
     assert tiles(1, 1200, (1, 5), 1, 1200) == (1, 508)  # 512 positions less the window

@@ -36,10 +36,11 @@
 #   the rows of col read in place from a padded copy of the input, so that
 #   only grad_out is ever transposed.
 #
-# The GEMMs share one register-blocked micro-kernel of MR x NR = 6 x (two SIMD
-# vectors), NR set per instruction set in _isa.h: the A operand is packed in
-# panels of MR rows, the B operand is a tile buffer whose rows hold NR
-# consecutive values, and the 12 accumulator vectors stay in registers.
+# The GEMMs share one register-blocked micro-kernel of MR x NR = (6 or 4) x
+# (two SIMD vectors), both set per instruction set in _isa.h: the A operand is
+# packed in panels of MR rows, the B operand is a tile buffer whose rows hold
+# NR consecutive values, and the 12 (or 8) accumulator vectors stay in
+# registers.
 #
 # Compiler directives: boundscheck=False, wraparound=False, cdivision=True,
 # initializedcheck=False (set in setup.py). Index arithmetic is Py_ssize_t.
@@ -58,15 +59,15 @@ cdef extern from "_isa.h":
     enum:
         FASTCONV_NR_F32  # micro-kernel columns for float32 (2 SIMD vectors)
         FASTCONV_NR_F64  # ... and for float64
+        MR "FASTCONV_MR"  # rows of the micro-kernel's accumulator block: 4 or 6
 
 cdef enum:
-    MR = 6      # rows of the micro-kernel's accumulator block
     NR_MAX = 32 # the widest NR of any build
     TP = 128    # output positions per tile (a multiple of every NR)
     LD = 144    # row stride of the per-thread tile buffers: TP + 16, not a
                 # power of two, so that a column walk does not alias cache sets
     KC = 256    # depth of one packed block (rows of K, or columns for dW)
-    RB = 96     # rows of one column block of the input gradient (multiple of MR)
+    RB = 96     # rows of one column block of the input gradient (a multiple of MR)
     QT = 512    # most positions (discarded ones included) in a tile of the implicit kernels
 
 # the implicit kernels are taken when at least this share of the forward's
@@ -78,16 +79,15 @@ cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return (a + b - 1) // b
 
 
-cdef inline void _micro(Py_ssize_t kc, const floating* a, const floating* b,
-                        const Py_ssize_t* off, floating* c, Py_ssize_t ldc) noexcept nogil:
+cdef inline void _micro(Py_ssize_t kc, const floating* a, const floating* b, Py_ssize_t ldb,
+                        floating* c, Py_ssize_t ldc) noexcept nogil:
     """c[i, j] = sum_k a[k, i] * b[k, j] for an MR x NR block.
 
     `a` is a packed panel (kc x MR, contiguous); row k of `b` starts at
-    b + off[k] and holds NR values: off[k] = k*ldb in a tile buffer, or the
-    offset of tap k in the padded input of the implicit forward. Six named
-    accumulator rows of a width known at compile time let the compiler keep
-    the whole block in SIMD registers. (gcc's unroll-and-jam breaks this
-    loop; setup.py turns it off.)
+    b + k*ldb and holds NR values. Named accumulator rows of a width known at
+    compile time let the compiler keep the whole block in SIMD registers;
+    rows 4 and 5 exist only where MR is 6 (the tests of the constant MR fold
+    away).
     """
     cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
     cdef floating c0[NR_MAX]
@@ -96,7 +96,61 @@ cdef inline void _micro(Py_ssize_t kc, const floating* a, const floating* b,
     cdef floating c3[NR_MAX]
     cdef floating c4[NR_MAX]
     cdef floating c5[NR_MAX]
-    cdef floating a0, a1, a2, a3, a4, a5, bj
+    cdef floating a0, a1, a2, a3, a4 = 0, a5 = 0, bj
+    cdef Py_ssize_t j, k
+    for j in range(nr):
+        c0[j] = 0
+        c1[j] = 0
+        c2[j] = 0
+        c3[j] = 0
+        c4[j] = 0
+        c5[j] = 0
+    for k in range(kc):
+        a0 = a[0]
+        a1 = a[1]
+        a2 = a[2]
+        a3 = a[3]
+        if MR > 4:
+            a4 = a[4]
+            a5 = a[5]
+        for j in range(nr):
+            bj = b[j]
+            c0[j] += a0 * bj
+            c1[j] += a1 * bj
+            c2[j] += a2 * bj
+            c3[j] += a3 * bj
+            c4[j] += a4 * bj
+            c5[j] += a5 * bj
+        a += MR
+        b += ldb
+    for j in range(nr):
+        c[j] = c0[j]
+        c[ldc + j] = c1[j]
+        c[2 * ldc + j] = c2[j]
+        c[3 * ldc + j] = c3[j]
+        if MR > 4:
+            c[4 * ldc + j] = c4[j]
+            c[5 * ldc + j] = c5[j]
+
+
+cdef void _micro_taps(Py_ssize_t kc, const floating* a, const floating* b,
+                      const Py_ssize_t* off, floating* c, Py_ssize_t ldc) noexcept nogil:
+    """_micro with row k of `b` at b + off[k], the offset of tap k in the
+    padded input of the implicit forward.
+
+    A loop of its own: gcc vectorises it along the rows of B only where they
+    are at least 16 values long (see _implicit_tiles), and only without
+    unroll-and-jam (setup.py turns that off). Not inlined: inlined into the
+    forward, gcc 12 left it scalar in the SSE2 build.
+    """
+    cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
+    cdef floating c0[NR_MAX]
+    cdef floating c1[NR_MAX]
+    cdef floating c2[NR_MAX]
+    cdef floating c3[NR_MAX]
+    cdef floating c4[NR_MAX]
+    cdef floating c5[NR_MAX]
+    cdef floating a0, a1, a2, a3, a4 = 0, a5 = 0, bj
     cdef const floating* bk
     cdef Py_ssize_t j, k
     for j in range(nr):
@@ -111,8 +165,9 @@ cdef inline void _micro(Py_ssize_t kc, const floating* a, const floating* b,
         a1 = a[1]
         a2 = a[2]
         a3 = a[3]
-        a4 = a[4]
-        a5 = a[5]
+        if MR > 4:
+            a4 = a[4]
+            a5 = a[5]
         bk = b + off[k]
         for j in range(nr):
             bj = bk[j]
@@ -128,8 +183,9 @@ cdef inline void _micro(Py_ssize_t kc, const floating* a, const floating* b,
         c[ldc + j] = c1[j]
         c[2 * ldc + j] = c2[j]
         c[3 * ldc + j] = c3[j]
-        c[4 * ldc + j] = c4[j]
-        c[5 * ldc + j] = c5[j]
+        if MR > 4:
+            c[4 * ldc + j] = c4[j]
+            c[5 * ldc + j] = c5[j]
 
 
 cdef struct _Range:
@@ -389,16 +445,13 @@ cdef Geometry _geometry(Py_ssize_t H, Py_ssize_t W, Py_ssize_t KH, Py_ssize_t KW
     return geo
 
 
-cdef Py_ssize_t[::1] _row_offsets(Py_ssize_t n, Py_ssize_t ld):
-    """off[k] = k*ld for k < n: the B rows of a tile buffer, for _micro."""
-    return np.arange(max(n, 1), dtype=np.intp) * ld
-
-
 cdef bint _implicit_tiles(const Geometry* geo, Py_ssize_t nr, Py_ssize_t n_planes,
                           int n_threads, Py_ssize_t* rows, Py_ssize_t* cw) noexcept nogil:
     """Whether the implicit kernels apply, and their tile of rows x cw outputs.
 
-    They need stride 1. A tile's padded input rows are cw + (KW-1)*dw wide,
+    They need stride 1, and rows of B (NR) of at least 16 values: with 8 or
+    4 (the SSE2 build, and float64 with AVX2) gcc vectorised _micro_taps
+    across taps instead, and the im2col path measured 1.5-3x faster. A tile's padded input rows are cw + (KW-1)*dw wide,
     and the forward computes the positions between rows and throws them away,
     as it does the tail of the last block of nr columns: the tile is chosen
     for the smallest waste, and the path is taken only if at least
@@ -407,7 +460,7 @@ cdef bint _implicit_tiles(const Geometry* geo, Py_ssize_t nr, Py_ssize_t n_plane
     """
     cdef Py_ssize_t span = (geo.KW - 1) * geo.dw, r, rmax, c, wt
     cdef double eff, best = 0
-    if geo.sh != 1 or geo.sw != 1 or 2 * span >= QT:
+    if geo.sh != 1 or geo.sw != 1 or 2 * span >= QT or nr < 16:
         return False
     if geo.OW + span <= QT:
         c = geo.OW
@@ -500,7 +553,6 @@ cdef void _forward_im2col(const floating[:, :, :, ::1] x, const floating[::1] wp
     cdef Py_ssize_t nkb = _ceil_div(K, KC), kcb = _ceil_div(K, nkb), nrun
     cdef Py_ssize_t item, g, q0, tp, kb0, k0, kc, mp, nb, j, rows, cols, q, n, p, run
     cdef Py_ssize_t n_failed = 0
-    cdef Py_ssize_t[::1] ld_off = _row_offsets(KC, LD)
     cdef floating* col
     cdef floating* ctile
     cdef _Run* runs
@@ -527,7 +579,7 @@ cdef void _forward_im2col(const floating[:, :, :, ::1] x, const floating[::1] wp
                     cols = min(nr, tp - nb * nr)
                     for mp in range(nmp):
                         _micro(kc, &wpack[((g * nmp + mp) * K + k0) * MR], col + nb * nr,
-                               &ld_off[0], ctile, nr)
+                               LD, ctile, nr)
                         rows = min(MR, Mg - mp * MR)
                         # scatter the block's columns to their images
                         j = 0
@@ -666,8 +718,8 @@ cdef void _forward_implicit(const floating[:, :, :, ::1] x, const floating[::1] 
                 for nb in range(_ceil_div(tl.npos, nr)):
                     bcols = min(nr, tl.npos - nb * nr)
                     for mp in range(nmp):
-                        _micro(nci * KK, &wpack[((tl.g * nmp + mp) * K + ci0 * KK) * MR],
-                               xt + nb * nr, &off[0], ctile, nr)
+                        _micro_taps(nci * KK, &wpack[((tl.g * nmp + mp) * K + ci0 * KK) * MR],
+                                    xt + nb * nr, &off[0], ctile, nr)
                         co = tl.g * Mg + mp * MR
                         # the block's columns, row by row of the tile
                         j = 0
@@ -737,7 +789,6 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
 
     dtype = np.float32 if floating is float else np.float64
     cdef floating[::1] wpack = np.empty(max(1, groups * nrp * MR * Mg), dtype=dtype)
-    cdef Py_ssize_t[::1] ld_off = _row_offsets(Mg, LD)
     with nogil:
         for g in range(groups):
             _pack_cols(&weight[g * Mg, 0, 0, 0], Mg, K, K, &wpack[g * nrp * MR * Mg])
@@ -780,7 +831,7 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
                     for rp in range(_ceil_div(rb1 - rb0, MR)):
                         for nb in range(_ceil_div(tp, nr)):
                             _micro(Mg, &wpack[(g * nrp + rb0 // MR + rp) * MR * Mg],
-                                   gtile + nb * nr, &ld_off[0], colgrad + rp * MR * LD + nb * nr, LD)
+                                   gtile + nb * nr, LD, colgrad + rp * MR * LD + nb * nr, LD)
                     _col2im(colgrad, max(rb0, r0), rb1, rb0, &grad_in[n, g * Cg, 0, 0], &geo,
                             runs, nrun)
                     rb0 = rb0 + RB
@@ -810,13 +861,13 @@ cdef void _micro_rows(Py_ssize_t nseg, Py_ssize_t seglen, Py_ssize_t sstride,
     cdef floating c3[NR_MAX]
     cdef floating c4[NR_MAX]
     cdef floating c5[NR_MAX]
-    cdef floating a0, a1, a2, a3, a4, a5, bj
+    cdef floating a0, a1, a2, a3, a4 = 0, a5 = 0, bj
     cdef const floating* p0 = a + aoff[0]
     cdef const floating* p1 = a + aoff[1]
     cdef const floating* p2 = a + aoff[2]
     cdef const floating* p3 = a + aoff[3]
-    cdef const floating* p4 = a + aoff[4]
-    cdef const floating* p5 = a + aoff[5]
+    cdef const floating* p4 = a + aoff[4 if MR > 4 else 3]
+    cdef const floating* p5 = a + aoff[5 if MR > 4 else 3]
     cdef Py_ssize_t j, k, s
     for j in range(nr):
         c0[j] = 0
@@ -831,8 +882,9 @@ cdef void _micro_rows(Py_ssize_t nseg, Py_ssize_t seglen, Py_ssize_t sstride,
             a1 = p1[k]
             a2 = p2[k]
             a3 = p3[k]
-            a4 = p4[k]
-            a5 = p5[k]
+            if MR > 4:
+                a4 = p4[k]
+                a5 = p5[k]
             for j in range(nr):
                 bj = b[k * nr + j]
                 c0[j] += a0 * bj
@@ -853,8 +905,9 @@ cdef void _micro_rows(Py_ssize_t nseg, Py_ssize_t seglen, Py_ssize_t sstride,
         c[ldc + j] = c1[j]
         c[2 * ldc + j] = c2[j]
         c[3 * ldc + j] = c3[j]
-        c[4 * ldc + j] = c4[j]
-        c[5 * ldc + j] = c5[j]
+        if MR > 4:
+            c[4 * ldc + j] = c4[j]
+            c[5 * ldc + j] = c5[j]
 
 
 cdef void _pack_tile_grad(const floating* y_c, Py_ssize_t m, const Geometry* geo,
@@ -971,7 +1024,6 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
     cdef floating* acc
     cdef _Run* runs
 
-    cdef Py_ssize_t[::1] nr_off = _row_offsets(TP, nr)
     if n_items == 0:
         return
     # Its B panels hold NR output channels: with fewer than half of them
@@ -1008,7 +1060,7 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
                 for kb in range(_ceil_div(kc, nr)):
                     cols = min(nr, kc - kb * nr)
                     for mp in range(nmp):
-                        _micro(tp, apack + mp * tp * MR, bpack + kb * tp * nr, &nr_off[0], ctile, nr)
+                        _micro(tp, apack + mp * tp * MR, bpack + kb * tp * nr, nr, ctile, nr)
                         rows = min(MR, Mg - mp * MR)
                         for i in range(rows):
                             for j in range(cols):
