@@ -118,8 +118,9 @@ def conv_input_grad(grad_out, w, b, geo):
     # At stride 1 this is the forward convolution of grad_out, padded by
     # d*(k-1) - p at the start (the end follows from the shapes), with the
     # flipped weight: the forward kernel does it without a col2im scatter.
-    # Its output channels are the input's, so it needs a full register block
-    # of them (6 rows; with fewer, col2im measured faster: 1 or 3 channels).
+    # Its output channels are the input's: with fewer than 6 of them per group
+    # (lenet1's 1, cifar1's 3) the micro-kernel's row blocks are mostly
+    # padding, and col2im measured faster.
     full = [d * (k - 1) - p for d, k, p in zip(geo.dilation, geo.kernel, geo.pad_begin)]
     if geo.stride == (1, 1) and min(full) >= 0 and geo.c_in // geo.groups >= 6:
         _config.conv_kernels.conv2d_forward(
