@@ -4,9 +4,9 @@
   extensions are built serial (correct, one thread) and a warning says so;
   ``FASTCONV_REQUIRE_OPENMP=1`` turns that case into a build error, and
   ``FASTCONV_DISABLE_OPENMP=1`` builds serial on purpose.
-* On x86-64 the convolution kernels are compiled three times, for the
-  baseline ISA, for AVX2+FMA and for AVX-512F; fastconv picks one at import
-  time from the CPU's features. No build ever uses ``-march=native``.
+* On x86-64 the convolution and pooling kernels are compiled three times,
+  for the baseline ISA, for AVX2+FMA and for AVX-512F; fastconv picks one at
+  import time from the CPU's features. No build ever uses ``-march=native``.
 """
 
 import os
@@ -59,7 +59,8 @@ def _openmp_flags(compiler_type):
 
 
 def _isa_flags(compiler_type, variant):
-    if variant == "generic":
+    """Flags for an extension named ..._avx2 or ..._avx512; none for the rest."""
+    if variant not in ("avx2", "avx512"):
         return []
     if compiler_type == "msvc":
         return {"avx2": ["/arch:AVX2"], "avx512": ["/arch:AVX512"]}[variant]
@@ -119,16 +120,15 @@ class BuildExt(build_ext):
         ):
             opt.append("-fno-loop-unroll-and-jam")
         for ext in self.extensions:
-            variant = ext.name.rsplit("_", 1)[-1] if "_conv_" in ext.name else "generic"
+            variant = ext.name.rsplit("_", 1)[-1]
             ext.extra_compile_args = opt + compile_args + _isa_flags(ctype, variant)
             ext.extra_link_args = list(link_args)
         super().build_extensions()
 
 
 def _extensions():
-    names = ["_openmp", "_pool", "_conv_generic"]
-    if _is_x86_64():
-        names += ["_conv_avx2", "_conv_avx512"]
+    isas = ["generic", "avx2", "avx512"] if _is_x86_64() else ["generic"]
+    names = ["_openmp"] + [f"_{kind}_{isa}" for kind in ("conv", "pool") for isa in isas]
     exts = [
         Extension(f"fastconv._kernels.{name}", [f"{KERNELS}/{name}.pyx"],
                   include_dirs=[KERNELS])

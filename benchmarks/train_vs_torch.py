@@ -158,11 +158,10 @@ def profile_fastconv(steps=2000, seed=0, data=None):
     {part: calls per step})``.
 
     Kernel entry points are wrapped by swapping the kernel modules that
-    ``fastconv.functional`` and ``fastconv.grad`` look up at call time for
-    namespaces of timed wrappers; they are restored afterwards.
+    ``fastconv.functional`` and ``fastconv.grad`` look up in ``_config`` at
+    call time for namespaces of timed wrappers; they are restored afterwards.
     """
-    from fastconv import _config, functional
-    from fastconv import grad as fgrad
+    from fastconv import _config
 
     acc, calls = defaultdict(float), defaultdict(int)
     clock = time.perf_counter
@@ -197,9 +196,8 @@ def profile_fastconv(steps=2000, seed=0, data=None):
     batches = []
     while len(batches) < steps + 100:
         batches += T.epoch_batches(len(data.x_train), RECIPE["batch_size"], gen)
-    saved = _config.conv_kernels, functional._pool, fgrad._pool
-    _config.conv_kernels = proxy(saved[0])
-    functional._pool = fgrad._pool = proxy(saved[1])
+    saved = _config.conv_kernels, _config.pool_kernels
+    _config.conv_kernels, _config.pool_kernels = (proxy(k) for k in saved)
     try:
         for idx in batches[:100]:  # warm up
             T._step(model, loss_fn, opt, data.x_train[idx], data.y_train[idx])
@@ -215,8 +213,7 @@ def profile_fastconv(steps=2000, seed=0, data=None):
             acc["step (all)"] += clock() - t0
         total = clock() - t_start
     finally:
-        _config.conv_kernels, functional._pool = saved[0], saved[1]
-        fgrad._pool = saved[2]
+        _config.conv_kernels, _config.pool_kernels = saved
     n = len(batches) - 100
     per_step = {k: 1e6 * v / n for k, v in acc.items()}
     return 1e6 * total / n, per_step, {k: v / n for k, v in calls.items()}

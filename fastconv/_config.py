@@ -10,9 +10,10 @@ The thread count used by every kernel is decided here and nowhere else:
   parallel region in the child would hang (PyTorch makes the same choice).
   Use the "spawn" or "forkserver" start method for parallel children.
 
-The convolution kernels exist in several builds of the same source (baseline,
-AVX2+FMA, AVX-512F on x86-64). The best one the CPU supports is chosen at
-import; ``FASTCONV_ISA=generic|avx2|avx512`` forces one (for testing).
+The convolution and pooling kernels exist in several builds of the same
+source (baseline, AVX2+FMA, AVX-512F on x86-64). The best one the CPU
+supports is chosen at import; ``FASTCONV_ISA=generic|avx2|avx512`` forces one
+(for testing).
 """
 
 import importlib
@@ -93,7 +94,8 @@ def _supported_isas():
     return isas
 
 
-def _load_conv_kernels():
+def _load_kernels():
+    """(isa, conv kernels, pool kernels) of the best build this CPU runs."""
     supported = _supported_isas()
     forced = os.environ.get("FASTCONV_ISA")
     if forced:
@@ -110,13 +112,14 @@ def _load_conv_kernels():
         candidates = [isa for isa in _ISA_ORDER if isa in supported]
     for isa in candidates:
         try:
-            return isa, importlib.import_module(f"fastconv._kernels._conv_{isa}")
+            return isa, *(importlib.import_module(f"fastconv._kernels._{kind}_{isa}")
+                          for kind in ("conv", "pool"))
         except ImportError:  # variant not built on this platform
             continue
-    raise ImportError("no build of fastconv's convolution kernels could be loaded")
+    raise ImportError("no build of fastconv's kernels could be loaded")
 
 
-ISA, conv_kernels = _load_conv_kernels()
+ISA, conv_kernels, pool_kernels = _load_kernels()
 
 
 def _openmp_runtime():
@@ -147,7 +150,7 @@ def show_config():
         + (" (forked child: serial)" if _forked_child else
            " (set_num_threads)" if _user_threads is not None else " (OpenMP default)"),
         f"cpu features: {', '.join(_supported_isas())}",
-        f"conv kernels: {ISA} build",
+        f"kernels: {ISA} build",
         f"compiler: {_openmp.compiler_info()}",
     ]
     print("\n".join(lines))

@@ -16,7 +16,6 @@ import math
 import numpy as np
 
 from . import _config
-from ._kernels import _pool
 from ._validation import (
     as_float_arrays,
     check_ndim,
@@ -325,7 +324,7 @@ def _max_pool(x, nd, kernel_size, stride, padding, dilation, ceil_mode, return_i
     out = np.empty(geo.out_shape(x.shape[:2]), dtype=x.dtype)
     shape = geo.out_shape(x.shape[:2]) if return_indices else (0,) * (nd + 2)
     indices = np.empty(shape, dtype=np.int64)
-    _pool.max_pool2d_forward(
+    _config.pool_kernels.max_pool2d_forward(
         _planes(x, geo.in_size), _planes(out, geo.out_size),
         indices.reshape((-1,) + geo.out_size) if return_indices else indices.reshape(0, 0, 0),
         geo.kernel_args(), _config.threads_for(x.size, "pool"),
@@ -397,7 +396,7 @@ def _avg_pool(x, nd, kernel_size, stride, padding, ceil_mode, count_include_pad)
     _check_count_include_pad(count_include_pad)
     geo = pool_geometry(x.shape[2:], nd, kernel_size, stride, padding, 1, ceil_mode)
     out = np.empty(geo.out_shape(x.shape[:2]), dtype=x.dtype)
-    _pool.avg_pool2d_forward(
+    _config.pool_kernels.avg_pool2d_forward(
         _planes(x, geo.in_size), _planes(out, geo.out_size), geo.kernel_args(),
         bool(count_include_pad), _config.threads_for(x.size, "pool"),
     )

@@ -22,7 +22,6 @@ shape the forward op would produce for those sizes.
 import numpy as np
 
 from . import _config
-from ._kernels import _pool
 from ._validation import (
     as_float_arrays,
     check_ndim,
@@ -220,7 +219,7 @@ def _max_pool_grad(nd, grad_output, indices, input_size):
     idx = np.ascontiguousarray(idx, dtype=np.int64)
     grad_in = np.zeros(size, dtype=gy.dtype)
     planes, n_out = size[0] * size[1], int(np.prod(gy.shape[2:]))
-    bad = _pool.max_pool_backward(
+    bad = _config.pool_kernels.max_pool_backward(
         gy.reshape(planes, n_out), idx.reshape(planes, n_out),
         grad_in.reshape(planes, int(np.prod(size[2:]))), _config.threads_for(grad_in.size, "pool"),
     )
@@ -268,7 +267,7 @@ def _avg_pool_grad(nd, grad_output, input_size, kernel_size, stride, padding, ce
     geo = pool_geometry(size[2:], nd, kernel_size, stride, padding, 1, ceil_mode)
     _check_grad_output(gy, geo.out_shape(size[:2]), f"avg_pool{nd}d for input_size={size}")
     grad_in = np.zeros(size, dtype=gy.dtype)
-    _pool.avg_pool2d_backward(
+    _config.pool_kernels.avg_pool2d_backward(
         _planes(gy, geo.out_size), _planes(grad_in, geo.in_size), geo.kernel_args(),
         bool(count_include_pad), _config.threads_for(grad_in.size, "pool"),
     )

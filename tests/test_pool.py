@@ -102,12 +102,17 @@ def test_max_pool2d_matches_textbook_loops(k, s, p, d, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("k,s,p,d", [(3, 1, 1, 1), (3, 2, 1, 1), (2, 2, 0, 1), (3, 3, 0, 1),
-                                     (3, 2, 1, 2), ((2, 4), (1, 5), (1, 2), (1, 1))])
-def test_max_pool2d_wide_rows_match_textbook_loops(k, s, p, d, dtype, rng):
+@pytest.mark.parametrize("width", [29, 75])
+@pytest.mark.parametrize("k,s,p,d", [(3, 1, 1, 1), (3, 2, 1, 1), (2, 2, 0, 1), (2, 1, 0, 1),
+                                     (3, 1, 0, 1), (2, 2, 1, 1), (3, 3, 0, 1), (3, 2, 1, 2),
+                                     ((2, 4), (1, 5), (1, 2), (1, 1))])
+def test_max_pool2d_wide_rows_match_textbook_loops(k, s, p, d, width, dtype, rng):
     # Rows wide enough for the vectorised interior and its remainder, with ties
-    # (small integers), NaNs and -inf runs scattered through them.
-    x = rng.integers(-3, 4, size=(2, 2, 9, 53)).astype(dtype)
+    # (small integers), NaNs and -inf runs scattered through them. Square 2x2
+    # and 3x3 windows at stride 1 or 2 take the unrolled row kernel; at width
+    # 75 its interior spans two or more vectors of every ISA build (and ends
+    # in an overlapping last vector), at width 29 less.
+    x = rng.integers(-3, 4, size=(2, 2, 9, width)).astype(dtype)
     x[rng.random(x.shape) < 0.03] = np.nan
     x[rng.random(x.shape) < 0.05] = -np.inf
     x[1, 0, 2:6, 10:30] = -np.inf

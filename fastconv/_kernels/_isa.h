@@ -1,10 +1,11 @@
-/* Register-block width of the GEMM micro-kernel, per instruction set.
+/* SIMD widths per instruction set, from the compiler's ISA flags for each
+ * build (see setup.py).
  *
- * The micro-kernel keeps an MR x NR block of C in registers. NR is two SIMD
- * vectors, so the 6 x 2 = 12 accumulators hide the FMA latency and still
+ * The GEMM micro-kernel keeps an MR x NR block of C in registers. NR is two
+ * SIMD vectors, so the 6 x 2 = 12 accumulators hide the FMA latency and still
  * leave registers for the B row and the broadcast A value: 32 floats / 16
  * doubles with AVX-512, 16 / 8 with AVX2, 8 / 4 with 128-bit SIMD (SSE2,
- * NEON). The macros come from the compiler's ISA flags for each build.
+ * NEON). The pooling kernels use the vector width itself.
  */
 #ifndef FASTCONV_ISA_H
 #define FASTCONV_ISA_H
@@ -17,14 +18,22 @@
 #else
 #define FASTCONV_MR 4
 #endif
+/* Lanes of one SIMD vector */
 #if defined(__AVX512F__)
-#define FASTCONV_NR_F32 32
-#define FASTCONV_NR_F64 16
+#define FASTCONV_VEC_F32 16
 #elif defined(__AVX2__)
-#define FASTCONV_NR_F32 16
-#define FASTCONV_NR_F64 8
+#define FASTCONV_VEC_F32 8
 #else
-#define FASTCONV_NR_F32 8
-#define FASTCONV_NR_F64 4
+#define FASTCONV_VEC_F32 4
+#endif
+#define FASTCONV_VEC_F64 (FASTCONV_VEC_F32 / 2)
+#define FASTCONV_NR_F32 (2 * FASTCONV_VEC_F32)
+#define FASTCONV_NR_F64 (2 * FASTCONV_VEC_F64)
+/* Whether gcc vectorises a float64 compare that selects an int64 (a max-pool
+ * index): not with x86's SSE2 alone, which has no 64-bit integer compare. */
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(__AVX2__)
+#define FASTCONV_F64_INDEX_SIMD 0
+#else
+#define FASTCONV_F64_INDEX_SIMD 1
 #endif
 #endif

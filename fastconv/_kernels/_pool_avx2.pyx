@@ -1,0 +1,3 @@
+# cython: language_level=3
+# The pooling kernels compiled for one ISA level; see _pool.pxi.
+include "_pool.pxi"
