@@ -217,7 +217,7 @@ def _max_pool_grad(nd, grad_output, indices, input_size):
             f"got shape {gy.shape}"
         )
     idx = np.ascontiguousarray(idx, dtype=np.int64)
-    grad_in = np.zeros(size, dtype=gy.dtype)
+    grad_in = np.empty(size, dtype=gy.dtype)  # each plane zeroed by the kernel
     planes, n_out = size[0] * size[1], int(np.prod(gy.shape[2:]))
     bad = _config.pool_kernels.max_pool_backward(
         gy.reshape(planes, n_out), idx.reshape(planes, n_out),
@@ -266,7 +266,7 @@ def _avg_pool_grad(nd, grad_output, input_size, kernel_size, stride, padding, ce
     gy = _operands(nd, grad_output=grad_output)["grad_output"]
     geo = pool_geometry(size[2:], nd, kernel_size, stride, padding, 1, ceil_mode)
     _check_grad_output(gy, geo.out_shape(size[:2]), f"avg_pool{nd}d for input_size={size}")
-    grad_in = np.zeros(size, dtype=gy.dtype)
+    grad_in = np.empty(size, dtype=gy.dtype)  # each plane zeroed by the kernel
     _config.pool_kernels.avg_pool2d_backward(
         _planes(gy, geo.out_size), _planes(grad_in, geo.in_size), geo.kernel_args(),
         bool(count_include_pad), _config.threads_for(grad_in.size, "pool"),

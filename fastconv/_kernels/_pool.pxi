@@ -31,6 +31,8 @@
 #   ties keep the first maximum, a NaN wins (the last NaN, if several), and
 #   an all -inf window still gets the index of a real element. Indices are
 #   flat positions h*W + w in the plane.
+# * The gradients zero their plane of grad_in themselves (it is then in cache
+#   for the accumulation), so grad_in may be uninitialised memory.
 # * The max-pool gradient routes grad_out[p] to indices[p], bounds-checking
 #   each index; out-of-range ones are counted and skipped, never written.
 # * Average pooling divides by the window area clipped to the padded input
@@ -43,6 +45,7 @@
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport free, malloc
+from libc.string cimport memset
 from libc.math cimport INFINITY
 from libc.stdint cimport int64_t
 
@@ -289,9 +292,12 @@ cdef void max_pool_plane(const floating* x, floating* out, int64_t* indices,
 cdef Py_ssize_t max_pool_grad_plane(const floating* grad_out, const int64_t* indices,
                                     Py_ssize_t n_out, floating* grad_in,
                                     Py_ssize_t n_in) noexcept nogil:
-    """Returns the number of out-of-range indices, which are skipped."""
+    """Zeroes the plane of grad_in, then routes grad_out into it (the plane is
+    still in cache for the scatter). Returns the number of out-of-range
+    indices, which are skipped."""
     cdef Py_ssize_t q, bad = 0
     cdef int64_t i
+    memset(grad_in, 0, n_in * sizeof(floating))
     for q in range(n_out):
         i = indices[q]
         if 0 <= i < n_in:
@@ -384,12 +390,14 @@ cdef void avg_pool_plane(const floating* x, floating* out, const Pool2d* p,
 
 cdef void avg_pool_grad_plane(const floating* grad_out, floating* grad_in, const Pool2d* p,
                               bint count_include_pad, floating* scratch) noexcept nogil:
-    """`scratch` holds OW values (NULL: every column goes the per-output way).
-    Interior columns are spread a row at a time, one vectorised pass per tap."""
+    """Zeroes the plane of grad_in, then spreads grad_out over it. `scratch`
+    holds OW values (NULL: every column goes the per-output way). Interior
+    columns are spread a row at a time, one vectorised pass per tap."""
     cdef Py_ssize_t oh, ow, ih, iw, kw, lo, hi
     cdef _Window win
     cdef floating g
     cdef floating* gr
+    memset(grad_in, 0, p.H * p.W * sizeof(floating))
     _interior_columns(p, &lo, &hi)
     if scratch == NULL:
         lo = hi = 0
@@ -457,7 +465,7 @@ def max_pool2d_forward(const floating[:, :, ::1] x,      # IN  (planes, H, W)
 
 def max_pool_backward(const floating[:, ::1] grad_out,   # IN  (planes, OH*OW)
                       const int64_t[:, ::1] indices,     # IN  (planes, OH*OW)
-                      floating[:, ::1] grad_in,          # OUT (planes, H*W), zeroed
+                      floating[:, ::1] grad_in,          # OUT (planes, H*W)
                       int n_threads):
     """Route grad_out to the recorded argmax positions; returns the number of
     out-of-range indices, which are skipped."""
@@ -479,7 +487,7 @@ def avg_pool2d_forward(const floating[:, :, ::1] x,      # IN  (planes, H, W)
 
 
 def avg_pool2d_backward(const floating[:, :, ::1] grad_out,  # IN  (planes, OH, OW)
-                        floating[:, :, ::1] grad_in,         # OUT (planes, H, W), zeroed
+                        floating[:, :, ::1] grad_in,         # OUT (planes, H, W)
                         tuple geometry,                      # (kH, kW, sh, sw, ph, pw, 1, 1)
                         bint count_include_pad, int n_threads):
     cdef Pool2d p = _geometry(grad_in.shape[1], grad_in.shape[2], grad_out.shape[1],
