@@ -125,13 +125,16 @@ def test_max_pool2d_wide_rows_match_textbook_loops(k, s, p, d, width, dtype, rng
 
 
 @pytest.mark.parametrize("k,s,p,ceil_mode", [(3, 1, 1, False), (3, 2, 1, True), (2, 2, 0, False),
-                                           (3, 3, 1, True), ((2, 4), (1, 5), (1, 2), True)])
+                                           (2, 1, 0, False), (3, 3, 1, True),
+                                           ((2, 4), (1, 5), (1, 2), True)])
 @pytest.mark.parametrize("count_include_pad", [True, False])
-def test_avg_pool2d_wide_rows(k, s, p, ceil_mode, count_include_pad, rng):
-    # Rows wide enough for the vectorised interior and its remainder: the
-    # forward against textbook loops, the gradient against the reference and
-    # as the forward's adjoint, <gy, avg(x)> == <avg_grad(gy), x>.
-    x = rng.standard_normal((2, 2, 9, 53))
+@pytest.mark.parametrize("width", [53, 75])
+def test_avg_pool2d_wide_rows(k, s, p, ceil_mode, count_include_pad, width, rng):
+    # Rows wide enough for the vectorised interior and its remainder (and, at
+    # width 75, for the unrolled 2x2 and 3x3 rows to end in an overlapping
+    # vector): the forward against textbook loops, the gradient against the
+    # reference and as the forward's adjoint, <gy, avg(x)> == <avg_grad(gy), x>.
+    x = rng.standard_normal((2, 2, 9, width))
     kk, ss, pp = (v if isinstance(v, tuple) else (v, v) for v in (k, s, p))
     kw = dict(kernel_size=k, stride=s, padding=p, ceil_mode=ceil_mode,
               count_include_pad=count_include_pad)

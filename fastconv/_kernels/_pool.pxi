@@ -21,9 +21,9 @@
 #
 # * Rows of outputs: the output columns whose windows lie inside the input
 #   (_interior_columns) are worked a row at a time and vectorised over the
-#   row. Square 2x2 and 3x3 windows at stride 1 or 2 (_max_row_fixed) are
+#   row. Square 2x2 and 3x3 windows at stride 1 or 2 (_row_fixed) are
 #   unrolled, so each output's window is one pass; other windows take one
-#   branch-free pass over the row per tap (_max_row). The few edge columns
+#   branch-free pass over the row per tap (_max_row, _sum_row). The few edge columns
 #   are done one output at a time with bounds tests. All of them visit a
 #   window's taps in the same row-major order, so they agree bitwise.
 # * Max pooling starts from the first in-bounds element with value -inf and
@@ -130,21 +130,23 @@ cdef inline void _max_row(const floating* xr, floating* m, int* taps, int tap,
 
 cdef inline floating _tap(const floating* x0, const floating* x1, Py_ssize_t ld, Py_ssize_t ow,
                           int kh, int kw, const int S, const bint split) noexcept nogil:
-    """Tap (kh, kw) of output ow's window for _max_row_fixed."""
+    """Tap (kh, kw) of output ow's window for _row_fixed."""
     if not split:
         return x0[kh * ld + ow * S + kw]
     return (x0 if kw % 2 == 0 else x1)[kh * ld + ow + kw // 2]
 
 
-cdef inline void _max_row_fixed(const floating* x0, const floating* x1, Py_ssize_t ld,
-                                Py_ssize_t W, floating* o, int64_t* idx, Py_ssize_t base,
-                                Py_ssize_t lo, Py_ssize_t hi, const int K, const int S,
-                                const bint split) noexcept nogil:
+cdef inline void _row_fixed(const floating* x0, const floating* x1, Py_ssize_t ld,
+                            Py_ssize_t W, floating* o, int64_t* idx, Py_ssize_t base,
+                            Py_ssize_t lo, Py_ssize_t hi, const int K, const int S,
+                            const bint split, const bint avg, floating divisor) noexcept nogil:
     """A row of outputs whose K x K windows (stride S, no dilation) lie inside
-    the input, whose rows are W apart: idx[ow] (unless NULL) gets base + ow*S
-    + the winning tap's offset. Called with literal K, S and split, so the
-    compiler unrolls the window and vectorises over ow; the taps are visited
-    in _max_window's row-major order.
+    the input, whose rows are W apart: the maximum, with idx[ow] (unless NULL)
+    = base + ow*S + the winning tap's offset, or with `avg` the sum / divisor.
+    Called with literal K, S, split and avg, so the compiler unrolls the
+    window and vectorises over ow; the taps are visited in the row-major order
+    of the edge loops (_max_window, avg_pool_plane), so the results agree
+    bitwise.
 
     Tap (kh, kw) of output ow is x0[kh*ld + ow*S + kw], or with `split` (S =
     2) the input's even and odd columns, de-interleaved into rows ld apart:
@@ -156,6 +158,14 @@ cdef inline void _max_row_fixed(const floating* x0, const floating* x1, Py_ssize
     cdef int best32            # the winning tap's offset, in an integer as wide
     cdef int64_t best64        # as the data, so that compare and select vectorise
     cdef floating v, m
+    if avg:
+        for ow in range(lo, hi):
+            m = 0
+            for kh in range(K):
+                for kw in range(K):
+                    m = m + _tap(x0, x1, ld, ow, kh, kw, S, split)
+            o[ow] = m / divisor
+        return
     if idx == NULL:
         for ow in range(lo, hi):
             m = _tap(x0, x1, ld, ow, 0, 0, S, split)
@@ -182,11 +192,12 @@ cdef inline void _max_row_fixed(const floating* x0, const floating* x1, Py_ssize
         idx[ow] = base + ow * S + (best32 if floating is float else best64)
 
 
-cdef inline void _max_row_fixed_tiled(const floating* x0, const floating* x1, Py_ssize_t ld,
-                                      Py_ssize_t W, floating* o, int64_t* idx,
-                                      Py_ssize_t base, Py_ssize_t lo, Py_ssize_t hi,
-                                      const int K, const int S, const bint split) noexcept nogil:
-    """_max_row_fixed over [lo, hi). A row of at least two vectors is done in
+cdef inline void _row_fixed_tiled(const floating* x0, const floating* x1, Py_ssize_t ld,
+                                  Py_ssize_t W, floating* o, int64_t* idx, Py_ssize_t base,
+                                  Py_ssize_t lo, Py_ssize_t hi, const int K, const int S,
+                                  const bint split, const bint avg,
+                                  floating divisor) noexcept nogil:
+    """_row_fixed over [lo, hi). A row of at least two vectors is done in
     whole vectors: a multiple of `vl` outputs, then the last `vl` again
     (recomputing a few outputs, with the same result) instead of the scalar
     remainder loop, whose data-dependent branches cost as much as the vector
@@ -195,9 +206,9 @@ cdef inline void _max_row_fixed_tiled(const floating* x0, const floating* x1, Py
     cdef Py_ssize_t n = (hi - lo) // vl * vl
     if hi - lo < 2 * vl:
         n = hi - lo
-    _max_row_fixed(x0, x1, ld, W, o, idx, base, lo, lo + n, K, S, split)
+    _row_fixed(x0, x1, ld, W, o, idx, base, lo, lo + n, K, S, split, avg, divisor)
     if lo + n < hi:
-        _max_row_fixed(x0, x1, ld, W, o, idx, base, hi - vl, hi, K, S, split)
+        _row_fixed(x0, x1, ld, W, o, idx, base, hi - vl, hi, K, S, split, avg, divisor)
 
 
 cdef inline void _deinterleave(const floating* xr, floating* ev, floating* od,
@@ -210,11 +221,38 @@ cdef inline void _deinterleave(const floating* xr, floating* ev, floating* od,
     ev[hi] = xr[2 * hi]
 
 
+cdef inline bint _has_fixed_rows(const Pool2d* p) noexcept nogil:
+    """Square 2x2 and 3x3 windows at stride 1 or 2, undilated: _fixed_row."""
+    return (p.KH == p.KW and (p.KH == 2 or p.KH == 3) and (p.sw == 1 or p.sw == 2)
+            and p.dh == 1 and p.dw == 1)
+
+
+cdef inline void _fixed_row(const floating* x, const Pool2d* p, Py_ssize_t hs, Py_ssize_t lo,
+                            Py_ssize_t hi, floating* o, int64_t* idx, floating* split,
+                            const bint avg, floating divisor) noexcept nogil:
+    """Outputs [lo, hi) of the row whose windows start at input row hs, all of
+    whose window rows are inside the input (see _row_fixed). `split` is
+    scratch for 6*(OW + 1) values."""
+    cdef Py_ssize_t kh, ld = p.OW + 1, base = hs * p.W - p.pw
+    cdef const floating* xr = x + base
+    if p.KH == 3 and p.sw == 2:
+        for kh in range(3):
+            _deinterleave(xr + kh * p.W, split + kh * ld, split + (3 + kh) * ld, lo, hi)
+        _row_fixed_tiled(split, split + 3 * ld, ld, p.W, o, idx, base, lo, hi, 3, 2, True,
+                         avg, divisor)
+    elif p.KH == 2 and p.sw == 2:
+        _row_fixed_tiled(xr, NULL, p.W, p.W, o, idx, base, lo, hi, 2, 2, False, avg, divisor)
+    elif p.KH == 2:
+        _row_fixed_tiled(xr, NULL, p.W, p.W, o, idx, base, lo, hi, 2, 1, False, avg, divisor)
+    else:
+        _row_fixed_tiled(xr, NULL, p.W, p.W, o, idx, base, lo, hi, 3, 1, False, avg, divisor)
+
+
 cdef void max_pool_plane(const floating* x, floating* out, int64_t* indices,
                          const Pool2d* p, int* taps, floating* split) noexcept nogil:
     """`taps` is scratch for OW ints (or NULL if the plane has >= 2**31 elements
     or no indices are wanted), `split` for 6*(OW + 1) values (3x3 windows at
-    stride 2 de-interleave their rows into it; see _max_row_fixed).
+    stride 2 de-interleave their rows into it; see _row_fixed).
 
     Columns whose windows lie inside the input are done a row of outputs at a
     time: each tap of the window is one pass over the row, a compare-and-select
@@ -223,14 +261,12 @@ cdef void max_pool_plane(const floating* x, floating* out, int64_t* indices,
     the same row-major order as _max_window's, so the results are identical.
     Edge columns go through _max_window.
     """
-    cdef Py_ssize_t oh, ow, kh, kw, kh0, kh1, hs, lo, hi, base, ld
+    cdef Py_ssize_t oh, ow, kh, kw, kh0, kh1, hs, lo, hi
     cdef const floating* xr
     cdef floating* m
     cdef int64_t* idx
     cdef int tap
-    # square 2x2 and 3x3 windows at stride 1 or 2, undilated: _max_row_fixed
-    cdef bint fixed = (p.KH == p.KW and (p.KH == 2 or p.KH == 3) and (p.sw == 1 or p.sw == 2)
-                       and p.dh == 1 and p.dw == 1)
+    cdef bint fixed = _has_fixed_rows(p)
     if floating is double:
         fixed = fixed and (indices == NULL or FASTCONV_F64_INDEX_SIMD)
     _interior_columns(p, &lo, &hi)
@@ -252,20 +288,7 @@ cdef void max_pool_plane(const floating* x, floating* out, int64_t* indices,
         m = out + oh * p.OW
         idx = indices + oh * p.OW if indices != NULL else NULL
         if fixed and kh0 == 0 and kh1 == p.KH:
-            xr = x + hs * p.W - p.pw
-            base = hs * p.W - p.pw
-            if p.KH == 3 and p.sw == 2:
-                ld = p.OW + 1
-                for kh in range(3):
-                    _deinterleave(xr + kh * p.W, split + kh * ld, split + (3 + kh) * ld, lo, hi)
-                _max_row_fixed_tiled(split, split + 3 * ld, ld, p.W, m, idx, base, lo, hi,
-                                     3, 2, True)
-            elif p.KH == 2 and p.sw == 2:
-                _max_row_fixed_tiled(xr, NULL, p.W, p.W, m, idx, base, lo, hi, 2, 2, False)
-            elif p.KH == 2:
-                _max_row_fixed_tiled(xr, NULL, p.W, p.W, m, idx, base, lo, hi, 2, 1, False)
-            else:
-                _max_row_fixed_tiled(xr, NULL, p.W, p.W, m, idx, base, lo, hi, 3, 1, False)
+            _fixed_row(x, p, hs, lo, hi, m, idx, split, False, 0)
             continue
         for ow in range(lo, hi):
             m[ow] = -INFINITY
@@ -345,10 +368,11 @@ cdef inline void _spread_row(const floating* g, floating* gr, Py_ssize_t lo, Py_
 
 
 cdef void avg_pool_plane(const floating* x, floating* out, const Pool2d* p,
-                         bint count_include_pad) noexcept nogil:
+                         bint count_include_pad, floating* split) noexcept nogil:
     """Interior columns (see _interior_columns) share their rows and divisor
-    within an output row, so they are summed a row at a time, one vectorised
-    pass per tap, in the same order as the per-output loop of the edges."""
+    within an output row, so they are summed a row at a time (_fixed_row, or
+    one vectorised pass per tap), in the same order as the per-output loop of
+    the edges. `split` is scratch for _fixed_row."""
     cdef Py_ssize_t oh, ow, ih, iw, kw, lo, hi
     cdef _Window win
     cdef floating s
@@ -372,6 +396,9 @@ cdef void avg_pool_plane(const floating* x, floating* out, const Pool2d* p,
         if lo == hi:
             continue
         win = _avg_window(oh, lo, p, count_include_pad)
+        if _has_fixed_rows(p) and win.h1 - win.h0 == p.KH:
+            _fixed_row(x, p, win.h0, lo, hi, o, NULL, split, True, win.divisor)
+            continue
         for ow in range(lo, hi):
             o[ow] = 0
         for ih in range(win.h0, win.h1):
@@ -482,8 +509,12 @@ def avg_pool2d_forward(const floating[:, :, ::1] x,      # IN  (planes, H, W)
                        bint count_include_pad, int n_threads):
     cdef Pool2d p = _geometry(x.shape[1], x.shape[2], out.shape[1], out.shape[2], geometry)
     cdef Py_ssize_t c
-    for c in prange(x.shape[0], schedule='static', nogil=True, num_threads=n_threads):
-        avg_pool_plane(&x[c, 0, 0], &out[c, 0, 0], &p, count_include_pad)
+    cdef floating* split = NULL
+    with nogil, parallel(num_threads=n_threads):
+        split = <floating*>malloc(6 * (p.OW + 1) * sizeof(floating))
+        for c in prange(x.shape[0], schedule='static'):
+            avg_pool_plane(&x[c, 0, 0], &out[c, 0, 0], &p, count_include_pad, split)
+        free(split)
 
 
 def avg_pool2d_backward(const floating[:, :, ::1] grad_out,  # IN  (planes, OH, OW)
