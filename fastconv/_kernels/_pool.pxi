@@ -255,11 +255,13 @@ cdef void max_pool_plane(const floating* x, floating* out, int64_t* indices,
     stride 2 de-interleave their rows into it; see _row_fixed).
 
     Columns whose windows lie inside the input are done a row of outputs at a
-    time: each tap of the window is one pass over the row, a compare-and-select
-    the compiler vectorises (the running maximum lives in the output row; with
-    indices, the winning tap's offset in `taps`). The scan order per output is
-    the same row-major order as _max_window's, so the results are identical.
-    Edge columns go through _max_window.
+    time: by _fixed_row for the square windows it unrolls (when all of the
+    window's rows are inside the input), otherwise one pass over the row per
+    tap of the window, a compare-and-select the compiler vectorises (the
+    running maximum lives in the output row; with indices, the winning tap's
+    offset in `taps`). The scan order per output is the same row-major order
+    as _max_window's, so the results are identical. Edge columns go through
+    _max_window.
     """
     cdef Py_ssize_t oh, ow, kh, kw, kh0, kh1, hs, lo, hi
     cdef const floating* xr
@@ -287,7 +289,7 @@ cdef void max_pool_plane(const floating* x, floating* out, int64_t* indices,
             _max_window(x, p, oh, ow, out, indices)
         m = out + oh * p.OW
         idx = indices + oh * p.OW if indices != NULL else NULL
-        if fixed and kh0 == 0 and kh1 == p.KH:
+        if fixed and kh0 == 0 and kh1 == p.KH and lo < hi:
             _fixed_row(x, p, hs, lo, hi, m, idx, split, False, 0)
             continue
         for ow in range(lo, hi):
