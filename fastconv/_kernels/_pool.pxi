@@ -380,6 +380,7 @@ cdef void avg_pool_plane(const floating* x, floating* out, const Pool2d* p,
     cdef floating s
     cdef floating* o
     cdef const floating* xr
+    cdef bint fixed = _has_fixed_rows(p)
     _interior_columns(p, &lo, &hi)
     for oh in range(p.OH):
         o = out + oh * p.OW
@@ -398,7 +399,7 @@ cdef void avg_pool_plane(const floating* x, floating* out, const Pool2d* p,
         if lo == hi:
             continue
         win = _avg_window(oh, lo, p, count_include_pad)
-        if _has_fixed_rows(p) and win.h1 - win.h0 == p.KH:
+        if fixed and win.h1 - win.h0 == p.KH:
             _fixed_row(x, p, win.h0, lo, hi, o, NULL, split, True, win.divisor)
             continue
         for ow in range(lo, hi):
