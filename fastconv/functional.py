@@ -142,11 +142,11 @@ def conv_weight_grad(x, grad_out, geo):
             *geo.kernel, *geo.kernel_args()[:-1], n_threads,
         )
         return partial.sum(axis=0).reshape(shape)
-    _config.conv_kernels.conv2d_weight_grad(
+    rows = _config.conv_kernels.conv2d_weight_grad(
         _as4d(x, geo.nd), _as4d(grad_out, geo.nd), partial,
         *geo.kernel, *geo.kernel_args(), n_threads,
     )
-    return partial.sum(axis=0).reshape(shape)
+    return partial[:rows].sum(axis=0).reshape(shape)
 
 
 # -- convolution --------------------------------------------------------------

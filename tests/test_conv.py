@@ -165,6 +165,23 @@ def test_cases_reach_every_forward_path(dtype):
     assert tiles(9, 8, (3, 3), 4, 3, stride=2) is None
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("xs,ws,stride,groups", [
+    ((2, 256, 5, 5), (128, 256, 3, 3), 1, 1),
+    ((1, 512, 6, 6), (128, 256, 3, 3), 2, 2),
+])
+def test_weight_grad_of_a_large_weight_on_a_small_map(xs, ws, stride, groups, dtype, rng):
+    """dW over 1 MiB summed over few positions (a deep layer's 7x7 map): the
+    weight gradient splits dW's columns among the threads instead of the
+    positions."""
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    kw = dict(stride=stride, padding=1, groups=groups)
+    gy = rng.standard_normal(fastconv.conv2d(x, w, **kw).shape).astype(dtype)
+    assert_close(fastconv.grad.conv2d_weight(x, w.shape, gy, **kw),
+                 ref.grad.conv2d_weight(x, w.shape, gy, **kw), n_terms=gy[:, 0].size)
+
+
 # -- textbook loops ------------------------------------------------------------
 
 

@@ -31,7 +31,10 @@
 # * weight grad:  dW_g (Mg x K) += grad_out_g (Mg x TP) @ col^T (TP x K), a
 #   reduction over batch and positions. Parallel over (g, tile); each thread
 #   accumulates into its own private copy of dW, and the copies are summed
-#   after the parallel region (never += races on shared output). At stride 1
+#   after the parallel region (never += races on shared output). Where dW
+#   outgrows the cache and tiles are small, parallel over (g, block of
+#   columns of dW) instead, each item summing all positions into its own
+#   slice (see conv2d_weight_grad). At stride 1
 #   (_weight_grad_implicit) it is dW_g^T = col @ grad_out_g^T instead, with
 #   the rows of col read in place from a padded copy of the input, so that
 #   only grad_out is ever transposed.
@@ -69,6 +72,7 @@ cdef enum:
     KC = 256    # depth of one packed block (rows of K, or columns for dW)
     RB = 96     # rows of one column block of the input gradient (a multiple of MR)
     QT = 512    # most positions (discarded ones included) in a tile of the implicit kernels
+    DW_CACHED = 1 << 20  # bytes of dW above which the weight gradient splits dW, not positions
 
 # the implicit kernels are taken when at least this share of the forward's
 # work is useful
@@ -994,16 +998,56 @@ cdef void _weight_grad_implicit(const floating[:, :, :, ::1] x,
         raise MemoryError("fastconv: could not allocate per-thread workspace")
 
 
+cdef void _weight_grad_tile(const floating* x_g, Py_ssize_t x_image, const floating* y_g,
+                            Py_ssize_t y_image, const Geometry* geo, Py_ssize_t Mg,
+                            Py_ssize_t K, Py_ssize_t q0, Py_ssize_t tp, Py_ssize_t kb_lo,
+                            Py_ssize_t kb_hi, Py_ssize_t kcb, floating* acc,
+                            floating* apack, floating* col, floating* bpack, floating* ctile,
+                            _Run* runs) noexcept nogil:
+    """acc (Mg x K, group g's rows of dW) += the contribution of positions
+    q0..q0+tp, for the blocks kb_lo..kb_hi of kcb columns of K. `x_g` and
+    `y_g` point at channel 0 of group g in image 0."""
+    cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
+    cdef Py_ssize_t nmp = _ceil_div(Mg, MR), nrun, kb0, k0, kc, kb, mp, cols, rows, i, j
+    # A panels: grad_out rows of the group, contraction over the tile
+    _pack_positions(y_g, y_image, geo.OH * geo.OW, Mg, q0, tp, apack)
+    nrun = _tile_runs(geo, q0, tp, runs)
+    for kb0 in range(kb_lo, kb_hi):
+        k0 = kb0 * kcb
+        kc = min(kcb, K - k0)
+        _im2col(x_g, x_image, geo, k0, kc, runs, nrun, col)
+        _transpose_panels(col, kc, tp, bpack)
+        for kb in range(_ceil_div(kc, nr)):
+            cols = min(nr, kc - kb * nr)
+            for mp in range(nmp):
+                _micro(tp, apack + mp * tp * MR, bpack + kb * tp * nr, nr, ctile, nr)
+                rows = min(MR, Mg - mp * MR)
+                for i in range(rows):
+                    for j in range(cols):
+                        acc[(mp * MR + i) * K + k0 + kb * nr + j] += ctile[i * nr + j]
+
+
 def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W)
                        const floating[:, :, :, ::1] grad_out,   # IN  (N, C_out, OH, OW)
                        floating[:, ::1] partial,                # OUT (n_threads, C_out*K), zeroed
                        Py_ssize_t KH, Py_ssize_t KW,
                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                        Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int n_threads):
-    """Per-thread partial sums of conv2d_weight; the caller sums axis 0.
+    """Per-thread partial sums of conv2d_weight in the first rows of
+    `partial`; returns how many rows hold them, for the caller to sum.
 
     dW[co, ci, kh, kw] = sum over (n, oh, ow) of grad_out[n, co, oh, ow] *
     x[n, ci, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw] (zero outside x).
+
+    The reduction is over positions, so items that split the positions (the
+    implicit kernel's tiles, or tiles of TP positions) each add into their
+    thread's own copy of dW, walking all of it once per item. Where dW is
+    larger than a core's cache (deep layers: 512 channels at 3x3 is 9 MB in
+    float32) and an item sums fewer than TP positions (small feature maps),
+    that walk misses the cache for every few dozen positions summed: 8x
+    slower than PyTorch on a 7x7 map. There the items are blocks of columns
+    of dW instead, each summing over all positions into its own slice of one
+    copy (row 0), so each slice stays in cache.
     """
     cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
     cdef Py_ssize_t N = x.shape[0], C_in = x.shape[1], C_out = grad_out.shape[1]
@@ -1011,11 +1055,12 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
                                   grad_out.shape[3], sh, sw, ph, pw, dh, dw)
     cdef Py_ssize_t P = geo.OH * geo.OW, NP = N * P, Cg = C_in // groups, Mg = C_out // groups
     cdef Py_ssize_t K = Cg * KH * KW, nmp = _ceil_div(Mg, MR), ntiles = _ceil_div(NP, TP)
-    cdef Py_ssize_t n_items = groups * ntiles
+    cdef Py_ssize_t x_image = C_in * geo.H * geo.W, y_image = C_out * P
     # K in nkb blocks of equal depth kcb <= KC, rounded up to whole B panels
     cdef Py_ssize_t nkb = _ceil_div(K, KC)
-    cdef Py_ssize_t kcb = min(KC, _ceil_div(_ceil_div(K, max(nkb, 1)), nr) * nr), nrun
-    cdef Py_ssize_t item, g, q0, tp, kb0, k0, kc, mp, kb, i, j, rows, cols, cw
+    cdef Py_ssize_t kcb = min(KC, _ceil_div(_ceil_div(K, max(nkb, 1)), nr) * nr)
+    cdef Py_ssize_t item, g, q0, tile, kb0, rows = 0, cw = 0, n_items
+    cdef bint implicit, by_columns
     cdef Py_ssize_t n_failed = 0
     cdef floating* apack
     cdef floating* col
@@ -1024,13 +1069,17 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
     cdef floating* acc
     cdef _Run* runs
 
-    if n_items == 0:
-        return
+    if NP == 0 or K == 0:
+        return 1
     # Its B panels hold NR output channels: with fewer than half of them
     # (lenet1's 6, at NR = 32) the im2col path measured faster.
-    if 2 * Mg >= nr and _implicit_tiles(&geo, nr, N * groups, n_threads, &rows, &cw):
+    implicit = 2 * Mg >= nr and _implicit_tiles(&geo, nr, N * groups, n_threads, &rows, &cw)
+    by_columns = (C_out * K * sizeof(floating) > DW_CACHED and groups * nkb >= 2 * n_threads
+                  and (rows * cw if implicit else min(NP, TP)) < TP)
+    if implicit and not by_columns:
         _weight_grad_implicit(x, grad_out, partial, &geo, groups, rows, cw, n_threads)
-        return
+        return n_threads
+    n_items = groups * (nkb if by_columns else ntiles)
     _note_workspace((nmp * MR * TP + KC * LD + KC * TP + MR * NR_MAX) * sizeof(floating)
                     + TP * sizeof(_Run), n_threads)
     with nogil, parallel(num_threads=n_threads):
@@ -1039,33 +1088,26 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
         bpack = <floating*> malloc(KC * TP * sizeof(floating))
         ctile = <floating*> malloc(MR * NR_MAX * sizeof(floating))
         runs = <_Run*> malloc(TP * sizeof(_Run))
-        acc = &partial[omp_get_thread_num(), 0]
+        acc = &partial[0 if by_columns else omp_get_thread_num(), 0]
         for item in prange(n_items, schedule='static'):
             if (apack == NULL or col == NULL or bpack == NULL or ctile == NULL
                     or runs == NULL):
                 n_failed += 1
                 continue
-            g = item // ntiles
-            q0 = (item % ntiles) * TP
-            tp = min(TP, NP - q0)
-            # A panels: grad_out rows of group g, contraction over the tile.
-            _pack_positions(&grad_out[0, g * Mg, 0, 0], C_out * P, P, Mg, q0, tp, apack)
-            nrun = _tile_runs(&geo, q0, tp, runs)
-            for kb0 in range(nkb):
-                k0 = kb0 * kcb
-                kc = min(kcb, K - k0)
-                _im2col(&x[0, g * Cg, 0, 0], C_in * geo.H * geo.W, &geo, k0, kc, runs, nrun,
-                        col)
-                _transpose_panels(col, kc, tp, bpack)
-                for kb in range(_ceil_div(kc, nr)):
-                    cols = min(nr, kc - kb * nr)
-                    for mp in range(nmp):
-                        _micro(tp, apack + mp * tp * MR, bpack + kb * tp * nr, nr, ctile, nr)
-                        rows = min(MR, Mg - mp * MR)
-                        for i in range(rows):
-                            for j in range(cols):
-                                acc[(g * Mg + mp * MR + i) * K + k0 + kb * nr + j] += \
-                                    ctile[i * nr + j]
+            if by_columns:
+                g = item // nkb
+                kb0 = item % nkb
+                for tile in range(ntiles):
+                    q0 = tile * TP
+                    _weight_grad_tile(&x[0, g * Cg, 0, 0], x_image, &grad_out[0, g * Mg, 0, 0],
+                                      y_image, &geo, Mg, K, q0, min(TP, NP - q0), kb0, kb0 + 1,
+                                      kcb, acc + g * Mg * K, apack, col, bpack, ctile, runs)
+            else:
+                g = item // ntiles
+                q0 = (item % ntiles) * TP
+                _weight_grad_tile(&x[0, g * Cg, 0, 0], x_image, &grad_out[0, g * Mg, 0, 0],
+                                  y_image, &geo, Mg, K, q0, min(TP, NP - q0), 0, nkb,
+                                  kcb, acc + g * Mg * K, apack, col, bpack, ctile, runs)
         free(runs)
         free(ctile)
         free(bpack)
@@ -1073,6 +1115,7 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
         free(apack)
     if n_failed:
         raise MemoryError("fastconv: could not allocate per-thread workspace")
+    return 1 if by_columns else n_threads
 
 
 # -- depthwise convolution (groups == C_in == C_out) ----------------------------

@@ -16,7 +16,7 @@ def conv2d_input_grad(
 def conv2d_weight_grad(
     x: _Float, grad_out: _Float, partial: _Float, KH: int, KW: int,
     sh: int, sw: int, ph: int, pw: int, dh: int, dw: int, groups: int, n_threads: int,
-) -> None: ...
+) -> int: ...  # rows of partial that hold sums
 def bias_grad(grad_out: _Float, out: _Float, n_threads: int) -> None: ...
 def implicit_tiles(
     itemsize: int, H: int, W: int, KH: int, KW: int, OH: int, OW: int,
