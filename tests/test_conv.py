@@ -39,6 +39,10 @@ CONV2D_CASES = [
     # gradient, with partial panels of taps and of output channels
     (2, 30, 40, (13, 11), (3, 3), 1, 1, 1, 1),  # K = 270: two channel blocks
     (2, 14, 40, (10, 12), (3, 3), 1, 2, 2, 2),  # grouped, dilated
+    # at most NR/4 output channels per group at stride 1: the weight gradient
+    # as dot products over flat planes
+    (2, 1, 6, (12, 12), (5, 5), 1, 0, 1, 1),  # lenet1's 6
+    (2, 4, 2, (9, 10), (3, 4), 1, (1, 2), (2, 1), 2),  # one per group, dilated
     # depthwise at stride 1: one pass per tap over a zero-bordered flat plane
     (2, 5, 5, (14, 14), (3, 3), 1, 1, 1, 5),  # MobileNet's 14x14
     (2, 4, 4, (9, 11), (4, 3), 1, "same", (2, 1), 4),  # dilated, even kernel 'same'
