@@ -37,7 +37,8 @@
 #   slice (see conv2d_weight_grad). At stride 1
 #   (_weight_grad_implicit) it is dW_g^T = col @ grad_out_g^T instead, with
 #   the rows of col read in place from a padded copy of the input, so that
-#   only grad_out is ever transposed.
+#   only grad_out is ever transposed; with at most NR/4 output channels per
+#   group, each weight is a dot product per image (_weight_grad_direct).
 #
 # The GEMMs share one register-blocked micro-kernel of MR x NR = (6 or 4) x
 # (two SIMD vectors), both set per instruction set in _isa.h: the A operand is
@@ -1009,7 +1010,8 @@ cdef void _weight_grad_implicit(const floating[:, :, :, ::1] x,
 # rather than one pass per row. (MobileNet's 14x14 and 7x7 rows are shorter
 # than an AVX-512 vector, so row passes were scalar remainder loops.) The
 # columns ow >= OW in between rows are computed and discarded (forward) or
-# are zero (gradients).
+# are zero (gradients). Used by the depthwise kernels and by the weight
+# gradient with few output channels (_weight_grad_direct).
 
 
 cdef struct _Flat:
