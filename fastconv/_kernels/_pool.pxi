@@ -427,7 +427,7 @@ cdef void avg_pool_grad_plane(const floating* grad_out, floating* grad_in, const
     divisor, so their contribution to each of those rows is the same: it is
     spread into a row of scratch once, then added to the KH input rows
     contiguously. Spreading into every input row directly took KH times as
-    many strided passes, and 1.3-1.8x the time (2x2 and 3x3 windows at
+    many strided passes, and 1.2-1.8x the time (2x2 and 3x3 windows at
     stride 2). Those two spread their row in one loop writing even and odd
     columns, which vectorises; other windows take KW passes."""
     cdef Py_ssize_t oh, ow, ih, iw, j, kw, lo, hi, n, c0
