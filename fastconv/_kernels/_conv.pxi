@@ -1048,19 +1048,18 @@ cdef void _place(const floating* src, Py_ssize_t H, Py_ssize_t W, Py_ssize_t r0,
 
 
 cdef inline double _dot(const floating* a, const floating* b, Py_ssize_t n) noexcept nogil:
-    """sum(a[:n] * b[:n]), over DOT_LANES interleaved partial sums in the data's
-    precision (so that the multiply-adds vectorise; one dot is one image's
-    contribution, at most a plane long), added up in float64."""
+    """sum(a[:n] * b[:n]) for n a multiple of DOT_LANES, over DOT_LANES
+    interleaved partial sums in the data's precision (so that the
+    multiply-adds vectorise; one dot is one image's contribution, at most a
+    plane long), added up in float64."""
     cdef floating acc[DOT_LANES]
     cdef double s = 0
-    cdef Py_ssize_t p, lane, n_full = n - n % DOT_LANES
+    cdef Py_ssize_t p, lane
     for lane in range(DOT_LANES):
         acc[lane] = 0
-    for p in range(n_full // DOT_LANES):
+    for p in range(n // DOT_LANES):
         for lane in range(DOT_LANES):
             acc[lane] += a[p * DOT_LANES + lane] * b[p * DOT_LANES + lane]
-    for p in range(n_full, n):
-        s += <double> a[p] * b[p]
     for lane in range(DOT_LANES):
         s += acc[lane]
     return s
@@ -1364,67 +1363,44 @@ def depthwise_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C, 
                           Py_ssize_t KH, Py_ssize_t KW,
                           Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                           Py_ssize_t dh, Py_ssize_t dw, int n_threads):
-    """Depthwise conv2d_weight into partial[0] (one thread owns each channel's
-    taps, so the other rows stay zero): dW[c, kh, kw] = sum over (n, oh, ow) of
-    grad_out[n, c, oh, ow] * x[n, c, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw].
-    At stride 1 each tap is one dot product per image over the flat planes
-    (see _Flat); otherwise one per row."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], KK = KH * KW
+    """Per-thread partial sums of the depthwise conv2d_weight; the caller sums
+    axis 0: dW[c, kh, kw] = sum over (n, oh, ow) of grad_out[n, c, oh, ow] *
+    x[n, c, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw]. At stride 1 this is
+    _weight_grad_direct with one channel per group; otherwise one thread owns
+    each channel's taps (into partial[0]) and sums them a row at a time."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
     cdef Geometry geo = _geometry(x.shape[2], x.shape[3], KH, KW, grad_out.shape[2],
                                   grad_out.shape[3], sh, sw, ph, pw, dh, dw)
-    cdef Py_ssize_t c, n, kh, kw, oh, ih, iw0, ow, lo, hi, t, n_failed = 0
-    cdef bint flat = sh == 1 and sw == 1
-    cdef _Flat f = _flat(&geo)
+    cdef Py_ssize_t c, n, kh, kw, oh, ih, iw0, ow, lo, hi
     cdef _Range rg
+    cdef double total
     cdef floating row
     cdef const floating* xp
     cdef const floating* gp
-    cdef floating* pad = NULL
-    cdef double* total = NULL
-    if flat:
-        _note_workspace(2 * f.Hp * f.Wp * sizeof(floating) + KK * sizeof(double), n_threads)
-    with nogil, parallel(num_threads=n_threads):
-        total = <double*> malloc(KK * sizeof(double))
-        if flat:
-            pad = <floating*> malloc(2 * f.Hp * f.Wp * sizeof(floating))
-        for c in prange(C, schedule='static'):
-            if total == NULL or (flat and pad == NULL):
-                n_failed += 1
-                continue
-            for t in range(KK):
-                total[t] = 0
-            for n in range(N):
-                xp = &x[n, c, 0, 0]
-                gp = &grad_out[n, c, 0, 0]
-                if flat:
-                    _place(xp, geo.H, geo.W, geo.ph, geo.pw, f.Hp, f.Wp, pad)
-                    _place(gp, geo.OH, geo.OW, 0, 0, geo.OH, f.Wp, pad + f.Hp * f.Wp)
-                    for kh in range(KH):
-                        for kw in range(KW):
-                            total[kh * KW + kw] += _dot(pad + f.Hp * f.Wp,
-                                                        pad + kh * dh * f.Wp + kw * dw, f.L)
-                    continue
-                for kh in range(KH):
-                    for kw in range(KW):
-                        iw0 = kw * geo.dw - geo.pw
-                        rg = _valid_range(iw0, geo.sw, geo.OW, geo.W)
-                        lo = rg.lo
-                        hi = rg.hi
-                        for oh in range(geo.OH):
-                            ih = oh * geo.sh - geo.ph + kh * geo.dh
-                            if ih < 0 or ih >= geo.H:
-                                continue
-                            row = 0
-                            for ow in range(lo, hi):
-                                row = row + gp[oh * geo.OW + ow] * \
-                                    xp[ih * geo.W + iw0 + ow * geo.sw]
-                            total[kh * KW + kw] += row
-            for t in range(KK):
-                partial[0, c * KK + t] = <floating> total[t]
-        free(pad)
-        free(total)
-    if n_failed:
-        raise MemoryError("fastconv: could not allocate per-thread workspace")
+    if sh == 1 and sw == 1:
+        _weight_grad_direct(x, grad_out, partial, &geo, C, n_threads)
+        return
+    for c in prange(C, schedule='static', nogil=True, num_threads=n_threads):
+        for kh in range(KH):
+            for kw in range(KW):
+                iw0 = kw * geo.dw - geo.pw
+                rg = _valid_range(iw0, geo.sw, geo.OW, geo.W)
+                lo = rg.lo
+                hi = rg.hi
+                total = 0
+                for n in range(N):
+                    xp = &x[n, c, 0, 0]
+                    gp = &grad_out[n, c, 0, 0]
+                    for oh in range(geo.OH):
+                        ih = oh * geo.sh - geo.ph + kh * geo.dh
+                        if ih < 0 or ih >= geo.H:
+                            continue
+                        row = 0
+                        for ow in range(lo, hi):
+                            row = row + gp[oh * geo.OW + ow] * \
+                                xp[ih * geo.W + iw0 + ow * geo.sw]
+                        total = total + row
+                partial[0, (c * KH + kh) * KW + kw] = <floating> total
 
 
 cdef Py_ssize_t _workspace_peak = 0
