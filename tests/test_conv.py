@@ -39,6 +39,13 @@ CONV2D_CASES = [
     # gradient, with partial panels of taps and of output channels
     (2, 30, 40, (13, 11), (3, 3), 1, 1, 1, 1),  # K = 270: two channel blocks
     (2, 14, 40, (10, 12), (3, 3), 1, 2, 2, 2),  # grouped, dilated
+    # strided, with taps that share a phase of the input: the implicit kernels
+    # on a phase-split copy
+    (2, 3, 16, (31, 29), (3, 3), 2, 1, 1, 1),
+    (2, 4, 16, (26, 40), (3, 5), (2, 3), (1, 2), (2, 1), 1),  # per-axis stride, dilation
+    (1, 3, 16, (40, 41), (7, 7), 2, 3, 1, 1),  # the ResNet stem
+    (2, 8, 32, (21, 22), (3, 3), 2, ((0, 2), (1, 0)), 1, 2),  # grouped, asymmetric padding
+    (2, 4, 16, (1, 20), (1, 3), (3, 1), 1, 1, 1),  # one output row, of padding only
     # at most NR/4 output channels per group at stride 1: the weight gradient
     # as dot products over flat planes
     (2, 1, 6, (12, 12), (5, 5), 1, 0, 1, 1),  # lenet1's 6
@@ -60,6 +67,11 @@ CONV1D_CASES = [
     (2, 3, 3, (9,), (4,), 1, "same", 1, 3),  # even kernel 'same', depthwise
     (2, 6, 8, (1200,), (5,), 1, 2, 1, 1),  # rows wider than a tile: column tiles
     (2, 7, 20, (700,), (5,), 1, 2, 1, 1),  # ... for the implicit weight gradient
+    (2, 3, 16, (1100,), (5,), 2, 2, 1, 1),  # ... strided
+    # the implicit kernels with the images as rows: several per tile
+    (40, 6, 16, (12,), (3,), 1, 1, 1, 1),
+    (16, 25, 25, (19,), (3,), 2, 1, 1, 1),  # MNIST-1D layer 2
+    (24, 8, 32, (15,), (3,), 2, 1, 1, 2),  # grouped
 ]
 
 # (N, C_in, C_out, spatial, kernel, stride, padding, output_padding, groups, dilation)
@@ -159,12 +171,13 @@ def test_conv_transpose_matches_reference(nd, case, dtype, rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cases_reach_every_forward_path(dtype):
     """The cases above take the implicit forward with several row tiles (a
-    short last one), with column tiles and with several channel blocks, and
+    short last one), with column tiles and with several channel blocks, at
+    stride 1 and 2, and with the images of a 1-D convolution as rows; and
     the im2col forward at stride 1 and at stride 2."""
-    def tiles(h, w, k, oh, ow, stride=1, dilation=1, planes=2):
+    def tiles(h, w, k, oh, ow, stride=1, dilation=1, images=2, groups=1):
         return fastconv._config.conv_kernels.implicit_tiles(
-            np.dtype(dtype).itemsize, h, w, *k, oh, ow, stride, stride, dilation, dilation,
-            planes, 2)
+            np.dtype(dtype).itemsize, images, h, w, *k, oh, ow, *np.broadcast_to(stride, 2),
+            dilation, dilation, groups, 2)
 
     if tiles(16, 64, (3, 3), 16, 64) is None:
         pytest.skip("this build's micro-kernel rows are too short for the implicit kernels")
@@ -173,7 +186,12 @@ def test_cases_reach_every_forward_path(dtype):
     assert tiles(1, 1200, (1, 5), 1, 1200) == (1, 508)  # 512 positions less the window
     assert tiles(16, 16, (3, 3), 16, 16) is not None  # K = 630: three channel blocks
     assert tiles(10, 10, (3, 3), 2, 2, dilation=4) is None
-    assert tiles(9, 8, (3, 3), 4, 3, stride=2) is None
+    assert tiles(31, 29, (3, 3), 16, 15, stride=2) is not None
+    assert tiles(40, 41, (7, 7), 20, 21, stride=2, images=1) is not None
+    assert tiles(1, 1100, (1, 5), 1, 550, stride=(1, 2)) == (1, 510)
+    assert tiles(1, 12, (1, 3), 1, 12, images=40)[0] > 1  # images as rows
+    assert tiles(1, 19, (1, 3), 1, 10, stride=(1, 2), images=16) is not None
+    assert tiles(9, 8, (2, 2), 4, 4, stride=2) is None  # one tap per phase: im2col
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -18,10 +18,12 @@
 # * forward:      out[:, g] (Mg x N*P) = W_g (Mg x K) @ col_g (K x N*P) + b
 #   parallel over (g, tile of TP positions): each item writes its own slice
 #   of `out`. The col tile is built KC rows at a time, so the workspace is
-#   KC*TP per thread. At stride 1 the implicit forward (_forward_implicit)
-#   needs no col tile: it copies a padded block of input rows once and reads
-#   each row of B from it in place. The input gradient at stride 1 is this
-#   forward with the flipped weight (fastconv.functional.conv_input_grad).
+#   KC*TP per thread. The implicit forward (_forward_implicit) needs no col
+#   tile: it copies a padded block of input rows once and reads each row of
+#   B from it in place (at stride s, from a copy split into s x s phases;
+#   for 1-D convolutions, with the images as rows). The input gradient at
+#   stride 1 is this forward with the flipped weight
+#   (fastconv.functional.conv_input_grad).
 # * input grad:   colgrad (K x P) = W_g^T (K x Mg) @ grad_out[n, g] (Mg x P),
 #   scattered (col2im) into grad_in. Parallel over (n, g, chunk of input
 #   channels): every item owns whole planes of grad_in, so the scatter-add has
@@ -34,11 +36,12 @@
 #   after the parallel region (never += races on shared output). Where dW
 #   outgrows the cache and tiles are small, parallel over (g, block of
 #   columns of dW) instead, each item summing all positions into its own
-#   slice (see conv2d_weight_grad). At stride 1
+#   slice (see conv2d_weight_grad). On the implicit forward's tiles
 #   (_weight_grad_implicit) it is dW_g^T = col @ grad_out_g^T instead, with
-#   the rows of col read in place from a padded copy of the input, so that
-#   only grad_out is ever transposed; with at most NR/4 output channels per
-#   group, each weight is a dot product per image (_weight_grad_direct).
+#   the rows of col read in place from the same padded copy of the input, so
+#   that only grad_out is ever transposed; at stride 1 with at most NR/4
+#   output channels per group, each weight is a dot product per image
+#   (_weight_grad_direct).
 #
 # The GEMMs share one register-blocked micro-kernel of MR x NR = (6 or 4) x
 # (two SIMD vectors), both set per instruction set in _isa.h: the A operand is
@@ -220,6 +223,9 @@ cdef inline _Range _valid_range(Py_ssize_t start, Py_ssize_t step, Py_ssize_t co
 cdef struct Geometry:
     # one convolution, in the forward direction: x (N, C_in, H, W) -> y (N, C_out, OH, OW)
     Py_ssize_t H, W, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw
+    # strides (in elements) of images, channels and rows of x and y: set and
+    # used only by the implicit kernels (see _implicit_geometry)
+    Py_ssize_t xn, xc, xr, yn, yc, yr
 
 
 cdef struct _Run:
@@ -451,30 +457,64 @@ cdef Geometry _geometry(Py_ssize_t H, Py_ssize_t W, Py_ssize_t KH, Py_ssize_t KW
     return geo
 
 
+cdef Geometry _implicit_geometry(const Geometry* geo, Py_ssize_t N, Py_ssize_t C_in,
+                                 Py_ssize_t C_out, Py_ssize_t* n_images) noexcept nogil:
+    """`geo` with the strides of C-contiguous x (N, C_in, H, W) and y (N,
+    C_out, OH, OW), for the implicit kernels; the number of images they see
+    in n_images.
+
+    A 1-D convolution (H = OH = kH = 1) is seen as one image whose rows are
+    the N images: x[n, c, 0, :] is row n of channel c. Its tiles then stack
+    several short rows (MNIST-1D's 10 or 19 outputs), instead of one row
+    per tile, most of it padding of the micro-kernel's NR columns.
+    """
+    cdef Geometry g = geo[0]
+    g.xr, g.xc, g.xn = g.W, g.H * g.W, C_in * g.H * g.W
+    g.yr, g.yc, g.yn = g.OW, g.OH * g.OW, C_out * g.OH * g.OW
+    n_images[0] = N
+    if g.H == 1 and g.OH == 1 and g.KH == 1 and g.ph == 0:
+        g.H = g.OH = N
+        g.xr, g.xc, g.xn = C_in * g.W, g.W, 0
+        g.yr, g.yc, g.yn = C_out * g.OW, g.OW, 0
+        n_images[0] = 1
+    return g
+
+
+cdef inline Py_ssize_t _phase_extent(Py_ssize_t k, Py_ssize_t d, Py_ssize_t s) noexcept nogil:
+    """The rows (or columns) a tile reads beyond its outputs, in its phases."""
+    return (k - 1) * d // s
+
+
 cdef bint _implicit_tiles(const Geometry* geo, Py_ssize_t nr, Py_ssize_t n_planes,
                           int n_threads, Py_ssize_t* rows, Py_ssize_t* cw) noexcept nogil:
     """Whether the implicit kernels apply, and their tile of rows x cw outputs.
 
-    They need stride 1, and rows of B (NR) of at least 16 values: with 8 or
-    4 (the SSE2 build, and float64 with AVX2) gcc vectorised _micro_taps
-    across taps instead, and the im2col path measured 1.5-3x faster. A tile's padded input rows are cw + (KW-1)*dw wide,
+    They need rows of B (NR) of at least 16 values: with 8 or 4 (the SSE2
+    build, and float64 with AVX2) gcc vectorised _micro_taps across taps
+    instead, and the im2col path measured 1.5-3x faster. A tile's rows in
+    each phase of its input copy are cw + ew wide (ew = (KW-1)*dw // sw),
     and the forward computes the positions between rows and throws them away,
     as it does the tail of the last block of nr columns: the tile is chosen
     for the smallest waste, and the path is taken only if at least
     IMPLICIT_MIN of the work is useful. (The weight gradient sums only the
     valid positions, but the same tiles serve it well.)
     """
-    cdef Py_ssize_t span = (geo.KW - 1) * geo.dw, r, rmax, c, wt
+    cdef Py_ssize_t ew = _phase_extent(geo.KW, geo.dw, geo.sw), r, rmax, c, wt
     cdef double eff, best = 0
-    if geo.sh != 1 or geo.sw != 1 or 2 * span >= QT or nr < 16:
+    if 2 * ew >= QT or nr < 16:
         return False
-    if geo.OW + span <= QT:
+    # Strided, they pay off where taps share a phase (3x3 at stride 2): with
+    # one tap per phase (1x1 or 2x2 at stride 2) the phases are the im2col
+    # rows, copied all the same, and the forward measured 1.1x slower.
+    if (geo.sh > 1 or geo.sw > 1) and ew == 0 and _phase_extent(geo.KH, geo.dh, geo.sh) == 0:
+        return False
+    if geo.OW + ew <= QT:
         c = geo.OW
-        rmax = min(geo.OH, QT // (c + span))
+        rmax = min(geo.OH, QT // (c + ew))
     else:
-        c = QT - span
+        c = QT - ew
         rmax = 1
-    wt = c + span
+    wt = c + ew
     rows[0] = 1
     for r in range(1, rmax + 1):
         # enough tiles to share among the threads
@@ -488,15 +528,17 @@ cdef bint _implicit_tiles(const Geometry* geo, Py_ssize_t nr, Py_ssize_t n_plane
     return best >= IMPLICIT_MIN
 
 
-def implicit_tiles(Py_ssize_t itemsize, Py_ssize_t H, Py_ssize_t W, Py_ssize_t KH,
-                   Py_ssize_t KW, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t sh, Py_ssize_t sw,
-                   Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t n_planes, int n_threads):
-    """(rows, columns) of the implicit kernels' tiles for this geometry, or
-    None where conv2d_forward and conv2d_weight_grad take the im2col path (for
-    tests and tuning)."""
-    cdef Py_ssize_t nr = FASTCONV_NR_F32 if itemsize == 4 else FASTCONV_NR_F64, rows, cw
+def implicit_tiles(Py_ssize_t itemsize, Py_ssize_t N, Py_ssize_t H, Py_ssize_t W,
+                   Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t sh,
+                   Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int n_threads):
+    """(rows, columns) of the implicit kernels' tiles for N images of this
+    geometry (unpadded), or None where conv2d_forward and conv2d_weight_grad
+    take the im2col path (for tests and tuning)."""
+    cdef Py_ssize_t nr = FASTCONV_NR_F32 if itemsize == 4 else FASTCONV_NR_F64
+    cdef Py_ssize_t rows, cw, n_images
     cdef Geometry geo = _geometry(H, W, KH, KW, OH, OW, sh, sw, 0, 0, dh, dw)
-    if _implicit_tiles(&geo, nr, n_planes, n_threads, &rows, &cw):
+    geo = _implicit_geometry(&geo, N, groups, groups, &n_images)
+    if _implicit_tiles(&geo, nr, n_images * groups, n_threads, &rows, &cw):
         return rows, cw
     return None
 
@@ -514,7 +556,8 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
     cdef Geometry geo = _geometry(x.shape[2], x.shape[3], KH, KW, out.shape[2], out.shape[3],
                                   sh, sw, ph, pw, dh, dw)
     cdef Py_ssize_t Cg = C_in // groups, Mg = C_out // groups, K = Cg * KH * KW
-    cdef Py_ssize_t nmp = _ceil_div(Mg, MR), g, rows, cw
+    cdef Py_ssize_t nmp = _ceil_div(Mg, MR), g, rows, cw, n_images
+    cdef Geometry igeo = _implicit_geometry(&geo, N, C_in, C_out, &n_images)
     if N * geo.OH * geo.OW == 0:
         return
     dtype = np.float32 if floating is float else np.float64
@@ -522,8 +565,8 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
     with nogil:
         for g in range(groups):
             _pack_rows(&weight[g * Mg, 0, 0, 0], Mg, K, K, &wpack[g * nmp * MR * K])
-    if _implicit_tiles(&geo, nr, N * groups, n_threads, &rows, &cw):
-        _forward_implicit(x, wpack, bias, out, &geo, groups, rows, cw, n_threads)
+    if _implicit_tiles(&igeo, nr, n_images * groups, n_threads, &rows, &cw):
+        _forward_implicit(x, wpack, bias, out, &igeo, n_images, groups, rows, cw, n_threads)
     else:
         _forward_im2col(x, wpack, bias, out, &geo, groups, n_threads)
 
@@ -610,9 +653,12 @@ cdef void _forward_im2col(const floating[:, :, :, ::1] x, const floating[::1] wp
 cdef struct _Tiling:
     # The implicit kernels' tiles: R output rows x cw output columns of one
     # image and group (nrt x nct of them per plane), read from a padded copy
-    # `xt` of their input, cpb channels at a time (ncb blocks), whose rows are
-    # wt = cw + (KW-1)*dw wide and whose channels are cs apart.
-    Py_ssize_t R, cw, wt, cs, nrt, nct, cpb, ncb
+    # `xt` of their input, cpb channels at a time (ncb blocks). At stride
+    # (sh, sw) the copy is split into nah x naw phases: phase (a, b) holds the
+    # input rows oh*sh + a and columns ow*sw + b (padded coordinates), so that
+    # every tap reads one phase at unit stride. A phase has R + eh rows of
+    # wt = cw + ew values (ps in all); channels are cs apart.
+    Py_ssize_t R, cw, eh, ew, wt, nah, naw, ps, cs, nrt, nct, cpb, ncb
 
 
 cdef struct _Tile:
@@ -626,8 +672,13 @@ cdef _Tiling _tiling(const Geometry* geo, Py_ssize_t Cg, Py_ssize_t R, Py_ssize_
     cdef _Tiling t
     cdef Py_ssize_t KK = geo.KH * geo.KW
     t.R, t.cw = R, cw
-    t.wt = cw + (geo.KW - 1) * geo.dw
-    t.cs = (R + (geo.KH - 1) * geo.dh) * t.wt
+    t.eh = _phase_extent(geo.KH, geo.dh, geo.sh)
+    t.ew = _phase_extent(geo.KW, geo.dw, geo.sw)
+    t.wt = cw + t.ew
+    t.nah = min(geo.sh, (geo.KH - 1) * geo.dh + 1)
+    t.naw = min(geo.sw, (geo.KW - 1) * geo.dw + 1)
+    t.ps = (R + t.eh) * t.wt
+    t.cs = t.nah * t.naw * t.ps
     t.nrt, t.nct = _ceil_div(geo.OH, R), _ceil_div(geo.OW, cw)
     # K in blocks of whole channels, balanced, each at most about KC deep
     t.cpb = _ceil_div(Cg, _ceil_div(Cg * KK, KC))
@@ -639,11 +690,15 @@ cdef Py_ssize_t[::1] _tap_offsets(const Geometry* geo, const _Tiling* t, Py_ssiz
     """off[(ci*kH + kh)*kW + kw] = the offset in xt of tap (ci, kh, kw) of a
     channel block, for its cpb*kH*kW taps; n entries, the rest zero."""
     cdef Py_ssize_t[::1] off = np.zeros(n, dtype=np.intp)
-    cdef Py_ssize_t ci, kh, kw
+    cdef Py_ssize_t ci, kh, kw, i, j
     for ci in range(t.cpb):
         for kh in range(geo.KH):
             for kw in range(geo.KW):
-                off[(ci * geo.KH + kh) * geo.KW + kw] = ci * t.cs + kh * geo.dh * t.wt + kw * geo.dw
+                i = kh * geo.dh
+                j = kw * geo.dw
+                off[(ci * geo.KH + kh) * geo.KW + kw] = (
+                    ci * t.cs + (i % geo.sh * t.naw + j % geo.sw) * t.ps
+                    + i // geo.sh * t.wt + j // geo.sw)
     return off
 
 
@@ -662,41 +717,54 @@ cdef inline _Tile _tile(const Geometry* geo, const _Tiling* t, Py_ssize_t groups
 
 cdef void _fill_tile(const floating* x_c, Py_ssize_t nci, const Geometry* geo,
                      const _Tiling* t, const _Tile* tl, floating* xt) noexcept nogil:
-    """xt[ci*cs + r*wt + c] = x_pad[ci, oh0 + r, ow0 + c] for the nci channels
-    from x_c (a channel of one image) and the rows the tile reads."""
-    cdef Py_ssize_t ci, r, ih, c
-    cdef _Range rg = _run_range(tl.ow0 - geo.pw, 1, t.wt, geo.W)
+    """xt[ci*cs + (a*naw + b)*ps + r*wt + c] = x_pad[ci, (oh0 + r)*sh + a,
+    (ow0 + c)*sw + b] for the nci channels from x_c (a channel of one image)
+    and the rows the tile reads."""
+    cdef Py_ssize_t ci, a, b, r, ih, iw, c
+    cdef _Range rg
     cdef floating* dst
     cdef const floating* src
-    for ci in range(nci):
-        for r in range(tl.rows + (geo.KH - 1) * geo.dh):
-            dst = xt + ci * t.cs + r * t.wt
-            ih = tl.oh0 + r - geo.ph
-            if ih < 0 or ih >= geo.H:
-                for c in range(t.wt):
-                    dst[c] = 0
-                continue
-            src = x_c + (ci * geo.H + ih) * geo.W + tl.ow0 - geo.pw
-            for c in range(rg.lo):
-                dst[c] = 0
-            memcpy(dst + rg.lo, src + rg.lo, (rg.hi - rg.lo) * sizeof(floating))
-            for c in range(rg.hi, t.wt):
-                dst[c] = 0
+    for b in range(t.naw):
+        iw = tl.ow0 * geo.sw + b - geo.pw
+        rg = _run_range(iw, geo.sw, t.wt, geo.W)
+        for ci in range(nci):
+            for a in range(t.nah):
+                for r in range(tl.rows + t.eh):
+                    dst = xt + ci * t.cs + (a * t.naw + b) * t.ps + r * t.wt
+                    ih = (tl.oh0 + r) * geo.sh + a - geo.ph
+                    if ih < 0 or ih >= geo.H:
+                        for c in range(t.wt):
+                            dst[c] = 0
+                        continue
+                    src = x_c + ci * geo.xc + ih * geo.xr + iw
+                    for c in range(rg.lo):
+                        dst[c] = 0
+                    if geo.sw == 1:
+                        memcpy(dst + rg.lo, src + rg.lo, (rg.hi - rg.lo) * sizeof(floating))
+                    elif geo.sw == 2:  # a constant stride, which gcc vectorises
+                        for c in range(rg.lo, rg.hi):
+                            dst[c] = src[2 * c]
+                    else:
+                        for c in range(rg.lo, rg.hi):
+                            dst[c] = src[c * geo.sw]
+                    for c in range(rg.hi, t.wt):
+                        dst[c] = 0
 
 
 cdef void _forward_implicit(const floating[:, :, :, ::1] x, const floating[::1] wpack,
                             const floating[::1] bias, floating[:, :, :, ::1] out,
-                            const Geometry* geo, Py_ssize_t groups, Py_ssize_t R,
-                            Py_ssize_t cw, int n_threads) except *:
-    """The stride-1 forward with no im2col: the B operand is read in place.
+                            const Geometry* geo, Py_ssize_t N, Py_ssize_t groups,
+                            Py_ssize_t R, Py_ssize_t cw, int n_threads) except *:
+    """The forward with no im2col: the B operand is read in place.
 
     For each tile (see _Tiling) and block of channels, the input is copied
-    once into xt. Tap (ci, kh, kw) of output q is xt[ci*cs + kh*dh*wt +
-    kw*dw + q]: each row of B is a contiguous run of xt at a fixed offset
-    per tap. The columns c >= cw of the tile are computed and discarded.
+    once into xt. Tap (ci, kh, kw) of output q is xt[off + q], where off is
+    the tap's offset (_tap_offsets): each row of B is a contiguous run of xt.
+    The columns c >= cw of the tile are computed and discarded. `geo` is an
+    _implicit_geometry of N images.
     """
     cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
-    cdef Py_ssize_t N = x.shape[0], C_in = x.shape[1], C_out = out.shape[1]
+    cdef Py_ssize_t C_in = x.shape[1], C_out = out.shape[1]
     cdef Py_ssize_t KK = geo.KH * geo.KW, Cg = C_in // groups, Mg = C_out // groups
     cdef Py_ssize_t K = Cg * KK, nmp = _ceil_div(Mg, MR)
     cdef _Tiling t = _tiling(geo, Cg, R, cw)
@@ -720,7 +788,8 @@ cdef void _forward_implicit(const floating[:, :, :, ::1] x, const floating[::1] 
             for cb in range(t.ncb):
                 ci0 = cb * t.cpb
                 nci = min(t.cpb, Cg - ci0)
-                _fill_tile(&x[tl.n, tl.g * Cg + ci0, 0, 0], nci, geo, &t, &tl, xt)
+                _fill_tile(&x[0, 0, 0, 0] + tl.n * geo.xn + (tl.g * Cg + ci0) * geo.xc, nci,
+                           geo, &t, &tl, xt)
                 for nb in range(_ceil_div(tl.npos, nr)):
                     bcols = min(nr, tl.npos - nb * nr)
                     for mp in range(nmp):
@@ -737,8 +806,9 @@ cdef void _forward_implicit(const floating[:, :, :, ::1] x, const floating[::1] 
                             if c < tl.cols:
                                 _store_block(ctile + j, nr, min(MR, Mg - mp * MR),
                                              min(run, tl.cols - c),
-                                             &out[tl.n, co, tl.oh0 + r, tl.ow0 + c],
-                                             geo.OH * geo.OW, bias, co, cb == 0)
+                                             &out[0, 0, 0, 0] + tl.n * geo.yn + co * geo.yc
+                                             + (tl.oh0 + r) * geo.yr + tl.ow0 + c,
+                                             geo.yc, bias, co, cb == 0)
                             j = j + run
                             c = 0
                             r = r + 1
@@ -934,25 +1004,26 @@ cdef void _pack_tile_grad(const floating* y_c, Py_ssize_t m, const Geometry* geo
                     dst[c * nr] = 0
                 continue
             for r in range(tl.rows):
-                src = y_c + (row * geo.OH + tl.oh0 + r) * geo.OW + tl.ow0
+                src = y_c + row * geo.yc + (tl.oh0 + r) * geo.yr + tl.ow0
                 for c in range(tl.cols):
                     dst[(r * tl.cols + c) * nr] = src[c]
 
 
 cdef void _weight_grad_implicit(const floating[:, :, :, ::1] x,
                                 const floating[:, :, :, ::1] grad_out,
-                                floating[:, ::1] partial, const Geometry* geo,
+                                floating[:, ::1] partial, const Geometry* geo, Py_ssize_t N,
                                 Py_ssize_t groups, Py_ssize_t R, Py_ssize_t cw,
                                 int n_threads) except *:
-    """The stride-1 weight gradient with no im2col and no transposed patches.
+    """The weight gradient with no im2col and no transposed patches.
 
     dW_g^T (K x Mg) = col (K x P) @ grad_out_g^T (P x Mg), tile by tile (see
     _Tiling): grad_out is packed once per tile as B panels, and the rows of
     col, the taps, are read by _micro_rows straight from the padded input
-    xt, one segment per output row of the tile.
+    xt, one segment per output row of the tile. `geo` is an
+    _implicit_geometry of N images.
     """
     cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
-    cdef Py_ssize_t N = x.shape[0], C_in = x.shape[1], C_out = grad_out.shape[1]
+    cdef Py_ssize_t C_in = x.shape[1], C_out = grad_out.shape[1]
     cdef Py_ssize_t KK = geo.KH * geo.KW, Cg = C_in // groups, Mg = C_out // groups
     cdef Py_ssize_t K = Cg * KK, ncp = _ceil_div(Mg, nr)
     cdef _Tiling t = _tiling(geo, Cg, R, cw)
@@ -978,11 +1049,13 @@ cdef void _weight_grad_implicit(const floating[:, :, :, ::1] x,
                 n_failed += 1
                 continue
             tl = _tile(geo, &t, groups, item)
-            _pack_tile_grad(&grad_out[tl.n, tl.g * Mg, 0, 0], Mg, geo, &tl, bpack)
+            _pack_tile_grad(&grad_out[0, 0, 0, 0] + tl.n * geo.yn + tl.g * Mg * geo.yc, Mg,
+                            geo, &tl, bpack)
             for cb in range(t.ncb):
                 ci0 = cb * t.cpb
                 nci = min(t.cpb, Cg - ci0)
-                _fill_tile(&x[tl.n, tl.g * Cg + ci0, 0, 0], nci, geo, &t, &tl, xt)
+                _fill_tile(&x[0, 0, 0, 0] + tl.n * geo.xn + (tl.g * Cg + ci0) * geo.xc, nci,
+                           geo, &t, &tl, xt)
                 for cp in range(ncp):
                     cols = min(nr, Mg - cp * nr)
                     for tp in range(_ceil_div(nci * KK, MR)):
@@ -1177,7 +1250,8 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
     # K in nkb blocks of equal depth kcb <= KC, rounded up to whole B panels
     cdef Py_ssize_t nkb = _ceil_div(K, KC)
     cdef Py_ssize_t kcb = min(KC, _ceil_div(_ceil_div(K, max(nkb, 1)), nr) * nr)
-    cdef Py_ssize_t item, g, q0, tile, kb0, rows = 0, cw = 0, n_items
+    cdef Py_ssize_t item, g, q0, tile, kb0, rows = 0, cw = 0, n_items, n_images
+    cdef Geometry igeo = _implicit_geometry(&geo, N, C_in, C_out, &n_images)
     cdef bint implicit, by_columns
     cdef Py_ssize_t n_failed = 0
     cdef floating* apack
@@ -1194,11 +1268,13 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
         return n_threads
     # Its B panels hold NR output channels: with fewer than half of them
     # (lenet1's 6, at NR = 32) the im2col path measured faster.
-    implicit = 2 * Mg >= nr and _implicit_tiles(&geo, nr, N * groups, n_threads, &rows, &cw)
+    implicit = 2 * Mg >= nr and _implicit_tiles(&igeo, nr, n_images * groups, n_threads,
+                                                &rows, &cw)
     by_columns = (C_out * K * sizeof(floating) > DW_CACHED and groups * nkb >= 2 * n_threads
                   and (rows * cw if implicit else min(NP, TP)) < TP)
     if implicit and not by_columns:
-        _weight_grad_implicit(x, grad_out, partial, &geo, groups, rows, cw, n_threads)
+        _weight_grad_implicit(x, grad_out, partial, &igeo, n_images, groups, rows, cw,
+                              n_threads)
         return n_threads
     n_items = groups * (nkb if by_columns else ntiles)
     _note_workspace((nmp * MR * TP + KC * LD + KC * TP + MR * NR_MAX) * sizeof(floating)
