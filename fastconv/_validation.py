@@ -34,6 +34,8 @@ _MAX_PARAM = 2**31 - 1
 
 
 def _int(value, name):
+    if type(value) is int:  # the common case, without the slower abc check below
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"Expected {name} to be an int, got {value!r}")
     return int(value)

@@ -135,18 +135,20 @@ def conv_weight_grad(x, grad_out, geo):
     """Run the weight-gradient kernel and sum its per-thread partial results."""
     n_threads = _conv_threads(geo)
     shape = geo.weight_shape()
-    partial = np.zeros((n_threads, int(np.prod(shape))), dtype=x.dtype)
+    partial = np.zeros((n_threads, math.prod(shape)), dtype=x.dtype)
+    rows = n_threads  # of partial that hold sums
     if _depthwise(geo):
         _config.conv_kernels.depthwise_weight_grad(
             _as4d(x, geo.nd), _as4d(grad_out, geo.nd), partial,
             *geo.kernel, *geo.kernel_args()[:-1], n_threads,
         )
-        return partial.sum(axis=0).reshape(shape)
-    rows = _config.conv_kernels.conv2d_weight_grad(
-        _as4d(x, geo.nd), _as4d(grad_out, geo.nd), partial,
-        *geo.kernel, *geo.kernel_args(), n_threads,
-    )
-    return partial[:rows].sum(axis=0).reshape(shape)
+    else:
+        rows = _config.conv_kernels.conv2d_weight_grad(
+            _as4d(x, geo.nd), _as4d(grad_out, geo.nd), partial,
+            *geo.kernel, *geo.kernel_args(), n_threads,
+        )
+    total = partial[0] if rows == 1 else partial[:rows].sum(axis=0)
+    return total.reshape(shape)
 
 
 # -- convolution --------------------------------------------------------------
