@@ -4,8 +4,8 @@ Every case is run by fastconv, by the NumPy reference (:mod:`fastconv.reference`
 and by PyTorch when it is importable, side by side in one process, with the
 same number of threads for all three (OpenBLAS threads for NumPy via
 threadpoolctl when it is installed). Each result is checked against the
-reference before it is timed. A case reports the median wall time of the
-repeats, GFLOP/s (convolutions) or GB/s (pooling), the ratios
+reference before it is timed. A case reports the median wall time per call
+over the repeats (short calls are timed in runs of about 20 ms), GFLOP/s (convolutions) or GB/s (pooling), the ratios
 ``reference / fastconv`` and ``torch / fastconv`` (above 1: fastconv is
 faster), and the peak extra memory of one fastconv call. The machine's GEMM
 peak (NumPy ``matmul`` of 2048x2048) and copy bandwidth are measured first.
@@ -174,14 +174,26 @@ def _torch_step(torch, case, a):
 # -- measurement -------------------------------------------------------------------
 
 
-def median_time(f, repeats):
-    """Median wall time of ``repeats`` calls of ``f``, after one warm-up call."""
+def median_time(f, repeats, min_time=0.02):
+    """Median wall time of one call of ``f`` over ``repeats`` timings, after a
+    warm-up call.
+
+    A call shorter than ``min_time`` is timed in runs of as many calls as
+    fill about ``min_time`` (as ``timeit`` does), and each run gives the
+    mean of its calls: one call of 0.1 ms is as long as a timer interrupt or
+    a thread's wake-up, and the median of a few such single calls moved by
+    up to 2x between runs.
+    """
     f()  # warm-up
+    t0 = time.perf_counter()
+    f()
+    number = max(1, int(min_time / max(time.perf_counter() - t0, 1e-9)))
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
+        for _ in range(number):
+            f()
+        times.append((time.perf_counter() - t0) / number)
     return float(np.median(times))
 
 
@@ -192,7 +204,7 @@ def side_by_side(steps, repeats, pause=0.5):
     sleep: after a call, OpenBLAS spins for up to ~0.1 s and GNU libgomp for
     milliseconds, and a step timed while they spin runs up to 20x slower on
     two cores. Within a block, an untimed call wakes the step's own threads
-    and the ``repeats`` timed calls follow back to back, as in a training loop.
+    and the timed calls follow back to back, as in a training loop.
     """
     times = {}
     for k, f in steps.items():

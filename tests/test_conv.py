@@ -46,6 +46,10 @@ CONV2D_CASES = [
     (1, 3, 16, (40, 41), (7, 7), 2, 3, 1, 1),  # the ResNet stem
     (2, 8, 32, (21, 22), (3, 3), 2, ((0, 2), (1, 0)), 1, 2),  # grouped, asymmetric padding
     (2, 4, 16, (1, 20), (1, 3), (3, 1), 1, 1, 1),  # one output row, of padding only
+    # one row (H = kH = 1): the images as rows, whatever the stride and
+    # dilation across the one row
+    (40, 6, 32, (1, 30), (1, 3), (2, 1), 0, 1, 1),
+    (24, 6, 32, (1, 30), (1, 3), (3, 2), 0, (2, 1), 1),
     # at most NR/4 output channels per group at stride 1: the weight gradient
     # as dot products over flat planes
     (2, 1, 6, (12, 12), (5, 5), 1, 0, 1, 1),  # lenet1's 6

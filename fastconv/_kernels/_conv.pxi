@@ -474,6 +474,7 @@ cdef Geometry _implicit_geometry(const Geometry* geo, Py_ssize_t N, Py_ssize_t C
     n_images[0] = N
     if g.H == 1 and g.OH == 1 and g.KH == 1 and g.ph == 0:
         g.H = g.OH = N
+        g.sh = g.dh = 1  # rows no longer step over an input row
         g.xr, g.xc, g.xn = C_in * g.W, g.W, 0
         g.yr, g.yc, g.yn = C_out * g.OW, g.OW, 0
         n_images[0] = 1
