@@ -89,7 +89,8 @@ def as_float_arrays(named):
         a = np.asarray(value)
         dtypes.append(_float_dtype(a, name))
         arrays[name] = a
-    dtype = np.result_type(*dtypes)
+    same = dtypes and all(d == dtypes[0] for d in dtypes)
+    dtype = dtypes[0] if same else np.result_type(*dtypes)
     for name, a in arrays.items():
         if a is not None:
             arrays[name] = np.asarray(a, dtype=dtype, order="C")
