@@ -721,34 +721,40 @@ cdef void _fill_tile(const floating* x_c, Py_ssize_t nci, const Geometry* geo,
     """xt[ci*cs + (a*naw + b)*ps + r*wt + c] = x_pad[ci, (oh0 + r)*sh + a,
     (ow0 + c)*sw + b] for the nci channels from x_c (a channel of one image)
     and the rows the tile reads."""
-    cdef Py_ssize_t ci, a, b, r, ih, iw, c
+    # the geometry in locals: through the pointers, it would be reloaded
+    # after every memcpy
+    cdef Py_ssize_t H = geo.H, sh = geo.sh, sw = geo.sw, xc = geo.xc, xr = geo.xr
+    cdef Py_ssize_t wt = t.wt, nrow = tl.rows + t.eh, ih0 = tl.oh0 * sh - geo.ph
+    cdef Py_ssize_t ci, a, b, r, ih, iw, c, lo, hi
     cdef _Range rg
     cdef floating* dst
     cdef const floating* src
     for b in range(t.naw):
-        iw = tl.ow0 * geo.sw + b - geo.pw
-        rg = _run_range(iw, geo.sw, t.wt, geo.W)
+        iw = tl.ow0 * sw + b - geo.pw
+        rg = _run_range(iw, sw, wt, geo.W)
+        lo = rg.lo
+        hi = rg.hi
         for ci in range(nci):
             for a in range(t.nah):
-                for r in range(tl.rows + t.eh):
-                    dst = xt + ci * t.cs + (a * t.naw + b) * t.ps + r * t.wt
-                    ih = (tl.oh0 + r) * geo.sh + a - geo.ph
-                    if ih < 0 or ih >= geo.H:
-                        for c in range(t.wt):
+                for r in range(nrow):
+                    dst = xt + ci * t.cs + (a * t.naw + b) * t.ps + r * wt
+                    ih = ih0 + r * sh + a
+                    if ih < 0 or ih >= H:
+                        for c in range(wt):
                             dst[c] = 0
                         continue
-                    src = x_c + ci * geo.xc + ih * geo.xr + iw
-                    for c in range(rg.lo):
+                    src = x_c + ci * xc + ih * xr + iw
+                    for c in range(lo):
                         dst[c] = 0
-                    if geo.sw == 1:
-                        memcpy(dst + rg.lo, src + rg.lo, (rg.hi - rg.lo) * sizeof(floating))
-                    elif geo.sw == 2:  # a constant stride, which gcc vectorises
-                        for c in range(rg.lo, rg.hi):
+                    if sw == 1:
+                        memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
+                    elif sw == 2:  # a constant stride, which gcc vectorises
+                        for c in range(lo, hi):
                             dst[c] = src[2 * c]
                     else:
-                        for c in range(rg.lo, rg.hi):
-                            dst[c] = src[c * geo.sw]
-                    for c in range(rg.hi, t.wt):
+                        for c in range(lo, hi):
+                            dst[c] = src[c * sw]
+                    for c in range(hi, wt):
                         dst[c] = 0
 
 
