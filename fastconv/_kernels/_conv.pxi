@@ -305,6 +305,9 @@ cdef void _im2col(const floating* x_g, Py_ssize_t x_image, const Geometry* geo,
                 src = x_g + runs[r].n * x_image + (ci * H + ih) * W + iw
                 if sw == 1:
                     memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
+                elif sw == 2:  # a constant stride, which gcc vectorises
+                    for t in range(lo, hi):
+                        dst[t] = src[2 * t]
                 else:
                     for t in range(lo, hi):
                         dst[t] = src[t * sw]
@@ -349,6 +352,9 @@ cdef void _col2im(const floating* colgrad, Py_ssize_t r_begin, Py_ssize_t r_end,
                 if sw == 1:
                     for t in range(lo, hi):
                         dst[t] += src[t]
+                elif sw == 2:  # a constant stride, which gcc vectorises
+                    for t in range(lo, hi):
+                        dst[2 * t] += src[t]
                 else:
                     for t in range(lo, hi):
                         dst[t * sw] += src[t]
