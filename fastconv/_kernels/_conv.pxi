@@ -78,6 +78,7 @@ cdef enum:
     QT = 512    # most positions (discarded ones included) in a tile of the implicit kernels
     DW_CACHED = 1 << 20  # bytes of dW above which the weight gradient splits dW, not positions
     DOT_LANES = 16  # independent partial sums of _dot
+    PB = 16     # outputs per block of _pack_tile_grad's transpose
 
 # the implicit kernels are taken when at least this share of the forward's
 # work is useful
@@ -1003,23 +1004,33 @@ cdef void _pack_tile_grad(const floating* y_c, Py_ssize_t m, const Geometry* geo
                           const _Tile* tl, floating* out) noexcept nogil:
     """Rows 0..m of grad_out (y_c: channel 0 of the group in one image) at the
     tile's outputs p = r*cols + c, as ceil(m/NR) B panels of rows*cols x NR
-    (zero past row m)."""
+    (zero past row m).
+
+    A transpose, done PB outputs at a time: each block of a panel (PB*NR
+    values) is filled from NR rows before the next, so that it stays in the
+    L1 cache. Row by row, every row walked the whole panel (64 KB for a tile
+    of 512 outputs in float32), and the packing took half the weight
+    gradient's time on CIFAR's first layer."""
     cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
-    cdef Py_ssize_t P = tl.rows * tl.cols, cp, j, r, c, row
+    cdef Py_ssize_t P = tl.rows * tl.cols, yc = geo.yc, yr = geo.yr
+    cdef Py_ssize_t cp, j, r, c, c0, cb, blk, row
     cdef const floating* src
     cdef floating* dst
     for cp in range(_ceil_div(m, nr)):
-        for j in range(nr):
-            row = cp * nr + j
-            dst = out + cp * P * nr + j
-            if row >= m:
-                for c in range(P):
-                    dst[c * nr] = 0
-                continue
-            for r in range(tl.rows):
-                src = y_c + row * geo.yc + (tl.oh0 + r) * geo.yr + tl.ow0
-                for c in range(tl.cols):
-                    dst[(r * tl.cols + c) * nr] = src[c]
+        for r in range(tl.rows):
+            for blk in range(_ceil_div(tl.cols, PB)):
+                c0 = blk * PB
+                cb = min(PB, tl.cols - c0)
+                dst = out + (cp * P + r * tl.cols + c0) * nr
+                for j in range(nr):
+                    row = cp * nr + j
+                    if row >= m:
+                        for c in range(cb):
+                            dst[c * nr + j] = 0
+                        continue
+                    src = y_c + row * yc + (tl.oh0 + r) * yr + tl.ow0 + c0
+                    for c in range(cb):
+                        dst[c * nr + j] = src[c]
 
 
 cdef void _weight_grad_implicit(const floating[:, :, :, ::1] x,
