@@ -147,7 +147,8 @@ def conv_weight_grad(x, grad_out, geo):
             _as4d(x, geo.nd), _as4d(grad_out, geo.nd), partial,
             *geo.kernel, *geo.kernel_args(), n_threads,
         )
-    total = partial[0] if rows == 1 else partial[:rows].sum(axis=0)
+    # one thread: its row is the result (a view of nothing larger)
+    total = partial[0] if n_threads == 1 else partial[:rows].sum(axis=0)
     return total.reshape(shape)
 
 
