@@ -128,7 +128,12 @@ def test_max_pool2d_wide_rows_match_textbook_loops(k, s, p, d, width, dtype, rng
                                            (2, 1, 0, False), (3, 3, 1, True),
                                            ((2, 4), (1, 5), (1, 2), True),
                                            ((4, 3), (3, 2), (1, 1), False),
-                                           ((1, 2), (1, 2), (0, 1), True)])
+                                           ((1, 2), (1, 2), (0, 1), True),
+                                           # windows that tile the input, but for
+                                           # the last rows and columns
+                                           (3, 3, 0, False), ((3, 2), (3, 2), 0, False),
+                                           # ... or run past it (ceil_mode)
+                                           (2, 2, 0, True)])
 @pytest.mark.parametrize("count_include_pad", [True, False])
 @pytest.mark.parametrize("width", [53, 75])
 def test_avg_pool2d_wide_rows(k, s, p, ceil_mode, count_include_pad, width, rng):

@@ -45,7 +45,7 @@
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from libc.math cimport INFINITY
 from libc.stdint cimport int64_t
 
@@ -418,6 +418,39 @@ cdef void avg_pool_plane(const floating* x, floating* out, const Pool2d* p,
                 o[ow] = o[ow] / win.divisor
 
 
+cdef void _avg_pool_grad_tiled(const floating* grad_out, floating* grad_in,
+                               const Pool2d* p) noexcept nogil:
+    """avg_pool_grad_plane for windows that tile the input (kernel = stride,
+    no padding, every window inside the input: 2x2 pooling at stride 2, say).
+    Each input takes the share of its one window, and the rows of a window
+    are equal: the first is written, the others copied, and only the
+    uncovered last rows and columns are zeroed. The general way (zero the
+    plane, then add each share in) took 2x the time of the max-pool
+    gradient."""
+    cdef Py_ssize_t oh, ow, kh, kw, c, div = p.KH * p.KW, covered = p.OW * p.KW
+    cdef floating g
+    cdef floating* row
+    cdef const floating* go
+    for oh in range(p.OH):
+        row = grad_in + oh * p.KH * p.W
+        go = grad_out + oh * p.OW
+        if p.KW == 2:  # a literal width, which gcc vectorises
+            for ow in range(p.OW):
+                g = go[ow] / div
+                row[2 * ow] = g
+                row[2 * ow + 1] = g
+        else:
+            for ow in range(p.OW):
+                g = go[ow] / div
+                for kw in range(p.KW):
+                    row[ow * p.KW + kw] = g
+        for c in range(covered, p.W):
+            row[c] = 0
+        for kh in range(1, p.KH):
+            memcpy(row + kh * p.W, row, p.W * sizeof(floating))
+    memset(grad_in + p.OH * p.KH * p.W, 0, (p.H - p.OH * p.KH) * p.W * sizeof(floating))
+
+
 cdef void avg_pool_grad_plane(const floating* grad_out, floating* grad_in, const Pool2d* p,
                               bint count_include_pad, floating* scratch) noexcept nogil:
     """Zeroes the plane of grad_in, then spreads grad_out over it. `scratch`
@@ -436,6 +469,10 @@ cdef void avg_pool_grad_plane(const floating* grad_out, floating* grad_in, const
     cdef floating* gr
     cdef floating* s = scratch
     cdef floating* h = scratch + p.OW + 2 if scratch != NULL else NULL
+    if p.KH == p.sh and p.KW == p.sw and p.ph == 0 and p.pw == 0 \
+            and p.OH * p.sh <= p.H and p.OW * p.sw <= p.W:
+        _avg_pool_grad_tiled(grad_out, grad_in, p)
+        return
     memset(grad_in, 0, p.H * p.W * sizeof(floating))
     _interior_columns(p, &lo, &hi)
     if scratch == NULL:
