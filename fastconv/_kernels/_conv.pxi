@@ -270,6 +270,25 @@ cdef inline _Range _run_range(Py_ssize_t iw, Py_ssize_t sw, Py_ssize_t seg,
     return r
 
 
+cdef inline void _copy_row(floating* dst, const floating* src, Py_ssize_t lo,
+                           Py_ssize_t hi, Py_ssize_t n, Py_ssize_t sw) noexcept nogil:
+    """dst[t] = src[t*sw] for t in [lo, hi), zero for the rest of [0, n): one
+    row of a patch tile or of a tile's input copy, zero outside the input."""
+    cdef Py_ssize_t t
+    for t in range(lo):
+        dst[t] = 0
+    if sw == 1:
+        memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
+    elif sw == 2:  # a constant stride, which gcc vectorises
+        for t in range(lo, hi):
+            dst[t] = src[2 * t]
+    else:
+        for t in range(lo, hi):
+            dst[t] = src[t * sw]
+    for t in range(hi, n):
+        dst[t] = 0
+
+
 cdef void _im2col(const floating* x_g, Py_ssize_t x_image, const Geometry* geo,
                   Py_ssize_t k0, Py_ssize_t kc, const _Run* runs, Py_ssize_t nrun,
                   floating* col) noexcept nogil:
@@ -283,9 +302,8 @@ cdef void _im2col(const floating* x_g, Py_ssize_t x_image, const Geometry* geo,
     """
     cdef Py_ssize_t H = geo.H, W = geo.W, sw = geo.sw
     cdef Py_ssize_t KK = geo.KH * geo.KW
-    cdef Py_ssize_t kk, ci, kh, kw, r, seg, ih, iw, t, lo, hi
+    cdef Py_ssize_t kk, ci, kh, kw, r, seg, ih, iw
     cdef _Range rg
-    cdef const floating* src
     cdef floating* dst
     ci = k0 // KK
     kh = (k0 - ci * KK) // geo.KW
@@ -296,26 +314,12 @@ cdef void _im2col(const floating* x_g, Py_ssize_t x_image, const Geometry* geo,
             dst = col + kk * LD + runs[r].j
             ih = runs[r].ih0 + kh * geo.dh
             if ih < 0 or ih >= H:
-                lo = seg
-                hi = seg
-            else:
-                iw = runs[r].iw0 + kw * geo.dw
-                rg = _run_range(iw, sw, seg, W)
-                lo = rg.lo
-                hi = rg.hi
-                src = x_g + runs[r].n * x_image + (ci * H + ih) * W + iw
-                if sw == 1:
-                    memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
-                elif sw == 2:  # a constant stride, which gcc vectorises
-                    for t in range(lo, hi):
-                        dst[t] = src[2 * t]
-                else:
-                    for t in range(lo, hi):
-                        dst[t] = src[t * sw]
-            for t in range(lo):
-                dst[t] = 0
-            for t in range(hi, seg):
-                dst[t] = 0
+                memset(dst, 0, seg * sizeof(floating))
+                continue
+            iw = runs[r].iw0 + kw * geo.dw
+            rg = _run_range(iw, sw, seg, W)
+            _copy_row(dst, x_g + runs[r].n * x_image + (ci * H + ih) * W + iw,
+                      rg.lo, rg.hi, seg, sw)
         kw = kw + 1
         if kw == geo.KW:
             kw = 0
@@ -732,10 +736,9 @@ cdef void _fill_tile(const floating* x_c, Py_ssize_t nci, const Geometry* geo,
     # after every memcpy
     cdef Py_ssize_t H = geo.H, sh = geo.sh, sw = geo.sw, xc = geo.xc, xr = geo.xr
     cdef Py_ssize_t wt = t.wt, nrow = tl.rows + t.eh, ih0 = tl.oh0 * sh - geo.ph
-    cdef Py_ssize_t ci, a, b, r, ih, iw, c, lo, hi
+    cdef Py_ssize_t ci, a, b, r, ih, iw, lo, hi
     cdef _Range rg
     cdef floating* dst
-    cdef const floating* src
     for b in range(t.naw):
         iw = tl.ow0 * sw + b - geo.pw
         rg = _run_range(iw, sw, wt, geo.W)
@@ -747,22 +750,9 @@ cdef void _fill_tile(const floating* x_c, Py_ssize_t nci, const Geometry* geo,
                     dst = xt + ci * t.cs + (a * t.naw + b) * t.ps + r * wt
                     ih = ih0 + r * sh + a
                     if ih < 0 or ih >= H:
-                        for c in range(wt):
-                            dst[c] = 0
-                        continue
-                    src = x_c + ci * xc + ih * xr + iw
-                    for c in range(lo):
-                        dst[c] = 0
-                    if sw == 1:
-                        memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
-                    elif sw == 2:  # a constant stride, which gcc vectorises
-                        for c in range(lo, hi):
-                            dst[c] = src[2 * c]
+                        memset(dst, 0, wt * sizeof(floating))
                     else:
-                        for c in range(lo, hi):
-                            dst[c] = src[c * sw]
-                    for c in range(hi, wt):
-                        dst[c] = 0
+                        _copy_row(dst, x_c + ci * xc + ih * xr + iw, lo, hi, wt, sw)
 
 
 cdef void _forward_implicit(const floating[:, :, :, ::1] x, const floating[::1] wpack,
