@@ -76,6 +76,11 @@ CONV1D_CASES = [
     (40, 6, 16, (12,), (3,), 1, 1, 1, 1),
     (16, 25, 25, (19,), (3,), 2, 1, 1, 1),  # MNIST-1D layer 2
     (24, 8, 32, (15,), (3,), 2, 1, 1, 2),  # grouped
+    # ... and for the input gradient, where an image has fewer outputs than
+    # half a block of micro-kernel columns
+    (16, 25, 25, (10,), (3,), 2, 1, 1, 1),  # MNIST-1D layer 3
+    (30, 100, 8, (9,), (5,), 2, 2, 1, 1),  # K = 500: two channel blocks
+    (20, 3, 5, (14,), (3,), 3, 1, 2, 1),  # dilated, stride 3
 ]
 
 # (N, C_in, C_out, spatial, kernel, stride, padding, output_padding, groups, dilation)

@@ -29,7 +29,9 @@
 #   channels): every item owns whole planes of grad_in, so the scatter-add has
 #   no write conflicts; positions are walked sequentially inside an item.
 #   This is the seeds' "full convolution with the flipped kernel", generalised
-#   to stride, dilation, padding and groups.
+#   to stride, dilation, padding and groups. A 1-D convolution with few
+#   outputs per image takes the adjoint of the implicit forward instead
+#   (_input_grad_implicit), on its tiles of images as rows.
 # * weight grad:  dW_g (Mg x K) += grad_out_g (Mg x TP) @ col^T (TP x K), a
 #   reduction over batch and positions. Parallel over (g, tile); each thread
 #   accumulates into its own private copy of dW, and the copies are summed
@@ -468,6 +470,11 @@ cdef Geometry _geometry(Py_ssize_t H, Py_ssize_t W, Py_ssize_t KH, Py_ssize_t KW
     return geo
 
 
+cdef inline bint _images_as_rows(const Geometry* geo) noexcept nogil:
+    """Whether _implicit_geometry sees the images as the rows of one image."""
+    return geo.H == 1 and geo.OH == 1 and geo.KH == 1 and geo.ph == 0
+
+
 cdef Geometry _implicit_geometry(const Geometry* geo, Py_ssize_t N, Py_ssize_t C_in,
                                  Py_ssize_t C_out, Py_ssize_t* n_images) noexcept nogil:
     """`geo` with the strides of C-contiguous x (N, C_in, H, W) and y (N,
@@ -483,7 +490,7 @@ cdef Geometry _implicit_geometry(const Geometry* geo, Py_ssize_t N, Py_ssize_t C
     g.xr, g.xc, g.xn = g.W, g.H * g.W, C_in * g.H * g.W
     g.yr, g.yc, g.yn = g.OW, g.OH * g.OW, C_out * g.OH * g.OW
     n_images[0] = N
-    if g.H == 1 and g.OH == 1 and g.KH == 1 and g.ph == 0:
+    if _images_as_rows(geo):
         g.H = g.OH = N
         g.sh = g.dh = 1  # rows no longer step over an input row
         g.xr, g.xc, g.xn = C_in * g.W, g.W, 0
@@ -872,6 +879,18 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
     with nogil:
         for g in range(groups):
             _pack_cols(&weight[g * Mg, 0, 0, 0], Mg, K, K, &wpack[g * nrp * MR * Mg])
+    # The col2im items are single images. A 1-D convolution with fewer
+    # outputs than half a block of NR columns (MNIST-1D's 10 and 5 in
+    # float32) leaves most of the block empty; the implicit tiles stack the
+    # images as rows. Only where a tile spans its rows (one tile across), so
+    # that no two tiles reach the same input.
+    cdef Py_ssize_t n_images, rows, cw
+    cdef Geometry igeo = _implicit_geometry(&geo, N, C_in, C_out, &n_images)
+    if (N > 1 and 2 * P < nr and _images_as_rows(&geo)
+            and _implicit_tiles(&igeo, nr, groups, n_threads, &rows, &cw) and cw == geo.OW):
+        _input_grad_implicit(grad_out, wpack, bias, grad_in, &igeo, groups, rows, cw,
+                             n_threads)
+        return
 
     _note_workspace((Mg * LD + RB * LD) * sizeof(floating) + TP * sizeof(_Run), n_threads)
     with nogil, parallel(num_threads=n_threads):
@@ -918,6 +937,138 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
         free(runs)
         free(colgrad)
         free(gtile)
+    if n_failed:
+        raise MemoryError("fastconv: could not allocate per-thread workspace")
+
+
+cdef void _unfill_tile(const floating* xt, Py_ssize_t nci, const Geometry* geo,
+                       const _Tiling* t, const _Tile* tl, floating* g_c) noexcept nogil:
+    """The adjoint of _fill_tile: add xt back into the inputs it was copied
+    from, for the nci channels from g_c (a channel of grad_in); the padding
+    is dropped."""
+    cdef Py_ssize_t H = geo.H, sh = geo.sh, sw = geo.sw, xc = geo.xc, xr = geo.xr
+    cdef Py_ssize_t wt = t.wt, nrow = tl.rows + t.eh, ih0 = tl.oh0 * sh - geo.ph
+    cdef Py_ssize_t ci, a, b, r, ih, iw, c, lo, hi
+    cdef _Range rg
+    cdef floating* dst
+    cdef const floating* src
+    for b in range(t.naw):
+        iw = tl.ow0 * sw + b - geo.pw
+        rg = _run_range(iw, sw, wt, geo.W)
+        lo = rg.lo
+        hi = rg.hi
+        for ci in range(nci):
+            for a in range(t.nah):
+                for r in range(nrow):
+                    ih = ih0 + r * sh + a
+                    if ih < 0 or ih >= H:
+                        continue
+                    src = xt + ci * t.cs + (a * t.naw + b) * t.ps + r * wt
+                    dst = g_c + ci * xc + ih * xr + iw
+                    if sw == 1:
+                        for c in range(lo, hi):
+                            dst[c] += src[c]
+                    elif sw == 2:  # a constant stride, which gcc vectorises
+                        for c in range(lo, hi):
+                            dst[2 * c] += src[c]
+                    else:
+                        for c in range(lo, hi):
+                            dst[c * sw] += src[c]
+
+
+cdef void _input_grad_implicit(const floating[:, :, :, ::1] grad_out,
+                               const floating[::1] wpack, const floating[::1] bias,
+                               floating[:, :, :, ::1] grad_in, const Geometry* geo,
+                               Py_ssize_t groups, Py_ssize_t R, Py_ssize_t cw,
+                               int n_threads) except *:
+    """The input gradient with no col2im, on _forward_implicit's tiles of a
+    1-D convolution (the images as rows, one tile across), which own
+    disjoint rows of grad_in.
+
+    For each tile and block of channels, colgrad = W_g^T @ grad_out tile, the
+    grad_out tile laid out at the positions q = r*wt + c of the forward's
+    tile (zero in the columns c >= cols, so that they add nothing). Row (ci,
+    kw) of colgrad is added to a zeroed copy xt at the tap's offset, a
+    contiguous run, and xt is added into grad_in (_unfill_tile): the adjoint
+    of the forward's reads. `wpack` is W_g^T packed by _pack_cols; `geo` is
+    an _implicit_geometry.
+    """
+    cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
+    cdef Py_ssize_t C_in = grad_in.shape[1], C_out = grad_out.shape[1]
+    cdef Py_ssize_t KK = geo.KH * geo.KW, Cg = C_in // groups, Mg = C_out // groups
+    cdef Py_ssize_t K = Cg * KK, nrp = _ceil_div(K, MR)
+    cdef _Tiling t = _tiling(geo, Cg, R, cw)
+    cdef Py_ssize_t[::1] off = _tap_offsets(geo, &t, t.cpb * KK)
+    # grad_out's channels in nmb blocks of mcb <= KC, the depth of one GEMM
+    cdef Py_ssize_t nmb = _ceil_div(Mg, KC), mcb = _ceil_div(Mg, nmb), ldq = QT + 16
+    cdef Py_ssize_t item, cb, ci0, nci, mb, m0, mc, co, r, nq, q0, p, nb, i, j, k, kr0, kr1
+    cdef Py_ssize_t plane, ih
+    cdef Py_ssize_t n_failed = 0
+    cdef _Tile tl
+    cdef floating* xt
+    cdef floating* gtile
+    cdef floating* ctile
+    cdef floating* dst
+    cdef const floating* src
+    cdef floating bv
+    cdef bint has_bias = bias.shape[0] > 0
+
+    # grad_in starts as the bias (or zero); the tiles add into it
+    for plane in prange(C_in, schedule='static', nogil=True, num_threads=n_threads):
+        bv = bias[plane] if has_bias else 0
+        for ih in range(geo.H):
+            dst = &grad_in[0, 0, 0, 0] + plane * geo.xc + ih * geo.xr
+            for i in range(geo.W):
+                dst[i] = bv
+
+    _note_workspace((t.cpb * t.cs + NR_MAX + mcb * ldq + MR * NR_MAX) * sizeof(floating),
+                    n_threads)
+    with nogil, parallel(num_threads=n_threads):
+        xt = <floating*> malloc((t.cpb * t.cs + NR_MAX) * sizeof(floating))
+        gtile = <floating*> malloc(mcb * ldq * sizeof(floating))
+        ctile = <floating*> malloc(MR * NR_MAX * sizeof(floating))
+        for item in prange(groups * t.nrt, schedule='static'):
+            if xt == NULL or gtile == NULL or ctile == NULL:
+                n_failed += 1
+                continue
+            tl = _tile(geo, &t, groups, item)
+            nq = _ceil_div(tl.npos, nr) * nr
+            for cb in range(t.ncb):
+                ci0 = cb * t.cpb
+                nci = min(t.cpb, Cg - ci0)
+                memset(xt, 0, (nci * t.cs + NR_MAX) * sizeof(floating))
+                kr0 = ci0 * KK
+                kr1 = kr0 + nci * KK
+                for mb in range(nmb):
+                    m0 = mb * mcb
+                    mc = min(mcb, Mg - m0)
+                    for co in range(mc):
+                        dst = gtile + co * ldq
+                        memset(dst, 0, nq * sizeof(floating))
+                        src = (&grad_out[0, 0, 0, 0] + (tl.g * Mg + m0 + co) * geo.yc
+                               + tl.oh0 * geo.yr)
+                        for r in range(tl.rows):
+                            memcpy(dst + r * t.wt, src + r * geo.yr, tl.cols * sizeof(floating))
+                    # panels of MR taps over rows kr0..kr1 of K (aligned down:
+                    # rows outside are computed and dropped), TP positions at
+                    # a time so that their B stays in cache
+                    for q0 in range(_ceil_div(nq, TP)):
+                        for p in range(kr0 // MR, _ceil_div(kr1, MR)):
+                            for nb in range(q0 * TP // nr, min(nq, q0 * TP + TP) // nr):
+                                _micro(mc, &wpack[((tl.g * nrp + p) * Mg + m0) * MR],
+                                       gtile + nb * nr, ldq, ctile, nr)
+                                for i in range(MR):
+                                    k = p * MR + i
+                                    if k < kr0 or k >= kr1:
+                                        continue
+                                    dst = xt + off[k - kr0] + nb * nr
+                                    for j in range(nr):
+                                        dst[j] += ctile[i * nr + j]
+                _unfill_tile(xt, nci, geo, &t, &tl,
+                             &grad_in[0, 0, 0, 0] + (tl.g * Cg + ci0) * geo.xc)
+        free(ctile)
+        free(gtile)
+        free(xt)
     if n_failed:
         raise MemoryError("fastconv: could not allocate per-thread workspace")
 
