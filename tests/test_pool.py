@@ -154,6 +154,29 @@ def test_avg_pool2d_wide_rows(k, s, p, ceil_mode, count_include_pad, width, rng)
     np.testing.assert_allclose(np.vdot(gy, y), np.vdot(gx, x), rtol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [
+    (2, 2, 29, 28),  # LeNet's 14 outputs a row, and a last input row no window reads
+    (3, 2, 16, 32),  # 16 outputs a row
+    (2, 2, 1041, 8),  # 4 outputs a row, in several bands of rows
+    (1, 2, 6, 224),  # rows of two vectors or more
+])
+def test_2x2_pooling_of_whole_row_pairs(shape, dtype, rng):
+    # 2x2 windows at stride 2 that tile whole pairs of input rows: pooled as
+    # flat rows, bands of output rows at a time; with ties, NaNs and -inf.
+    x = rng.integers(-3, 4, size=shape).astype(dtype)
+    x[rng.random(x.shape) < 0.03] = np.nan
+    x[rng.random(x.shape) < 0.05] = -np.inf
+    y, idx = fastconv.max_pool2d(x, 2, return_indices=True)
+    y_loop, idx_loop = loops.max_pool2d(x, (2, 2), (2, 2), (0, 0), (1, 1), False)
+    np.testing.assert_array_equal(y, y_loop)
+    np.testing.assert_array_equal(idx, idx_loop)
+    np.testing.assert_array_equal(fastconv.max_pool2d(x, 2), y_loop)
+    x = rng.standard_normal(shape).astype(dtype)
+    assert_close(fastconv.avg_pool2d(x, 2),
+                 loops.avg_pool2d(x, (2, 2), (2, 2), (0, 0), False, True), n_terms=4)
+
+
 @pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
 @pytest.mark.parametrize("count_include_pad", [True, False])
 def test_avg_pool2d_matches_textbook_loops(k, s, p, count_include_pad, rng):

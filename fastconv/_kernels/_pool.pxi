@@ -26,6 +26,9 @@
 #   branch-free pass over the row per tap (_max_row, _sum_row). The few edge columns
 #   are done one output at a time with bounds tests. All of them visit a
 #   window's taps in the same row-major order, so they agree bitwise.
+# * 2x2 windows at stride 2 that tile whole pairs of input rows (W = 2*OW, no
+#   padding) are pooled as flat rows instead (_flat_plane): average pooling
+#   always, max pooling where rows are shorter than two vectors.
 # * Max pooling starts from the first in-bounds element with value -inf and
 #   takes an element when `value > max or value is NaN` (PyTorch's rule):
 #   ties keep the first maximum, a NaN wins (the last NaN, if several), and
@@ -48,6 +51,10 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 from libc.math cimport INFINITY
 from libc.stdint cimport int64_t
+
+
+cdef enum:
+    FLAT_BYTES = 16384  # most outputs of one pass of _flat_plane
 
 
 cdef extern from "_isa.h":
@@ -246,6 +253,118 @@ cdef inline void _fixed_row(const floating* x, const Pool2d* p, Py_ssize_t hs, P
         _row_fixed_tiled(xr, NULL, p.W, p.W, o, idx, base, lo, hi, 2, 1, False, avg, divisor)
     else:
         _row_fixed_tiled(xr, NULL, p.W, p.W, o, idx, base, lo, hi, 3, 1, False, avg, divisor)
+
+
+cdef inline bint _tiles_row_pairs(const Pool2d* p) noexcept nogil:
+    """2x2 windows at stride 2 that tile whole pairs of input rows (W = 2*OW,
+    no padding): see _flat_plane."""
+    return (p.KH == 2 and p.KW == 2 and p.sh == 2 and p.sw == 2 and p.ph == 0
+            and p.pw == 0 and p.dh == 1 and p.dw == 1 and p.W == 2 * p.OW
+            and p.H >= 2 * p.OH)
+
+
+cdef void _avg_flat(const floating* x, Py_ssize_t W, floating* u, Py_ssize_t n) noexcept nogil:
+    """u[t] = the average of the 2x2 window at x[2t] (rows W apart), summed
+    in the taps' row-major order, as by _row_fixed. The literal divisor
+    compiles to an exact multiply: the division by a variable in
+    _row_fixed took most of its time."""
+    cdef Py_ssize_t t
+    cdef floating m
+    for t in range(n):
+        m = 0
+        m = m + x[2 * t]
+        m = m + x[2 * t + 1]
+        m = m + x[2 * t + W]
+        m = m + x[2 * t + W + 1]
+        u[t] = m / 4
+
+
+cdef void _max_flat(const floating* x, Py_ssize_t W, floating* u, int64_t* uidx,
+                    Py_ssize_t base, Py_ssize_t n) noexcept nogil:
+    """u[t] = the maximum of the 2x2 window at x[2t] (rows W apart), by
+    _row_fixed's rule in its order, and uidx[t] (unless NULL) = base + its
+    flat index."""
+    cdef Py_ssize_t t
+    cdef floating m, v
+    cdef bint take
+    cdef int best32             # as wide as the data, as in _row_fixed
+    cdef int64_t best64
+    if uidx == NULL:
+        for t in range(n):
+            m = x[2 * t]
+            v = x[2 * t + 1]
+            m = v if (v > m) | (v != v) else m
+            v = x[2 * t + W]
+            m = v if (v > m) | (v != v) else m
+            v = x[2 * t + W + 1]
+            m = v if (v > m) | (v != v) else m
+            u[t] = m
+        return
+    for t in range(n):
+        m = x[2 * t]
+        best32 = best64 = 0
+        v = x[2 * t + 1]
+        take = (v > m) | (v != v)
+        if floating is float:
+            best32 = 1 if take else best32
+        else:
+            best64 = 1 if take else best64
+        m = v if take else m
+        v = x[2 * t + W]
+        take = (v > m) | (v != v)
+        if floating is float:
+            best32 = <int> W if take else best32
+        else:
+            best64 = W if take else best64
+        m = v if take else m
+        v = x[2 * t + W + 1]
+        take = (v > m) | (v != v)
+        if floating is float:
+            best32 = <int> W + 1 if take else best32
+        else:
+            best64 = W + 1 if take else best64
+        m = v if take else m
+        u[t] = m
+        uidx[t] = base + 2 * t + (best32 if floating is float else best64)
+
+
+cdef inline void _even_rows(const void* src, void* dst, Py_ssize_t rows,
+                            Py_ssize_t row_bytes) noexcept nogil:
+    """dst row r = src row 2r."""
+    cdef Py_ssize_t r
+    for r in range(rows):
+        memcpy(<char*> dst + r * row_bytes, <const char*> src + 2 * r * row_bytes, row_bytes)
+
+
+cdef void _flat_plane(const floating* x, const Pool2d* p, floating* out, int64_t* indices,
+                      Py_ssize_t band, floating* u, int64_t* uidx, bint avg) noexcept nogil:
+    """A _tiles_row_pairs plane, `band` rows of outputs at a time, each band
+    as one flat row: with W = 2*OW, output (oh, ow)'s window starts at x[2t]
+    for t = 2*oh*OW + ow, so t = 0 .. (2*band - 1)*OW is one long vectorised
+    loop (_avg_flat, _max_flat) into `u` (and `uidx`), whose even rows of OW
+    are the outputs; the odd rows, whose windows straddle two pairs of input
+    rows, are discarded. Row by row, rows shorter than two vectors ran in the
+    scalar remainder loop (LeNet's 14 outputs in float32)."""
+    cdef Py_ssize_t b, oh0, rows, n
+    for b in range(_ceil_div(p.OH, band)):
+        oh0 = b * band
+        rows = min(band, p.OH - oh0)
+        n = (2 * rows - 1) * p.OW
+        if avg:
+            _avg_flat(x + 2 * oh0 * p.W, p.W, u, n)
+        else:
+            _max_flat(x + 2 * oh0 * p.W, p.W, u, uidx, 2 * oh0 * p.W, n)
+        _even_rows(u, out + oh0 * p.OW, rows, p.OW * sizeof(floating))
+        if indices != NULL:
+            _even_rows(uidx, indices + oh0 * p.OW, rows, p.OW * sizeof(int64_t))
+
+
+cdef Py_ssize_t _flat_band(const Pool2d* p, Py_ssize_t vl, Py_ssize_t itemsize) noexcept nogil:
+    """Rows of outputs per pass of _flat_plane: as many as fill FLAT_BYTES,
+    or one where a row is two vectors long."""
+    if p.OW >= 2 * vl:
+        return 1
+    return max(1, FLAT_BYTES // (2 * p.OW * itemsize))
 
 
 cdef void max_pool_plane(const floating* x, floating* out, int64_t* indices,
@@ -546,6 +665,23 @@ def max_pool2d_forward(const floating[:, :, ::1] x,      # IN  (planes, H, W)
     cdef floating* split = NULL
     # int tap offsets need the plane to fit in an int; else the edge path does all
     cdef bint use_taps = want_indices and p.H * p.W < 2**31
+    cdef Py_ssize_t vl = FASTCONV_VEC_F32 if floating is float else FASTCONV_VEC_F64
+    cdef Py_ssize_t band = _flat_band(&p, vl, sizeof(floating))
+    cdef int64_t* uidx = NULL
+    # rows of two vectors vectorise row by row; float64 indices only where
+    # the compare-and-select vectorises (see _row_fixed)
+    if (_tiles_row_pairs(&p) and p.OW < 2 * vl and use_taps == want_indices
+            and (floating is float or not want_indices or FASTCONV_F64_INDEX_SIMD)):
+        with nogil, parallel(num_threads=n_threads):
+            split = <floating*>malloc(2 * band * p.OW * sizeof(floating))
+            uidx = <int64_t*>malloc(2 * band * p.OW * sizeof(int64_t)) if use_taps else NULL
+            for c in prange(x.shape[0], schedule='static'):
+                _flat_plane(&x[c, 0, 0], &p, &out[c, 0, 0],
+                            &indices[c, 0, 0] if want_indices else NULL, band, split, uidx,
+                            False)
+            free(uidx)
+            free(split)
+        return
     with nogil, parallel(num_threads=n_threads):
         taps = <int*>malloc(max(p.OW, 1) * sizeof(int)) if use_taps else NULL
         split = <floating*>malloc(6 * (p.OW + 1) * sizeof(floating))
@@ -576,6 +712,15 @@ def avg_pool2d_forward(const floating[:, :, ::1] x,      # IN  (planes, H, W)
     cdef Pool2d p = _geometry(x.shape[1], x.shape[2], out.shape[1], out.shape[2], geometry)
     cdef Py_ssize_t c
     cdef floating* split = NULL
+    cdef Py_ssize_t vl = FASTCONV_VEC_F32 if floating is float else FASTCONV_VEC_F64
+    cdef Py_ssize_t band = _flat_band(&p, vl, sizeof(floating))
+    if _tiles_row_pairs(&p):  # at any row length: see _avg_flat
+        with nogil, parallel(num_threads=n_threads):
+            split = <floating*>malloc(2 * band * p.OW * sizeof(floating))
+            for c in prange(x.shape[0], schedule='static'):
+                _flat_plane(&x[c, 0, 0], &p, &out[c, 0, 0], NULL, band, split, NULL, True)
+            free(split)
+        return
     with nogil, parallel(num_threads=n_threads):
         split = <floating*>malloc(6 * (p.OW + 1) * sizeof(floating))
         for c in prange(x.shape[0], schedule='static'):
