@@ -50,6 +50,12 @@ CONV2D_CASES = [
     # dilation across the one row
     (40, 6, 32, (1, 30), (1, 3), (2, 1), 0, 1, 1),
     (24, 6, 32, (1, 30), (1, 3), (3, 2), 0, (2, 1), 1),
+    # one or two output channels per group: the implicit forward one channel
+    # at a time, over wider blocks of positions
+    (2, 7, 1, (20, 19), (3, 3), 1, 1, 1, 1),
+    (2, 40, 1, (16, 16), (3, 3), 1, 1, 1, 1),  # K = 360: two channel blocks
+    (2, 8, 4, (17, 18), (5, 5), 1, 2, 1, 2),  # grouped
+    (2, 6, 2, (25, 26), (3, 3), 2, 1, 1, 1),  # strided
     # at most NR/4 output channels per group at stride 1: the weight gradient
     # as dot products over flat planes
     (2, 1, 6, (12, 12), (5, 5), 1, 0, 1, 1),  # lenet1's 6
@@ -76,6 +82,7 @@ CONV1D_CASES = [
     (40, 6, 16, (12,), (3,), 1, 1, 1, 1),
     (16, 25, 25, (19,), (3,), 2, 1, 1, 1),  # MNIST-1D layer 2
     (24, 8, 32, (15,), (3,), 2, 1, 1, 2),  # grouped
+    (40, 6, 1, (30,), (3,), 2, 1, 1, 1),  # one output channel
     # ... and for the input gradient, where an image has fewer outputs than
     # half a block of micro-kernel columns
     (16, 25, 25, (10,), (3,), 2, 1, 1, 1),  # MNIST-1D layer 3
