@@ -666,30 +666,39 @@ def max_pool2d_forward(const floating[:, :, ::1] x,      # IN  (planes, H, W)
     # int tap offsets need the plane to fit in an int; else the edge path does all
     cdef bint use_taps = want_indices and p.H * p.W < 2**31
     cdef Py_ssize_t vl = FASTCONV_VEC_F32 if floating is float else FASTCONV_VEC_F64
-    cdef Py_ssize_t band = _flat_band(&p, vl, sizeof(floating))
+    cdef Py_ssize_t band = _flat_band(&p, vl, sizeof(floating)), n_failed = 0
+    cdef Py_ssize_t n_flat = max(2 * band * p.OW, 1)
     cdef int64_t* uidx = NULL
     # rows of two vectors vectorise row by row; float64 indices only where
     # the compare-and-select vectorises (see _row_fixed)
     if (_tiles_row_pairs(&p) and p.OW < 2 * vl and use_taps == want_indices
             and (floating is float or not want_indices or FASTCONV_F64_INDEX_SIMD)):
         with nogil, parallel(num_threads=n_threads):
-            split = <floating*>malloc(2 * band * p.OW * sizeof(floating))
-            uidx = <int64_t*>malloc(2 * band * p.OW * sizeof(int64_t)) if use_taps else NULL
+            split = <floating*>malloc(n_flat * sizeof(floating))
+            uidx = <int64_t*>malloc(n_flat * sizeof(int64_t)) if use_taps else NULL
             for c in prange(x.shape[0], schedule='static'):
+                if split == NULL or (use_taps and uidx == NULL):
+                    n_failed += 1
+                    continue
                 _flat_plane(&x[c, 0, 0], &p, &out[c, 0, 0],
                             &indices[c, 0, 0] if want_indices else NULL, band, split, uidx,
                             False)
             free(uidx)
             free(split)
-        return
-    with nogil, parallel(num_threads=n_threads):
-        taps = <int*>malloc(max(p.OW, 1) * sizeof(int)) if use_taps else NULL
-        split = <floating*>malloc(6 * (p.OW + 1) * sizeof(floating))
-        for c in prange(x.shape[0], schedule='static'):
-            max_pool_plane(&x[c, 0, 0], &out[c, 0, 0],
-                           &indices[c, 0, 0] if want_indices else NULL, &p, taps, split)
-        free(taps)
-        free(split)
+    else:
+        with nogil, parallel(num_threads=n_threads):
+            taps = <int*>malloc(max(p.OW, 1) * sizeof(int)) if use_taps else NULL
+            split = <floating*>malloc(6 * (p.OW + 1) * sizeof(floating))
+            for c in prange(x.shape[0], schedule='static'):
+                if split == NULL or (use_taps and taps == NULL):
+                    n_failed += 1
+                    continue
+                max_pool_plane(&x[c, 0, 0], &out[c, 0, 0],
+                               &indices[c, 0, 0] if want_indices else NULL, &p, taps, split)
+            free(taps)
+            free(split)
+    if n_failed:
+        raise MemoryError("fastconv: could not allocate per-thread workspace")
 
 
 def max_pool_backward(const floating[:, ::1] grad_out,   # IN  (planes, OH*OW)
@@ -710,22 +719,30 @@ def avg_pool2d_forward(const floating[:, :, ::1] x,      # IN  (planes, H, W)
                        tuple geometry,                   # (kH, kW, sh, sw, ph, pw, 1, 1)
                        bint count_include_pad, int n_threads):
     cdef Pool2d p = _geometry(x.shape[1], x.shape[2], out.shape[1], out.shape[2], geometry)
-    cdef Py_ssize_t c
+    cdef Py_ssize_t c, n_failed = 0
     cdef floating* split = NULL
     cdef Py_ssize_t vl = FASTCONV_VEC_F32 if floating is float else FASTCONV_VEC_F64
     cdef Py_ssize_t band = _flat_band(&p, vl, sizeof(floating))
     if _tiles_row_pairs(&p):  # at any row length: see _avg_flat
         with nogil, parallel(num_threads=n_threads):
-            split = <floating*>malloc(2 * band * p.OW * sizeof(floating))
+            split = <floating*>malloc(max(2 * band * p.OW, 1) * sizeof(floating))
             for c in prange(x.shape[0], schedule='static'):
+                if split == NULL:
+                    n_failed += 1
+                    continue
                 _flat_plane(&x[c, 0, 0], &p, &out[c, 0, 0], NULL, band, split, NULL, True)
             free(split)
-        return
-    with nogil, parallel(num_threads=n_threads):
-        split = <floating*>malloc(6 * (p.OW + 1) * sizeof(floating))
-        for c in prange(x.shape[0], schedule='static'):
-            avg_pool_plane(&x[c, 0, 0], &out[c, 0, 0], &p, count_include_pad, split)
-        free(split)
+    else:
+        with nogil, parallel(num_threads=n_threads):
+            split = <floating*>malloc(6 * (p.OW + 1) * sizeof(floating))
+            for c in prange(x.shape[0], schedule='static'):
+                if split == NULL:
+                    n_failed += 1
+                    continue
+                avg_pool_plane(&x[c, 0, 0], &out[c, 0, 0], &p, count_include_pad, split)
+            free(split)
+    if n_failed:
+        raise MemoryError("fastconv: could not allocate per-thread workspace")
 
 
 def avg_pool2d_backward(const floating[:, :, ::1] grad_out,  # IN  (planes, OH, OW)
