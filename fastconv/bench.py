@@ -4,8 +4,10 @@ Every case is run by fastconv, by the NumPy reference (:mod:`fastconv.reference`
 and by PyTorch when it is importable, side by side in one process, with the
 same number of threads for all three (OpenBLAS threads for NumPy via
 threadpoolctl when it is installed). Each result is checked against the
-reference before it is timed. A case reports the median wall time per call
-over the repeats (short calls are timed in runs of about 20 ms), GFLOP/s (convolutions) or GB/s (pooling), the ratios
+reference before it is timed. The three are timed in turn, over a few rounds
+(see :func:`side_by_side`). A case reports the median wall time per call
+over all the runs (short calls are timed in runs of about 20 ms), GFLOP/s
+(convolutions) or GB/s (pooling), the ratios
 ``reference / fastconv`` and ``torch / fastconv`` (above 1: fastconv is
 faster), and the peak extra memory of one fastconv call. The machine's GEMM
 peak (NumPy ``matmul`` of 2048x2048) and copy bandwidth are measured first.
@@ -174,9 +176,9 @@ def _torch_step(torch, case, a):
 # -- measurement -------------------------------------------------------------------
 
 
-def median_time(f, repeats, min_time=0.02):
-    """Median wall time of one call of ``f`` over ``repeats`` timings, after a
-    warm-up call.
+def run_times(f, repeats, min_time=0.02):
+    """Wall times of one call of ``f`` in ``repeats`` runs, after a warm-up
+    call.
 
     A call shorter than ``min_time`` is timed in runs of as many calls as
     fill about ``min_time`` (as ``timeit`` does), and each run gives the
@@ -194,23 +196,33 @@ def median_time(f, repeats, min_time=0.02):
         for _ in range(number):
             f()
         times.append((time.perf_counter() - t0) / number)
-    return float(np.median(times))
+    return times
 
 
-def side_by_side(steps, repeats, pause=0.5):
-    """Median time of each step, the steps timed one after another in blocks.
+def median_time(f, repeats, min_time=0.02):
+    """Median of :func:`run_times`."""
+    return float(np.median(run_times(f, repeats, min_time)))
+
+
+def side_by_side(steps, repeats, rounds=3, pause=0.2):
+    """Median time of each step over ``rounds`` x ``repeats`` runs, the steps
+    timed in turn, one block each per round.
 
     Before each block, a pause lets the previous runtime's idle threads go to
-    sleep: after a call, OpenBLAS spins for up to ~0.1 s and GNU libgomp for
-    milliseconds, and a step timed while they spin runs up to 20x slower on
-    two cores. Within a block, an untimed call wakes the step's own threads
-    and the timed calls follow back to back, as in a training loop.
+    sleep: a step timed while OpenBLAS's or GNU libgomp's threads still spin
+    ran up to 20x slower on two cores (0.05 s was enough on the development
+    machine). Within a block, an untimed call wakes the step's own threads
+    and the timed calls follow back to back, as in a training loop. Taking
+    turns over several rounds lets every step meet the same spells of a
+    shared machine: timed in one block each, the ratio of two steps moved by
+    up to 2x between runs when one of them happened to meet a slow spell.
     """
-    times = {}
-    for k, f in steps.items():
-        time.sleep(pause)
-        times[k] = median_time(f, repeats)
-    return times
+    times = {k: [] for k in steps}
+    for _ in range(rounds):
+        for k, f in steps.items():
+            time.sleep(pause)
+            times[k] += run_times(f, repeats)
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def peak_extra_memory(f):
@@ -297,7 +309,7 @@ def _check(case, a):
             raise AssertionError(f"{case.name}: max relative error {err:.2e} vs reference")
 
 
-def run(cases=None, dtypes=("float32", "float64"), threads=(1, 2), repeats=5,
+def run(cases=None, dtypes=("float32", "float64"), threads=(1, 2), repeats=5, rounds=3,
         use_torch=True, progress=True):
     """Run the suite; returns a dict with the machine figures and one row per case."""
     cases = CASES if cases is None else cases
@@ -329,7 +341,7 @@ def run(cases=None, dtypes=("float32", "float64"), threads=(1, 2), repeats=5,
         if torch is not None:
             steps["torch"] = _torch_step(torch, case, a)
         with _thread_limits(n_threads):
-            t = side_by_side(steps, repeats)
+            t = side_by_side(steps, repeats, rounds)
         amount, unit = _work(case, a)
         row = dict(
             case=case.name, kind=case.kind, dtype=dtype, threads=n_threads,
@@ -350,7 +362,7 @@ def run(cases=None, dtypes=("float32", "float64"), threads=(1, 2), repeats=5,
         platform=platform.platform(), processor=_cpu_name(), cores=os.cpu_count(),
         fastconv=fastconv.__version__, numpy=np.__version__,
         torch=None if torch is None else torch.__version__,
-        isa=fastconv._config.ISA, repeats=repeats, rows=rows,
+        isa=fastconv._config.ISA, repeats=repeats, rounds=rounds, rows=rows,
     )
 
 
@@ -374,7 +386,7 @@ def format_table(result):
     lines = [
         f"fastconv {result['fastconv']} ({result['isa']} kernels), numpy {result['numpy']}, "
         f"torch {result['torch']}; {result['processor']}, {result['cores']} cores; "
-        f"median of {result['repeats']} runs",
+        f"median of {result['rounds']} rounds x {result['repeats']} runs",
     ]
     for t, m in result["machine"].items():
         lines.append(
@@ -435,7 +447,9 @@ def main(argv=None):
     parser.add_argument("--dtype", nargs="+", default=["float32", "float64"],
                         choices=["float32", "float64"])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per round")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds in which fastconv, the reference and PyTorch take turns")
     parser.add_argument("--cases", nargs="+", default=None,
                         help="case names to run (default: all)")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch")
@@ -445,7 +459,7 @@ def main(argv=None):
     cases = CASES if args.cases is None else [c for c in CASES if c.name in args.cases]
     if not cases:
         parser.error(f"no case named {args.cases}; known: {sorted({c.name for c in CASES})}")
-    result = run(cases, args.dtype, args.threads, args.repeats, not args.no_torch)
+    result = run(cases, args.dtype, args.threads, args.repeats, args.rounds, not args.no_torch)
     print(format_table(result))
     with open(args.json, "w") as f:
         json.dump(result, f, indent=1)
