@@ -441,14 +441,21 @@ def plot(result, path):
     plt.close(fig)
 
 
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fastconv bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dtype", nargs="+", default=["float32", "float64"],
                         choices=["float32", "float64"])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per round")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--repeats", type=_positive_int, default=5, help="timed runs per round")
+    parser.add_argument("--rounds", type=_positive_int, default=3,
                         help="rounds in which fastconv, the reference and PyTorch take turns")
     parser.add_argument("--cases", nargs="+", default=None,
                         help="case names to run (default: all)")
