@@ -122,6 +122,13 @@ def _load_kernels():
 ISA, conv_kernels, pool_kernels = _load_kernels()
 
 
+def micro_kernel():
+    """The GEMM micro-kernel of the build in use: its vector ISA and MR x NR
+    per dtype, e.g. ``'avx2+fma, 6x16 (float32), 6x8 (float64)'``."""
+    isa, mr, nr32, nr64 = conv_kernels.ukernel()
+    return f"{isa}, {mr}x{nr32} (float32), {mr}x{nr64} (float64)"
+
+
 def _openmp_runtime():
     """Path of the OpenMP runtime library loaded in this process, if any."""
     if not _openmp.openmp_enabled():
@@ -151,6 +158,7 @@ def show_config():
            " (set_num_threads)" if _user_threads is not None else " (OpenMP default)"),
         f"cpu features: {', '.join(_supported_isas())}",
         f"kernels: {ISA} build",
+        f"micro-kernel: {micro_kernel()}",
         f"compiler: {_openmp.compiler_info()}",
     ]
     print("\n".join(lines))

@@ -45,12 +45,13 @@
 #   output channels per group, each weight is a dot product per image
 #   (_weight_grad_direct).
 #
-# The GEMMs share one register-blocked micro-kernel of MR x NR = (6 or 4) x
-# (two SIMD vectors), both set per instruction set in _isa.h: the A operand is
-# packed in panels of MR rows, the B operand is a tile buffer whose rows hold
-# NR consecutive values, and the 12 (or 8) accumulator vectors stay in
-# registers. The implicit forward of one or two output channels per group
-# holds one row of MR*NR values in them instead (_micro_taps_row).
+# The GEMMs share the register-blocked micro-kernels of _ukernel.h (C with
+# explicit vectors, one contract for every ISA; wrapped in _ukernel.pxi): an
+# MR x NR = 6 x (two SIMD vectors) block of 12 accumulators, the A operand
+# packed in panels of MR rows, the B operand a tile buffer whose rows hold NR
+# consecutive values. Every block size is in the blocking table of _isa.h.
+# The implicit forward of one or two output channels per group holds one row
+# of MR*NR values in the same registers instead (_micro_taps_row).
 #
 # Compiler directives: boundscheck=False, wraparound=False, cdivision=True,
 # initializedcheck=False (set in setup.py). Index arithmetic is Py_ssize_t.
@@ -65,20 +66,9 @@ import numpy as np
 from fastconv._kernels._openmp cimport omp_get_thread_num
 
 
-cdef extern from "_isa.h":
-    enum:
-        FASTCONV_NR_F32  # micro-kernel columns for float32 (2 SIMD vectors)
-        FASTCONV_NR_F64  # ... and for float64
-        MR "FASTCONV_MR"  # rows of the micro-kernel's accumulator block: 4 or 6
+include "_ukernel.pxi"
 
 cdef enum:
-    NR_MAX = 32 # the widest NR of any build
-    TP = 128    # output positions per tile (a multiple of every NR)
-    LD = 144    # row stride of the per-thread tile buffers: TP + 16, not a
-                # power of two, so that a column walk does not alias cache sets
-    KC = 256    # depth of one packed block (rows of K, or columns for dW)
-    RB = 96     # rows of one column block of the input gradient (a multiple of MR)
-    QT = 512    # most positions (discarded ones included) in a tile of the implicit kernels
     DW_CACHED = 1 << 20  # bytes of dW above which the weight gradient splits dW, not positions
     DOT_LANES = 16  # independent partial sums of _dot
     PB = 16     # outputs per block of _pack_tile_grad's transpose
@@ -90,159 +80,6 @@ cdef double IMPLICIT_MIN = 0.6
 
 cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return (a + b - 1) // b
-
-
-cdef inline void _micro(Py_ssize_t kc, const floating* a, const floating* b, Py_ssize_t ldb,
-                        floating* c, Py_ssize_t ldc) noexcept nogil:
-    """c[i, j] = sum_k a[k, i] * b[k, j] for an MR x NR block.
-
-    `a` is a packed panel (kc x MR, contiguous); row k of `b` starts at
-    b + k*ldb and holds NR values. Named accumulator rows of a width known at
-    compile time let the compiler keep the whole block in SIMD registers;
-    rows 4 and 5 exist only where MR is 6 (the tests of the constant MR fold
-    away).
-    """
-    cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
-    cdef floating c0[NR_MAX]
-    cdef floating c1[NR_MAX]
-    cdef floating c2[NR_MAX]
-    cdef floating c3[NR_MAX]
-    cdef floating c4[NR_MAX]
-    cdef floating c5[NR_MAX]
-    cdef floating a0, a1, a2, a3, a4 = 0, a5 = 0, bj
-    cdef Py_ssize_t j, k
-    for j in range(nr):
-        c0[j] = 0
-        c1[j] = 0
-        c2[j] = 0
-        c3[j] = 0
-        c4[j] = 0
-        c5[j] = 0
-    for k in range(kc):
-        a0 = a[0]
-        a1 = a[1]
-        a2 = a[2]
-        a3 = a[3]
-        if MR > 4:
-            a4 = a[4]
-            a5 = a[5]
-        for j in range(nr):
-            bj = b[j]
-            c0[j] += a0 * bj
-            c1[j] += a1 * bj
-            c2[j] += a2 * bj
-            c3[j] += a3 * bj
-            c4[j] += a4 * bj
-            c5[j] += a5 * bj
-        a += MR
-        b += ldb
-    for j in range(nr):
-        c[j] = c0[j]
-        c[ldc + j] = c1[j]
-        c[2 * ldc + j] = c2[j]
-        c[3 * ldc + j] = c3[j]
-        if MR > 4:
-            c[4 * ldc + j] = c4[j]
-            c[5 * ldc + j] = c5[j]
-
-
-cdef void _micro_taps(Py_ssize_t kc, const floating* a, const floating* b,
-                      const Py_ssize_t* off, floating* c, Py_ssize_t ldc) noexcept nogil:
-    """_micro with row k of `b` at b + off[k], the offset of tap k in the
-    padded input of the implicit forward.
-
-    A loop of its own: gcc vectorises it along the rows of B only where they
-    are at least 16 values long (see _implicit_tiles), and only without
-    unroll-and-jam (setup.py turns that off). Not inlined: inlined into the
-    forward, gcc 12 left it scalar in the SSE2 build.
-    """
-    cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
-    cdef floating c0[NR_MAX]
-    cdef floating c1[NR_MAX]
-    cdef floating c2[NR_MAX]
-    cdef floating c3[NR_MAX]
-    cdef floating c4[NR_MAX]
-    cdef floating c5[NR_MAX]
-    cdef floating a0, a1, a2, a3, a4 = 0, a5 = 0, bj
-    cdef const floating* bk
-    cdef Py_ssize_t j, k
-    for j in range(nr):
-        c0[j] = 0
-        c1[j] = 0
-        c2[j] = 0
-        c3[j] = 0
-        c4[j] = 0
-        c5[j] = 0
-    for k in range(kc):
-        a0 = a[0]
-        a1 = a[1]
-        a2 = a[2]
-        a3 = a[3]
-        if MR > 4:
-            a4 = a[4]
-            a5 = a[5]
-        bk = b + off[k]
-        for j in range(nr):
-            bj = bk[j]
-            c0[j] += a0 * bj
-            c1[j] += a1 * bj
-            c2[j] += a2 * bj
-            c3[j] += a3 * bj
-            c4[j] += a4 * bj
-            c5[j] += a5 * bj
-        a += MR
-    for j in range(nr):
-        c[j] = c0[j]
-        c[ldc + j] = c1[j]
-        c[2 * ldc + j] = c2[j]
-        c[3 * ldc + j] = c3[j]
-        if MR > 4:
-            c[4 * ldc + j] = c4[j]
-            c[5 * ldc + j] = c5[j]
-
-
-cdef void _micro_taps_row(Py_ssize_t kc, const floating* a, const floating* b,
-                          const Py_ssize_t* off, floating* c) noexcept nogil:
-    """c[j] = sum_k a[k*MR] * b[off[k] + j] for j < MR*NR: _micro_taps for
-    one row of A (one output channel) and MR times as many columns, in the
-    same accumulator registers. With fewer output channels per group than MR,
-    _micro_taps computed MR rows all the same, most of them padding."""
-    cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
-    cdef floating c0[NR_MAX]
-    cdef floating c1[NR_MAX]
-    cdef floating c2[NR_MAX]
-    cdef floating c3[NR_MAX]
-    cdef floating c4[NR_MAX]
-    cdef floating c5[NR_MAX]
-    cdef floating a0
-    cdef const floating* bk
-    cdef Py_ssize_t j, k
-    for j in range(nr):
-        c0[j] = 0
-        c1[j] = 0
-        c2[j] = 0
-        c3[j] = 0
-        c4[j] = 0
-        c5[j] = 0
-    for k in range(kc):
-        a0 = a[k * MR]
-        bk = b + off[k]
-        for j in range(nr):
-            c0[j] += a0 * bk[j]
-            c1[j] += a0 * bk[nr + j]
-            c2[j] += a0 * bk[2 * nr + j]
-            c3[j] += a0 * bk[3 * nr + j]
-            if MR > 4:
-                c4[j] += a0 * bk[4 * nr + j]
-                c5[j] += a0 * bk[5 * nr + j]
-    for j in range(nr):
-        c[j] = c0[j]
-        c[nr + j] = c1[j]
-        c[2 * nr + j] = c2[j]
-        c[3 * nr + j] = c3[j]
-        if MR > 4:
-            c[4 * nr + j] = c4[j]
-            c[5 * nr + j] = c5[j]
 
 
 cdef struct _Range:
@@ -1139,74 +976,6 @@ cdef void _input_grad_implicit(const floating[:, :, :, ::1] grad_out,
         free(xt)
     if n_failed:
         raise MemoryError("fastconv: could not allocate per-thread workspace")
-
-
-cdef void _micro_rows(Py_ssize_t nseg, Py_ssize_t seglen, Py_ssize_t sstride,
-                      const floating* a, const Py_ssize_t* aoff, const floating* b,
-                      floating* c, Py_ssize_t ldc) noexcept nogil:
-    """c[i, j] = sum_k A[i, k] * b[k, j] for an MR x NR block, with row i of A
-    read in place: its nseg segments of seglen values start at a + aoff[i] +
-    s*sstride. Row k of `b` is b + k*NR.
-
-    _micro with the A operand unpacked: the weight gradient reads the rows of
-    the patch matrix (taps) straight from the padded input, so nothing of
-    size K x positions is ever transposed. A separate kernel rather than a
-    mode of _micro, so that each keeps a simple loop the compiler vectorises.
-    """
-    cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
-    cdef floating c0[NR_MAX]
-    cdef floating c1[NR_MAX]
-    cdef floating c2[NR_MAX]
-    cdef floating c3[NR_MAX]
-    cdef floating c4[NR_MAX]
-    cdef floating c5[NR_MAX]
-    cdef floating a0, a1, a2, a3, a4 = 0, a5 = 0, bj
-    cdef const floating* p0 = a + aoff[0]
-    cdef const floating* p1 = a + aoff[1]
-    cdef const floating* p2 = a + aoff[2]
-    cdef const floating* p3 = a + aoff[3]
-    cdef const floating* p4 = a + aoff[4 if MR > 4 else 3]
-    cdef const floating* p5 = a + aoff[5 if MR > 4 else 3]
-    cdef Py_ssize_t j, k, s
-    for j in range(nr):
-        c0[j] = 0
-        c1[j] = 0
-        c2[j] = 0
-        c3[j] = 0
-        c4[j] = 0
-        c5[j] = 0
-    for s in range(nseg):
-        for k in range(seglen):
-            a0 = p0[k]
-            a1 = p1[k]
-            a2 = p2[k]
-            a3 = p3[k]
-            if MR > 4:
-                a4 = p4[k]
-                a5 = p5[k]
-            for j in range(nr):
-                bj = b[k * nr + j]
-                c0[j] += a0 * bj
-                c1[j] += a1 * bj
-                c2[j] += a2 * bj
-                c3[j] += a3 * bj
-                c4[j] += a4 * bj
-                c5[j] += a5 * bj
-        p0 += sstride
-        p1 += sstride
-        p2 += sstride
-        p3 += sstride
-        p4 += sstride
-        p5 += sstride
-        b += seglen * nr
-    for j in range(nr):
-        c[j] = c0[j]
-        c[ldc + j] = c1[j]
-        c[2 * ldc + j] = c2[j]
-        c[3 * ldc + j] = c3[j]
-        if MR > 4:
-            c[4 * ldc + j] = c4[j]
-            c[5 * ldc + j] = c5[j]
 
 
 cdef void _pack_tile_grad(const floating* y_c, Py_ssize_t m, const Geometry* geo,

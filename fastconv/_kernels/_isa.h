@@ -1,34 +1,158 @@
-/* SIMD widths per instruction set, from the compiler's ISA flags for each
- * build (see setup.py).
+/* The instruction set of this build, its vector layer and its blocking table.
  *
- * The GEMM micro-kernel keeps an MR x NR block of C in registers. NR is two
- * SIMD vectors, so the 6 x 2 = 12 accumulators hide the FMA latency and still
- * leave registers for the B row and the broadcast A value: 32 floats / 16
- * doubles with AVX-512, 16 / 8 with AVX2, 8 / 4 with 128-bit SIMD (SSE2,
- * NEON). The pooling kernels use the vector width itself.
+ * Every kernel module is compiled once per ISA (setup.py passes the flags);
+ * this header reads the compiler's ISA macros and defines, for float32 and
+ * float64, the handful of vector operations the micro-kernels need
+ * (_ukernel.h), plus every block size of the convolution kernels, in one
+ * table with compile-time checks of the constraints the kernels rely on.
+ *
+ *   build            vector            MR x NR (f32 / f64)   registers
+ *   avx512           zmm, FMA          6 x 32 / 6 x 16       32
+ *   avx2             ymm, FMA          6 x 16 / 6 x 8        16
+ *   generic x86-64   xmm (SSE2), mul+add 6 x 8 / 6 x 4       16
+ *   generic aarch64  NEON, FMA         6 x 8 / 6 x 4         32
+ *   generic other    scalar            6 x 2 / 6 x 2         -
+ *
+ * FASTCONV_FORCE_SCALAR selects the scalar layer on any CPU (for tests).
+ *
+ * NR is two vectors. The 6 x 2 = 12 accumulators, the two vectors of a B
+ * row and one broadcast A value take 15 of AVX2's 16 registers, as in the
+ * 6x16 kernels of BLIS and OpenBLAS for Haswell and Zen; 12 independent FMA
+ * chains cover FMA latency x FMA pipes (4 x 2) with slack.
  */
 #ifndef FASTCONV_ISA_H
 #define FASTCONV_ISA_H
-/* Rows of the block, MR: 6 rows x 2 vectors = 12 accumulators where there
- * are 32 vector registers (AVX-512, AArch64), 4 x 2 = 8 where there are 16
- * (SSE2, AVX2): with 12, gcc spilled two accumulators to the stack in every
- * iteration, and the AVX2 kernel ran at a third of its peak. */
-#if defined(__AVX512F__) || defined(__aarch64__)
-#define FASTCONV_MR 6
-#else
-#define FASTCONV_MR 4
-#endif
-/* Lanes of one SIMD vector */
-#if defined(__AVX512F__)
+#include <stddef.h>
+
+#if defined(FASTCONV_FORCE_SCALAR)  /* for testing the portable path anywhere */
+#define FASTCONV_SCALAR_ISA 1
+#elif defined(__AVX512F__)
+#define FASTCONV_ISA_NAME "avx512f"
+#include <immintrin.h>
 #define FASTCONV_VEC_F32 16
-#elif defined(__AVX2__)
+typedef __m512 fc_vf32;
+typedef __m512d fc_vf64;
+#define fc_load_f32(p) _mm512_loadu_ps(p)
+#define fc_store_f32(p, v) _mm512_storeu_ps((p), (v))
+#define fc_bcast_f32(x) _mm512_set1_ps(x)
+#define fc_fma_f32(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+#define fc_zero_f32() _mm512_setzero_ps()
+#define fc_load_f64(p) _mm512_loadu_pd(p)
+#define fc_store_f64(p, v) _mm512_storeu_pd((p), (v))
+#define fc_bcast_f64(x) _mm512_set1_pd(x)
+#define fc_fma_f64(a, b, c) _mm512_fmadd_pd((a), (b), (c))
+#define fc_zero_f64() _mm512_setzero_pd()
+
+#elif defined(__AVX2__) && defined(__FMA__) || defined(_MSC_VER) && defined(__AVX2__)
+#define FASTCONV_ISA_NAME "avx2+fma"
+#include <immintrin.h>
 #define FASTCONV_VEC_F32 8
-#else
+typedef __m256 fc_vf32;
+typedef __m256d fc_vf64;
+#define fc_load_f32(p) _mm256_loadu_ps(p)
+#define fc_store_f32(p, v) _mm256_storeu_ps((p), (v))
+#define fc_bcast_f32(x) _mm256_set1_ps(x)
+#define fc_fma_f32(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define fc_zero_f32() _mm256_setzero_ps()
+#define fc_load_f64(p) _mm256_loadu_pd(p)
+#define fc_store_f64(p, v) _mm256_storeu_pd((p), (v))
+#define fc_bcast_f64(x) _mm256_set1_pd(x)
+#define fc_fma_f64(a, b, c) _mm256_fmadd_pd((a), (b), (c))
+#define fc_zero_f64() _mm256_setzero_pd()
+
+#elif defined(__SSE2__) || defined(_M_X64)
+#define FASTCONV_ISA_NAME "sse2"
+#include <emmintrin.h>
 #define FASTCONV_VEC_F32 4
+typedef __m128 fc_vf32;
+typedef __m128d fc_vf64;
+#define fc_load_f32(p) _mm_loadu_ps(p)
+#define fc_store_f32(p, v) _mm_storeu_ps((p), (v))
+#define fc_bcast_f32(x) _mm_set1_ps(x)
+#define fc_fma_f32(a, b, c) _mm_add_ps(_mm_mul_ps((a), (b)), (c))  /* no FMA in SSE2 */
+#define fc_zero_f32() _mm_setzero_ps()
+#define fc_load_f64(p) _mm_loadu_pd(p)
+#define fc_store_f64(p, v) _mm_storeu_pd((p), (v))
+#define fc_bcast_f64(x) _mm_set1_pd(x)
+#define fc_fma_f64(a, b, c) _mm_add_pd(_mm_mul_pd((a), (b)), (c))
+#define fc_zero_f64() _mm_setzero_pd()
+
+#elif defined(__aarch64__) || defined(_M_ARM64)
+#define FASTCONV_ISA_NAME "neon"
+#include <arm_neon.h>
+#define FASTCONV_VEC_F32 4
+typedef float32x4_t fc_vf32;
+typedef float64x2_t fc_vf64;
+#define fc_load_f32(p) vld1q_f32(p)
+#define fc_store_f32(p, v) vst1q_f32((p), (v))
+#define fc_bcast_f32(x) vdupq_n_f32(x)
+#define fc_fma_f32(a, b, c) vfmaq_f32((c), (a), (b))
+#define fc_zero_f32() vdupq_n_f32(0.0f)
+#define fc_load_f64(p) vld1q_f64(p)
+#define fc_store_f64(p, v) vst1q_f64((p), (v))
+#define fc_bcast_f64(x) vdupq_n_f64(x)
+#define fc_fma_f64(a, b, c) vfmaq_f64((c), (a), (b))
+#define fc_zero_f64() vdupq_n_f64(0.0)
+
+#else  /* any other CPU: one lane, which the compiler may still vectorise */
+#define FASTCONV_SCALAR_ISA 1
 #endif
+
+#ifdef FASTCONV_SCALAR_ISA
+#define FASTCONV_ISA_NAME "scalar"
+#define FASTCONV_VEC_F32 1
+typedef float fc_vf32;
+typedef double fc_vf64;
+#define fc_load_f32(p) (*(p))
+#define fc_store_f32(p, v) (*(p) = (v))
+#define fc_bcast_f32(x) (x)
+#define fc_fma_f32(a, b, c) ((a) * (b) + (c))
+#define fc_zero_f32() 0.0f
+#define fc_load_f64(p) (*(p))
+#define fc_store_f64(p, v) (*(p) = (v))
+#define fc_bcast_f64(x) (x)
+#define fc_fma_f64(a, b, c) ((a) * (b) + (c))
+#define fc_zero_f64() 0.0
+#endif
+
+#ifdef FASTCONV_SCALAR_ISA
+#define FASTCONV_VEC_F64 1
+#else
 #define FASTCONV_VEC_F64 (FASTCONV_VEC_F32 / 2)
+#endif
+
+/* -- the blocking table -------------------------------------------------------
+ * MR      rows of the micro-kernel's accumulator block (rows of packed A)
+ * NR      its columns: two vectors
+ * TP      output positions per tile of the im2col kernels
+ * LD      row stride of the per-thread tile buffers: TP + 16, not a power of
+ *         two, so that a column walk does not alias cache sets
+ * KC      depth of one packed block (rows of K, or columns for dW): a KC x TP
+ *         tile of B is 128 KiB in float32, within L2 on every CPU we build for
+ * RB      rows of one column block of the input gradient
+ * QT      most positions (discarded ones included) in an implicit tile
+ */
+#define FASTCONV_MR 6
 #define FASTCONV_NR_F32 (2 * FASTCONV_VEC_F32)
 #define FASTCONV_NR_F64 (2 * FASTCONV_VEC_F64)
+#define FASTCONV_NR_MAX 32
+#define FASTCONV_TP 128
+#define FASTCONV_LD (FASTCONV_TP + 16)
+#define FASTCONV_KC 256
+#define FASTCONV_RB 96
+#define FASTCONV_QT 512
+
+/* compile-time checks of what the kernels assume (a negative array size
+ * fails in C89, C11 and MSVC alike) */
+#define FASTCONV_CHECK(name, cond) typedef char fastconv_check_##name[(cond) ? 1 : -1]
+FASTCONV_CHECK(tp_multiple_of_nr_f32, FASTCONV_TP % FASTCONV_NR_F32 == 0);
+FASTCONV_CHECK(tp_multiple_of_nr_f64, FASTCONV_TP % FASTCONV_NR_F64 == 0);
+FASTCONV_CHECK(nr_fits_nr_max, FASTCONV_NR_F32 <= FASTCONV_NR_MAX);
+FASTCONV_CHECK(ld_holds_tile, FASTCONV_LD >= FASTCONV_TP);
+FASTCONV_CHECK(rb_multiple_of_mr, FASTCONV_RB % FASTCONV_MR == 0);
+FASTCONV_CHECK(kc_multiple_of_nr, FASTCONV_KC % FASTCONV_NR_F32 == 0);
+FASTCONV_CHECK(mr_unrolled, FASTCONV_MR == 6);  /* _ukernel.h unrolls six rows */
+
 /* Whether gcc vectorises a float64 compare that selects an int64 (a max-pool
  * index): not with x86's SSE2 alone, which has no 64-bit integer compare. */
 #if (defined(__x86_64__) || defined(_M_X64)) && !defined(__AVX2__)
