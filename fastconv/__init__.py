@@ -18,6 +18,7 @@ except ImportError as exc:  # pragma: no cover - depends on how it was installed
 from . import grad, nn, optim, reference
 from ._backend import get_backend, use_backend
 from ._config import get_num_threads, set_num_threads, show_config
+from ._plan import conv_plan
 from ._version import __version__
 from .functional import (
     avg_pool1d,
@@ -47,6 +48,7 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "show_config",
+    "conv_plan",
     "use_backend",
     "get_backend",
 ]

@@ -16,6 +16,7 @@ supports is chosen at import; ``FASTCONV_ISA=generic|avx2|avx512`` forces one
 (for testing).
 """
 
+import functools
 import importlib
 import os
 import platform
@@ -73,17 +74,6 @@ def get_num_threads():
     return n
 
 
-# Work per thread below which another thread costs more (waking it, sharing
-# the tile) than it saves: multiply-adds for convolutions, elements for pooling.
-GRAIN = {"conv": 2**16, "pool": 2**15}
-
-
-def threads_for(work, kind):
-    """Threads for one kernel call of ``work`` units: get_num_threads(), but
-    fewer for calls too small to share."""
-    return max(1, min(get_num_threads(), int(work) // GRAIN[kind]))
-
-
 def _supported_isas():
     features = _openmp.cpu_features()
     isas = ["generic"]
@@ -120,6 +110,12 @@ def _load_kernels():
 
 
 ISA, conv_kernels, pool_kernels = _load_kernels()
+
+
+@functools.cache
+def blocking():
+    """The blocking table of the build in use (MR, NR per itemsize, TP, KC, QT)."""
+    return conv_kernels.blocking()
 
 
 def micro_kernel():

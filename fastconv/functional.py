@@ -2,8 +2,9 @@
 
 Layout is channels-first: 1-D input ``(N, C, L)``, 2-D input ``(N, C, H, W)``.
 Each op normalises and validates its arguments once (``_validation``), makes
-its arrays C-contiguous in the resolved float dtype, allocates the output and
-calls one compiled kernel. 1-D ops run the 2-D kernels with ``H = 1``.
+its arrays C-contiguous in the resolved float dtype and calls one launcher
+(``_launch``), which runs the compiled kernel that ``_plan`` picks. 1-D ops
+run the 2-D kernels with ``H = 1``.
 
 Dtypes: float32 and float64 run their own kernels and stay as they are.
 Integer and bool inputs are cast to float64; mixed float inputs follow
@@ -11,11 +12,9 @@ Integer and bool inputs are cast to float64; mixed float inputs follow
 ``TypeError``.
 """
 
-import math
-
 import numpy as np
 
-from . import _config
+from ._launch import avg_pool_forward, conv_forward, conv_input_grad, max_pool_forward
 from ._validation import (
     as_float_arrays,
     check_ndim,
@@ -39,15 +38,6 @@ __all__ = [
 _LAYOUT = {1: "(N, C, L)", 2: "(N, C, H, W)"}
 
 
-def _as4d(a, nd):
-    """View a C-contiguous (N, C, L) array as (N, C, 1, L)."""
-    return a if nd == 2 else a.reshape(a.shape[0], a.shape[1], 1, a.shape[2])
-
-
-def _empty_bias(dtype):
-    return np.empty(0, dtype=dtype)
-
-
 def _check_conv_operands(x, w, nd, x_name="input", w_name="weight"):
     check_ndim(x, nd + 2, x_name, _LAYOUT[nd])
     check_ndim(w, nd + 2, w_name, "(channels, channels/groups, kernel...)")
@@ -60,96 +50,6 @@ def _check_conv_operands(x, w, nd, x_name="input", w_name="weight"):
 def _check_bias(b, channels):
     if b is not None:
         check_shape(b, (channels,), "bias", "one value per output channel")
-
-
-# -- kernel launchers, shared by the forward ops and the gradients -----------
-
-
-def _conv_threads(geo):
-    """Threads for one convolution kernel: its multiply-adds decide."""
-    macs = math.prod(geo.output_shape()) * (geo.c_in // geo.groups) \
-        * geo.kernel[0] * geo.kernel[1]
-    return _config.threads_for(macs, "conv")
-
-
-def _depthwise(geo):
-    """One input and one output channel per group: the direct kernels apply."""
-    return geo.c_in == geo.groups == geo.c_out
-
-
-def conv_forward(x, w, b, geo):
-    """Run the forward kernel: ``conv{nd}d`` of ``x`` with ``w`` for geometry ``geo``."""
-    out = np.empty(geo.output_shape(), dtype=x.dtype)
-    if _depthwise(geo):
-        _config.conv_kernels.depthwise_forward_or_input_grad(
-            _as4d(x, geo.nd), _as4d(w, geo.nd), _empty_bias(x.dtype) if b is None else b,
-            _as4d(out, geo.nd), *geo.kernel_args()[:-1], False, _conv_threads(geo),
-        )
-        return out
-    _config.conv_kernels.conv2d_forward(
-        _as4d(x, geo.nd), _as4d(w, geo.nd),
-        _empty_bias(x.dtype) if b is None else b,
-        _as4d(out, geo.nd), *geo.kernel_args(), _conv_threads(geo),
-    )
-    return out
-
-
-def _flipped_weight(w4, groups):
-    """``w4`` (C_out, C_in/g, kH, kW) with the channels swapped within each
-    group and the taps reversed: (C_in, C_out/g, kH, kW)."""
-    c_out, cg, kh, kw = w4.shape
-    swapped = w4.reshape(groups, c_out // groups, cg, kh, kw).swapaxes(1, 2)
-    return np.ascontiguousarray(swapped[..., ::-1, ::-1]).reshape(
-        groups * cg, c_out // groups, kh, kw
-    )
-
-
-def conv_input_grad(grad_out, w, b, geo):
-    """Run the input-gradient kernel (a transposed convolution) for ``geo``."""
-    grad_in = np.empty(geo.input_shape(), dtype=grad_out.dtype)
-    bias = _empty_bias(grad_out.dtype) if b is None else b
-    args = (_as4d(grad_out, geo.nd), _as4d(w, geo.nd), bias, _as4d(grad_in, geo.nd))
-    if _depthwise(geo):
-        _config.conv_kernels.depthwise_forward_or_input_grad(
-            *args, *geo.kernel_args()[:-1], True, _conv_threads(geo)
-        )
-        return grad_in
-    # At stride 1 this is the forward convolution of grad_out, padded by
-    # d*(k-1) - p at the start (the end follows from the shapes), with the
-    # flipped weight: the forward kernel does it without a col2im scatter.
-    # Its output channels are the input's: with fewer than 6 of them per group
-    # (lenet1's 1, cifar1's 3) the micro-kernel's row blocks are mostly
-    # padding, and col2im measured faster.
-    full = [d * (k - 1) - p for d, k, p in zip(geo.dilation, geo.kernel, geo.pad_begin)]
-    if geo.stride == (1, 1) and min(full) >= 0 and geo.c_in // geo.groups >= 6:
-        _config.conv_kernels.conv2d_forward(
-            args[0], _flipped_weight(args[1], geo.groups), bias, args[3],
-            1, 1, *full, *geo.dilation, geo.groups, _conv_threads(geo),
-        )
-        return grad_in
-    _config.conv_kernels.conv2d_input_grad(*args, *geo.kernel_args(), _conv_threads(geo))
-    return grad_in
-
-
-def conv_weight_grad(x, grad_out, geo):
-    """Run the weight-gradient kernel and sum its per-thread partial results."""
-    n_threads = _conv_threads(geo)
-    shape = geo.weight_shape()
-    partial = np.zeros((n_threads, math.prod(shape)), dtype=x.dtype)
-    rows = n_threads  # of partial that hold sums
-    if _depthwise(geo):
-        _config.conv_kernels.depthwise_weight_grad(
-            _as4d(x, geo.nd), _as4d(grad_out, geo.nd), partial,
-            *geo.kernel, *geo.kernel_args()[:-1], n_threads,
-        )
-    else:
-        rows = _config.conv_kernels.conv2d_weight_grad(
-            _as4d(x, geo.nd), _as4d(grad_out, geo.nd), partial,
-            *geo.kernel, *geo.kernel_args(), n_threads,
-        )
-    # one thread: its row is the result (a view of nothing larger)
-    total = partial[0] if n_threads == 1 else partial[:rows].sum(axis=0)
-    return total.reshape(shape)
 
 
 # -- convolution --------------------------------------------------------------
@@ -316,22 +216,10 @@ def _pool_input(x, nd):
     return x
 
 
-def _planes(a, geo_size):
-    """View (N, C, *spatial) as (N*C, H, W)."""
-    return a.reshape((-1,) + tuple(geo_size))
-
-
 def _max_pool(x, nd, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     x = _pool_input(x, nd)
     geo = pool_geometry(x.shape[2:], nd, kernel_size, stride, padding, dilation, ceil_mode)
-    out = np.empty(geo.out_shape(x.shape[:2]), dtype=x.dtype)
-    shape = geo.out_shape(x.shape[:2]) if return_indices else (0,) * (nd + 2)
-    indices = np.empty(shape, dtype=np.int64)
-    _config.pool_kernels.max_pool2d_forward(
-        _planes(x, geo.in_size), _planes(out, geo.out_size),
-        indices.reshape((-1,) + geo.out_size) if return_indices else indices.reshape(0, 0, 0),
-        geo.kernel_args(), _config.threads_for(x.size, "pool"),
-    )
+    out, indices = max_pool_forward(x, geo, return_indices)
     return (out, indices) if return_indices else out
 
 
@@ -398,12 +286,7 @@ def _avg_pool(x, nd, kernel_size, stride, padding, ceil_mode, count_include_pad)
     x = _pool_input(x, nd)
     _check_count_include_pad(count_include_pad)
     geo = pool_geometry(x.shape[2:], nd, kernel_size, stride, padding, 1, ceil_mode)
-    out = np.empty(geo.out_shape(x.shape[:2]), dtype=x.dtype)
-    _config.pool_kernels.avg_pool2d_forward(
-        _planes(x, geo.in_size), _planes(out, geo.out_size), geo.kernel_args(),
-        bool(count_include_pad), _config.threads_for(x.size, "pool"),
-    )
-    return out
+    return avg_pool_forward(x, geo, count_include_pad)
 
 
 def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False,

@@ -21,7 +21,14 @@ shape the forward op would produce for those sizes.
 
 import numpy as np
 
-from . import _config
+from ._launch import (
+    avg_pool_backward,
+    bias_grad,
+    conv_forward,
+    conv_input_grad,
+    conv_weight_grad,
+    max_pool_backward,
+)
 from ._validation import (
     as_float_arrays,
     check_ndim,
@@ -31,13 +38,7 @@ from ._validation import (
     conv_transpose_geometry,
     pool_geometry,
 )
-from .functional import (
-    _check_count_include_pad,
-    _planes,
-    conv_forward,
-    conv_input_grad,
-    conv_weight_grad,
-)
+from .functional import _check_count_include_pad
 
 __all__ = [
     "conv1d_input",
@@ -192,13 +193,7 @@ def conv_bias(grad_output):
         raise ValueError(
             f"Expected grad_output of at least 2 dimensions (N, C, ...), got shape {gy.shape}"
         )
-    out = np.empty(gy.shape[1], dtype=gy.dtype)
-    positions = int(np.prod(gy.shape[2:]))
-    _config.conv_kernels.bias_grad(
-        gy.reshape(gy.shape[0], gy.shape[1], positions), out,
-        _config.threads_for(gy.size, "pool"),
-    )
-    return out
+    return bias_grad(gy)
 
 
 # -- pooling ------------------------------------------------------------------
@@ -217,12 +212,7 @@ def _max_pool_grad(nd, grad_output, indices, input_size):
             f"got shape {gy.shape}"
         )
     idx = np.ascontiguousarray(idx, dtype=np.int64)
-    grad_in = np.empty(size, dtype=gy.dtype)  # each plane zeroed by the kernel
-    planes, n_out = size[0] * size[1], int(np.prod(gy.shape[2:]))
-    bad = _config.pool_kernels.max_pool_backward(
-        gy.reshape(planes, n_out), idx.reshape(planes, n_out),
-        grad_in.reshape(planes, int(np.prod(size[2:]))), _config.threads_for(grad_in.size, "pool"),
-    )
+    grad_in, bad = max_pool_backward(gy, idx, size)
     if bad:
         hw = int(np.prod(size[2:]))
         raise ValueError(
@@ -266,12 +256,7 @@ def _avg_pool_grad(nd, grad_output, input_size, kernel_size, stride, padding, ce
     gy = _operands(nd, grad_output=grad_output)["grad_output"]
     geo = pool_geometry(size[2:], nd, kernel_size, stride, padding, 1, ceil_mode)
     _check_grad_output(gy, geo.out_shape(size[:2]), f"avg_pool{nd}d for input_size={size}")
-    grad_in = np.empty(size, dtype=gy.dtype)  # each plane zeroed by the kernel
-    _config.pool_kernels.avg_pool2d_backward(
-        _planes(gy, geo.out_size), _planes(grad_in, geo.in_size), geo.kernel_args(),
-        bool(count_include_pad), _config.threads_for(grad_in.size, "pool"),
-    )
-    return grad_in
+    return avg_pool_backward(gy, size, geo, count_include_pad)
 
 
 def avg_pool1d(grad_output, input_size, kernel_size, stride=None, padding=0,

@@ -186,28 +186,33 @@ def test_conv_transpose_matches_reference(nd, case, dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cases_reach_every_forward_path(dtype):
-    """The cases above take the implicit forward with several row tiles (a
+    """Geometries that take the implicit forward with several row tiles (a
     short last one), with column tiles and with several channel blocks, at
     stride 1 and 2, and with the images of a 1-D convolution as rows; and
     the im2col forward at stride 1 and at stride 2."""
-    def tiles(h, w, k, oh, ow, stride=1, dilation=1, images=2, groups=1):
-        return fastconv._config.conv_kernels.implicit_tiles(
-            np.dtype(dtype).itemsize, images, h, w, *k, oh, ow, *np.broadcast_to(stride, 2),
-            dilation, dilation, groups, 2)
+    from fastconv import _plan
+    from fastconv._validation import conv_geometry
 
-    if tiles(16, 64, (3, 3), 16, 64) is None:
+    def plan(x, k, c_out=8, **kw):
+        nd = len(x) - 2
+        geo = conv_geometry(x, (c_out, x[1]) + k, nd, kw.get("stride", 1),
+                            kw.get("padding", 0), kw.get("dilation", 1), 1)
+        return _plan.plan_for("forward", geo, np.dtype(dtype).itemsize)
+
+    if plan((2, 1, 16, 64), (3, 3), padding=1).path != "implicit":
         pytest.skip("this build's micro-kernel rows are too short for the implicit kernels")
-    rows, cols = tiles(37, 23, (3, 3), 37, 23)  # 37 is prime: the last tile is short
+    rows, cols = plan((2, 1, 37, 23), (3, 3), padding=1).tile  # 37 is prime: a short last tile
     assert 1 < rows < 37 and cols == 23
-    assert tiles(1, 1200, (1, 5), 1, 1200) == (1, 508)  # 512 positions less the window
-    assert tiles(16, 16, (3, 3), 16, 16) is not None  # K = 630: three channel blocks
-    assert tiles(10, 10, (3, 3), 2, 2, dilation=4) is None
-    assert tiles(31, 29, (3, 3), 16, 15, stride=2) is not None
-    assert tiles(40, 41, (7, 7), 20, 21, stride=2, images=1) is not None
-    assert tiles(1, 1100, (1, 5), 1, 550, stride=(1, 2)) == (1, 510)
-    assert tiles(1, 12, (1, 3), 1, 12, images=40)[0] > 1  # images as rows
-    assert tiles(1, 19, (1, 3), 1, 10, stride=(1, 2), images=16) is not None
-    assert tiles(9, 8, (2, 2), 4, 4, stride=2) is None  # one tap per phase: im2col
+    assert plan((2, 1, 1, 1200), (1, 5), padding=(0, 2)).tile == (1, 508)  # 512 less the window
+    assert plan((2, 70, 16, 16), (3, 3), padding=1).path == "implicit"  # K = 630: 3 channel blocks
+    assert plan((2, 1, 10, 10), (3, 3), dilation=4).path == "im2col"  # 2x2 outputs: mostly waste
+    assert plan((2, 1, 31, 29), (3, 3), stride=2).path == "implicit"
+    assert plan((1, 1, 40, 41), (7, 7), stride=2, padding=3).path == "implicit"
+    assert plan((2, 1, 1100), (5,), stride=2, padding=2).tile == (1, 510)
+    assert plan((40, 1, 12), (3,), padding=1).tile[0] > 1  # images as rows
+    assert plan((16, 1, 19), (3,), stride=2, padding=1).path == "implicit"
+    assert plan((2, 1, 9, 8), (2, 2), stride=2).path == "im2col"  # one tap per phase
+    assert plan((2, 1, 16, 64), (3, 3), c_out=2, padding=1).path == "implicit_row"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -69,14 +69,8 @@ from fastconv._kernels._openmp cimport omp_get_thread_num
 include "_ukernel.pxi"
 
 cdef enum:
-    DW_CACHED = 1 << 20  # bytes of dW above which the weight gradient splits dW, not positions
     DOT_LANES = 16  # independent partial sums of _dot
     PB = 16     # outputs per block of _pack_tile_grad's transpose
-
-# the implicit kernels are taken when at least this share of the forward's
-# work is useful
-cdef double IMPLICIT_MIN = 0.6
-
 
 cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return (a + b - 1) // b
@@ -386,29 +380,25 @@ cdef inline Py_ssize_t _phase_extent(Py_ssize_t k, Py_ssize_t d, Py_ssize_t s) n
     return (k - 1) * d // s
 
 
-cdef bint _implicit_tiles(const Geometry* geo, Py_ssize_t nr, Py_ssize_t n_planes,
-                          int n_threads, Py_ssize_t* rows, Py_ssize_t* cw) noexcept nogil:
-    """Whether the implicit kernels apply, and their tile of rows x cw outputs.
+cdef double _implicit_tiles(const Geometry* geo, Py_ssize_t nr, Py_ssize_t n_planes,
+                            int n_threads, double slack, Py_ssize_t* rows,
+                            Py_ssize_t* cw) noexcept nogil:
+    """The implicit kernels' tile of rows x cw outputs and its efficiency,
+    the share of the forward's work that is useful; -1 where no tile holds a
+    row of outputs (fastconv._plan decides whether the path is taken).
 
-    They need rows of B (NR) of at least 16 values: with 8 or 4 (the SSE2
-    build, and float64 with AVX2) gcc vectorised _micro_taps across taps
-    instead, and the im2col path measured 1.5-3x faster. A tile's rows in
-    each phase of its input copy are cw + ew wide (ew = (KW-1)*dw // sw),
-    and the forward computes the positions between rows and throws them away,
-    as it does the tail of the last block of nr columns: the tile is chosen
-    for the smallest waste, and the path is taken only if at least
-    IMPLICIT_MIN of the work is useful. (The weight gradient sums only the
-    valid positions, but the same tiles serve it well.)
+    A tile's rows in each phase of its input copy are cw + ew wide (ew =
+    (KW-1)*dw // sw), and the forward computes the positions between rows
+    and throws them away, as it does the tail of the last block of nr
+    columns. The most rows are taken whose efficiency is within `slack` of
+    the best, while the tiles still number at least 4 per thread. (The
+    weight gradient sums only the valid positions, but the same tiles serve
+    it well.)
     """
     cdef Py_ssize_t ew = _phase_extent(geo.KW, geo.dw, geo.sw), r, rmax, c, wt
     cdef double eff, best = 0
-    if 2 * ew >= QT or nr < 16:
-        return False
-    # Strided, they pay off where taps share a phase (3x3 at stride 2): with
-    # one tap per phase (1x1 or 2x2 at stride 2) the phases are the im2col
-    # rows, copied all the same, and the forward measured 1.1x slower.
-    if (geo.sh > 1 or geo.sw > 1) and ew == 0 and _phase_extent(geo.KH, geo.dh, geo.sh) == 0:
-        return False
+    if 2 * ew >= QT:
+        return -1
     if geo.OW + ew <= QT:
         c = geo.OW
         rmax = min(geo.OH, QT // (c + ew))
@@ -418,30 +408,36 @@ cdef bint _implicit_tiles(const Geometry* geo, Py_ssize_t nr, Py_ssize_t n_plane
     wt = c + ew
     rows[0] = 1
     for r in range(1, rmax + 1):
-        # enough tiles to share among the threads
         if n_planes * _ceil_div(geo.OH, r) * _ceil_div(geo.OW, c) < 4 * n_threads and r > 1:
             break
         eff = <double> (r * c) / (_ceil_div(r * wt, nr) * nr)
-        if eff >= best - 0.02:
+        if eff >= best - slack:
             rows[0] = r
             best = max(best, eff)
     cw[0] = c
-    return best >= IMPLICIT_MIN
+    return best
 
 
 def implicit_tiles(Py_ssize_t itemsize, Py_ssize_t N, Py_ssize_t H, Py_ssize_t W,
                    Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t sh,
-                   Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int n_threads):
-    """(rows, columns) of the implicit kernels' tiles for N images of this
-    geometry (unpadded), or None where conv2d_forward and conv2d_weight_grad
-    take the im2col path (for tests and tuning)."""
+                   Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t dh, Py_ssize_t dw,
+                   Py_ssize_t groups, int n_threads, double slack):
+    """(rows, columns, efficiency) of the implicit kernels' tiles for N
+    images of this geometry, or None where no tile holds a row of outputs;
+    for fastconv._plan, which passes the result back to the kernels."""
     cdef Py_ssize_t nr = FASTCONV_NR_F32 if itemsize == 4 else FASTCONV_NR_F64
-    cdef Py_ssize_t rows, cw, n_images
-    cdef Geometry geo = _geometry(H, W, KH, KW, OH, OW, sh, sw, 0, 0, dh, dw)
+    cdef Py_ssize_t rows = 0, cw = 0, n_images
+    cdef Geometry geo = _geometry(H, W, KH, KW, OH, OW, sh, sw, ph, 0, dh, dw)
     geo = _implicit_geometry(&geo, N, groups, groups, &n_images)
-    if _implicit_tiles(&geo, nr, n_images * groups, n_threads, &rows, &cw):
-        return rows, cw
-    return None
+    cdef double eff = _implicit_tiles(&geo, nr, n_images * groups, n_threads, slack, &rows, &cw)
+    if eff < 0:
+        return None
+    return rows, cw, eff
+
+
+def blocking():
+    """This build's blocking table (_isa.h), for fastconv._plan."""
+    return dict(MR=MR, NR={4: FASTCONV_NR_F32, 8: FASTCONV_NR_F64}, TP=TP, KC=KC, QT=QT)
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W)
@@ -449,16 +445,23 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
                    const floating[::1] bias,                # IN  (C_out,) or empty
                    floating[:, :, :, ::1] out,              # OUT (N, C_out, OH, OW)
                    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
-                   Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int n_threads):
-    """out = conv2d(x, weight, bias): cross-correlation over padded patches."""
+                   Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups,
+                   str path, Py_ssize_t rows, Py_ssize_t cw, int n_threads):
+    """out = conv2d(x, weight, bias): cross-correlation over padded patches.
+
+    `path` (chosen by fastconv._plan): "im2col", or "implicit" or
+    "implicit_row" on tiles of rows x cw outputs.
+    """
     cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
     cdef Py_ssize_t N = x.shape[0], C_in = x.shape[1]
     cdef Py_ssize_t C_out = weight.shape[0], KH = weight.shape[2], KW = weight.shape[3]
     cdef Geometry geo = _geometry(x.shape[2], x.shape[3], KH, KW, out.shape[2], out.shape[3],
                                   sh, sw, ph, pw, dh, dw)
     cdef Py_ssize_t Cg = C_in // groups, Mg = C_out // groups, K = Cg * KH * KW
-    cdef Py_ssize_t nmp = _ceil_div(Mg, MR), g, rows, cw, n_images
+    cdef Py_ssize_t nmp = _ceil_div(Mg, MR), g, n_images
     cdef Geometry igeo = _implicit_geometry(&geo, N, C_in, C_out, &n_images)
+    if path not in ("im2col", "implicit", "implicit_row"):
+        raise ValueError(f"unknown forward path {path!r}")
     if N * geo.OH * geo.OW == 0:
         return
     dtype = np.float32 if floating is float else np.float64
@@ -466,8 +469,10 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
     with nogil:
         for g in range(groups):
             _pack_rows(&weight[g * Mg, 0, 0, 0], Mg, K, K, &wpack[g * nmp * MR * K])
-    if _implicit_tiles(&igeo, nr, n_images * groups, n_threads, &rows, &cw):
-        _forward_implicit(x, wpack, bias, out, &igeo, n_images, groups, rows, cw, n_threads)
+    cdef bint by_rows = path == "implicit_row"
+    if path != "im2col":
+        _forward_implicit(x, wpack, bias, out, &igeo, n_images, groups, rows, cw, by_rows,
+                          n_threads)
     else:
         _forward_im2col(x, wpack, bias, out, &geo, groups, n_threads)
 
@@ -667,14 +672,15 @@ cdef inline void _store_tile(const floating* ctile, Py_ssize_t ldc, Py_ssize_t r
 cdef void _forward_implicit(const floating[:, :, :, ::1] x, const floating[::1] wpack,
                             const floating[::1] bias, floating[:, :, :, ::1] out,
                             const Geometry* geo, Py_ssize_t N, Py_ssize_t groups,
-                            Py_ssize_t R, Py_ssize_t cw, int n_threads) except *:
+                            Py_ssize_t R, Py_ssize_t cw, bint by_rows, int n_threads) except *:
     """The forward with no im2col: the B operand is read in place.
 
     For each tile (see _Tiling) and block of channels, the input is copied
     once into xt. Tap (ci, kh, kw) of output q is xt[off + q], where off is
     the tap's offset (_tap_offsets): each row of B is a contiguous run of xt.
     The columns c >= cw of the tile are computed and discarded. `geo` is an
-    _implicit_geometry of N images.
+    _implicit_geometry of N images. With `by_rows`, one output channel at a
+    time, in blocks of MR*NR positions (_micro_taps_row).
     """
     cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
     cdef Py_ssize_t C_in = x.shape[1], C_out = out.shape[1]
@@ -684,11 +690,6 @@ cdef void _forward_implicit(const floating[:, :, :, ::1] x, const floating[::1] 
     cdef Py_ssize_t[::1] off = _tap_offsets(geo, &t, t.cpb * KK)
     cdef _Tile tl
     cdef Py_ssize_t item, cb, ci0, nci, nb, mp, m, co
-    # With at most a third of the micro-kernel's rows holding output channels
-    # (one or two per group where MR = 6), one channel at a time, in blocks of
-    # bw positions (_micro_taps_row): 0.45-0.65x the time with one channel,
-    # 0.8-1.0x with two, 1.1-1.9x with three to five.
-    cdef bint by_rows = 3 * Mg <= MR
     cdef Py_ssize_t bw = MR * nr
     cdef Py_ssize_t n_failed = 0
     cdef floating* xt
@@ -739,12 +740,17 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
                       const floating[::1] bias,               # IN  (C_in,) or empty
                       floating[:, :, :, ::1] grad_in,         # OUT (N, C_in, H, W)
                       Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
-                      Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int n_threads):
+                      Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups,
+                      str path, Py_ssize_t rows, Py_ssize_t cw, int n_threads):
     """grad_in = conv2d_input(grad_out, weight) (+ bias: conv_transpose2d).
 
     grad_in[n, ci, ih, iw] = sum over (co, kh, kw, oh, ow) with
     ih = oh*sh - ph + kh*dh and iw = ow*sw - pw + kw*dw of
     weight[co, ci, kh, kw] * grad_out[n, co, oh, ow].
+
+    `path` (chosen by fastconv._plan): "col2im", or "implicit_adjoint" on
+    the forward's implicit tiles of rows x cw outputs, for a 1-D convolution
+    whose images are the rows, with one tile across (cw = OW).
     """
     cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
     cdef Py_ssize_t N = grad_in.shape[0], C_in = grad_in.shape[1]
@@ -767,6 +773,8 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
     cdef _Run* runs
     cdef Py_ssize_t nrun
 
+    if path not in ("col2im", "implicit_adjoint"):
+        raise ValueError(f"unknown input-gradient path {path!r}")
     if N * C_in == 0:
         return
     # Enough items to keep every thread busy, each owning whole grad_in planes:
@@ -784,15 +792,9 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
     with nogil:
         for g in range(groups):
             _pack_cols(&weight[g * Mg, 0, 0, 0], Mg, K, K, &wpack[g * nrp * MR * Mg])
-    # The col2im items are single images. A 1-D convolution with fewer
-    # outputs than half a block of NR columns (MNIST-1D's 10 and 5 in
-    # float32) leaves most of the block empty; the implicit tiles stack the
-    # images as rows. Only where a tile spans its rows (one tile across), so
-    # that no two tiles reach the same input.
-    cdef Py_ssize_t n_images, rows, cw
+    cdef Py_ssize_t n_images
     cdef Geometry igeo = _implicit_geometry(&geo, N, C_in, C_out, &n_images)
-    if (N > 1 and 2 * P < nr and _images_as_rows(&geo)
-            and _implicit_tiles(&igeo, nr, groups, n_threads, &rows, &cw) and cw == geo.OW):
+    if path == "implicit_adjoint":
         _input_grad_implicit(grad_out, wpack, bias, grad_in, &igeo, groups, rows, cw,
                              n_threads)
         return
@@ -1225,9 +1227,14 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
                        floating[:, ::1] partial,                # OUT (n_threads, C_out*K), zeroed
                        Py_ssize_t KH, Py_ssize_t KW,
                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
-                       Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups, int n_threads):
+                       Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups,
+                       str path, Py_ssize_t rows, Py_ssize_t cw, int n_threads):
     """Per-thread partial sums of conv2d_weight in the first rows of
     `partial`; returns how many rows hold them, for the caller to sum.
+
+    `path` (chosen by fastconv._plan): "direct" (stride 1, few output
+    channels), "implicit" on the forward's tiles of rows x cw outputs,
+    "im2col" over tiles of TP positions, or "im2col_by_columns".
 
     dW[co, ci, kh, kw] = sum over (n, oh, ow) of grad_out[n, co, oh, ow] *
     x[n, ci, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw] (zero outside x).
@@ -1252,9 +1259,9 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
     # K in nkb blocks of equal depth kcb <= KC, rounded up to whole B panels
     cdef Py_ssize_t nkb = _ceil_div(K, KC)
     cdef Py_ssize_t kcb = min(KC, _ceil_div(_ceil_div(K, max(nkb, 1)), nr) * nr)
-    cdef Py_ssize_t item, g, q0, tile, kb0, rows = 0, cw = 0, n_items, n_images
+    cdef Py_ssize_t item, g, q0, tile, kb0, n_items, n_images
     cdef Geometry igeo = _implicit_geometry(&geo, N, C_in, C_out, &n_images)
-    cdef bint implicit, by_columns
+    cdef bint by_columns = path == "im2col_by_columns"
     cdef Py_ssize_t n_failed = 0
     cdef floating* apack
     cdef floating* col
@@ -1263,18 +1270,16 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
     cdef floating* acc
     cdef _Run* runs
 
+    if path not in ("direct", "implicit", "im2col", "im2col_by_columns"):
+        raise ValueError(f"unknown weight-gradient path {path!r}")
     if NP == 0 or K == 0:
         return 1
-    if sh == 1 and sw == 1 and 4 * Mg <= nr:
+    if path == "direct":
+        if sh != 1 or sw != 1:
+            raise ValueError("the direct weight gradient needs stride 1")
         _weight_grad_direct(x, grad_out, partial, &geo, groups, n_threads)
         return n_threads
-    # Its B panels hold NR output channels: with fewer than half of them
-    # (lenet1's 6, at NR = 32) the im2col path measured faster.
-    implicit = 2 * Mg >= nr and _implicit_tiles(&igeo, nr, n_images * groups, n_threads,
-                                                &rows, &cw)
-    by_columns = (C_out * K * sizeof(floating) > DW_CACHED and groups * nkb >= 2 * n_threads
-                  and (rows * cw if implicit else min(NP, TP)) < TP)
-    if implicit and not by_columns:
+    if path == "implicit":
         _weight_grad_implicit(x, grad_out, partial, &igeo, n_images, groups, rows, cw,
                               n_threads)
         return n_threads

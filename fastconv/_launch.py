@@ -1,0 +1,164 @@
+"""The kernel launchers: validated arrays in, one compiled kernel call, arrays out.
+
+The public ops (``functional``, ``grad``) validate and normalise their
+arguments, then call one launcher here. A launcher allocates the output,
+asks ``_plan`` for the path and thread count, views the arrays in the
+kernels' 2-D layout (1-D ops have H = 1) and calls the kernel of the build
+in use (``_config.conv_kernels`` / ``_config.pool_kernels``). Nothing here
+checks user input: that was done before.
+"""
+
+import math
+
+import numpy as np
+
+from . import _config, _plan
+
+__all__ = [
+    "conv_forward", "conv_input_grad", "conv_weight_grad", "bias_grad",
+    "max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward",
+]
+
+
+def _as4d(a, nd):
+    """View a C-contiguous (N, C, L) array as (N, C, 1, L)."""
+    return a if nd == 2 else a.reshape(a.shape[0], a.shape[1], 1, a.shape[2])
+
+
+def _planes(a, geo_size):
+    """View (N, C, *spatial) as (N*C, H, W)."""
+    return a.reshape((-1,) + tuple(geo_size))
+
+
+def _bias_or_empty(b, dtype):
+    return np.empty(0, dtype=dtype) if b is None else b
+
+
+# -- convolution ------------------------------------------------------------------
+
+
+def _forward(x4, w4, bias, out4, geo, plan):
+    """Run the forward kernel of ``plan`` on 4-D views."""
+    kernels = _config.conv_kernels
+    if plan.path == "depthwise":
+        kernels.depthwise_forward_or_input_grad(
+            x4, w4, bias, out4, *geo.kernel_args()[:-1], False, plan.n_threads)
+    else:
+        kernels.conv2d_forward(x4, w4, bias, out4, *geo.kernel_args(), plan.path, *plan.tile,
+                               plan.n_threads)
+
+
+def conv_forward(x, w, b, geo):
+    """``conv{nd}d`` of ``x`` with ``w`` (and bias ``b`` or None) for geometry ``geo``."""
+    out = np.empty(geo.output_shape(), dtype=x.dtype)
+    plan = _plan.plan_for("forward", geo, x.dtype.itemsize)
+    _forward(_as4d(x, geo.nd), _as4d(w, geo.nd), _bias_or_empty(b, x.dtype),
+             _as4d(out, geo.nd), geo, plan)
+    return out
+
+
+def _flipped_weight(w4, groups):
+    """``w4`` (C_out, C_in/g, kH, kW) with the channels swapped within each
+    group and the taps reversed: (C_in, C_out/g, kH, kW)."""
+    c_out, cg, kh, kw = w4.shape
+    swapped = w4.reshape(groups, c_out // groups, cg, kh, kw).swapaxes(1, 2)
+    return np.ascontiguousarray(swapped[..., ::-1, ::-1]).reshape(
+        groups * cg, c_out // groups, kh, kw
+    )
+
+
+def conv_input_grad(grad_out, w, b, geo):
+    """The input gradient of the convolution ``geo`` (a transposed convolution,
+    plus the bias ``b`` when not None)."""
+    grad_in = np.empty(geo.input_shape(), dtype=grad_out.dtype)
+    plan = _plan.plan_for("input_grad", geo, grad_out.dtype.itemsize)
+    bias = _bias_or_empty(b, grad_out.dtype)
+    gy4, w4, gx4 = _as4d(grad_out, geo.nd), _as4d(w, geo.nd), _as4d(grad_in, geo.nd)
+    kernels = _config.conv_kernels
+    if plan.path == "depthwise":
+        kernels.depthwise_forward_or_input_grad(
+            gy4, w4, bias, gx4, *geo.kernel_args()[:-1], True, plan.n_threads)
+    elif plan.path == "flipped_forward":
+        _forward(gy4, _flipped_weight(w4, geo.groups), bias, gx4,
+                 _plan._flipped_geometry(geo), plan.inner)
+    else:
+        kernels.conv2d_input_grad(gy4, w4, bias, gx4, *geo.kernel_args(), plan.path,
+                                  *plan.tile, plan.n_threads)
+    return grad_in
+
+
+def conv_weight_grad(x, grad_out, geo):
+    """The weight gradient of the convolution ``geo``: the kernel's per-thread
+    partial sums, summed."""
+    plan = _plan.plan_for("weight_grad", geo, x.dtype.itemsize)
+    shape = geo.weight_shape()
+    partial = np.zeros((plan.n_threads, math.prod(shape)), dtype=x.dtype)
+    rows = plan.n_threads  # of partial that hold sums
+    x4, gy4 = _as4d(x, geo.nd), _as4d(grad_out, geo.nd)
+    if plan.path == "depthwise":
+        _config.conv_kernels.depthwise_weight_grad(
+            x4, gy4, partial, *geo.kernel, *geo.kernel_args()[:-1], plan.n_threads)
+    else:
+        rows = _config.conv_kernels.conv2d_weight_grad(
+            x4, gy4, partial, *geo.kernel, *geo.kernel_args(), plan.path, *plan.tile,
+            plan.n_threads)
+    # one thread: its row is the result (a view of nothing larger)
+    total = partial[0] if plan.n_threads == 1 else partial[:rows].sum(axis=0)
+    return total.reshape(shape)
+
+
+def bias_grad(gy):
+    """The sum of ``gy`` (N, C, ...) over every axis but 1, in ``gy``'s dtype."""
+    out = np.empty(gy.shape[1], dtype=gy.dtype)
+    positions = math.prod(gy.shape[2:])
+    _config.conv_kernels.bias_grad(gy.reshape(gy.shape[0], gy.shape[1], positions), out,
+                                   _plan.threads_for(gy.size, "pool"))
+    return out
+
+
+# -- pooling ----------------------------------------------------------------------
+
+
+def max_pool_forward(x, geo, return_indices):
+    """Max pooling of ``x`` for geometry ``geo``: the output, and its argmax
+    indices (flat in each plane) or None."""
+    out = np.empty(geo.out_shape(x.shape[:2]), dtype=x.dtype)
+    if return_indices:
+        indices = np.empty(out.shape, dtype=np.int64)
+        idx3 = _planes(indices, geo.out_size)
+    else:
+        indices, idx3 = None, np.empty((0, 0, 0), dtype=np.int64)
+    _config.pool_kernels.max_pool2d_forward(
+        _planes(x, geo.in_size), _planes(out, geo.out_size), idx3, geo.kernel_args(),
+        _plan.threads_for(x.size, "pool"))
+    return out, indices
+
+
+def max_pool_backward(gy, indices, input_size):
+    """``gy`` routed to ``indices`` in planes of ``input_size``; the number of
+    out-of-range indices (skipped) besides."""
+    grad_in = np.empty(input_size, dtype=gy.dtype)  # each plane zeroed by the kernel
+    planes, n_out = input_size[0] * input_size[1], math.prod(gy.shape[2:])
+    bad = _config.pool_kernels.max_pool_backward(
+        gy.reshape(planes, n_out), indices.reshape(planes, n_out),
+        grad_in.reshape(planes, math.prod(input_size[2:])),
+        _plan.threads_for(grad_in.size, "pool"))
+    return grad_in, bad
+
+
+def avg_pool_forward(x, geo, count_include_pad):
+    """Average pooling of ``x`` for geometry ``geo``."""
+    out = np.empty(geo.out_shape(x.shape[:2]), dtype=x.dtype)
+    _config.pool_kernels.avg_pool2d_forward(
+        _planes(x, geo.in_size), _planes(out, geo.out_size), geo.kernel_args(),
+        bool(count_include_pad), _plan.threads_for(x.size, "pool"))
+    return out
+
+
+def avg_pool_backward(gy, input_size, geo, count_include_pad):
+    """The input gradient of average pooling ``geo`` for output gradient ``gy``."""
+    grad_in = np.empty(input_size, dtype=gy.dtype)  # each plane zeroed by the kernel
+    _config.pool_kernels.avg_pool2d_backward(
+        _planes(gy, geo.out_size), _planes(grad_in, geo.in_size), geo.kernel_args(),
+        bool(count_include_pad), _plan.threads_for(grad_in.size, "pool"))
+    return grad_in

@@ -1,0 +1,316 @@
+"""Every path decision of the convolution kernels, in one place.
+
+Each op of a convolution has several kernels, here called paths. This module
+picks one for a geometry, dtype and thread count, in one ``auto`` block per
+op, as scikit-learn's pairwise-distances engine chooses among its
+strategies. Every threshold is a named constant below, with the measurement
+that set it. The launchers (``fastconv._launch``) pass the chosen path to
+the kernel, which takes it as given.
+
+Paths (kernels in ``fastconv/_kernels/_conv.pxi``):
+
+==============  ==================  ==========================================
+op              path                kernel
+==============  ==================  ==========================================
+forward         ``depthwise``       ``depthwise_forward_or_input_grad``
+                ``implicit_row``    ``conv2d_forward``: implicit tiles, one
+                                    output channel at a time
+                ``implicit``        ``conv2d_forward``: implicit tiles (B read
+                                    in place from a padded input copy)
+                ``im2col``          ``conv2d_forward``: patch tiles
+input_grad      ``depthwise``       ``depthwise_forward_or_input_grad``
+                ``flipped_forward`` the forward plan of grad_out with the
+                                    flipped weight (stride 1)
+                ``implicit_adjoint`` ``conv2d_input_grad``: adjoint of the
+                                    implicit forward (1-D, images as rows)
+                ``col2im``          ``conv2d_input_grad``: GEMM + scatter
+weight_grad     ``depthwise``       ``depthwise_weight_grad``
+                ``direct``          ``conv2d_weight_grad``: dot products over
+                                    flat planes (stride 1)
+                ``implicit``        ``conv2d_weight_grad``: implicit tiles
+                ``im2col``          ``conv2d_weight_grad``: patch tiles,
+                                    per-thread copies of dW
+                ``im2col_by_columns`` ``conv2d_weight_grad``: patch tiles,
+                                    items are blocks of columns of dW
+==============  ==================  ==========================================
+
+``fastconv.conv_plan`` (``conv_plan`` here) tells which path each op of a
+convolution takes;
+``forced`` (private, for tests and tuning) makes the plan take a given path
+wherever it applies, and raises where it does not.
+"""
+
+import contextlib
+import functools
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from . import _config
+from ._validation import conv_geometry
+
+__all__ = ["Plan", "PATHS", "plan_for", "conv_plan", "conv_threads", "threads_for", "forced"]
+
+PATHS = {
+    "forward": ("depthwise", "implicit_row", "implicit", "im2col"),
+    "input_grad": ("depthwise", "flipped_forward", "implicit_adjoint", "col2im"),
+    "weight_grad": ("depthwise", "direct", "implicit", "im2col_by_columns", "im2col"),
+}
+
+# -- thresholds -------------------------------------------------------------------
+
+# Work per thread below which another thread costs more (waking it, sharing
+# the tile) than it saves: multiply-adds for convolutions, elements for pooling.
+GRAIN = {"conv": 2**16, "pool": 2**15}
+
+# The implicit kernels are taken where at least this share of the forward's
+# work is useful (the rest: positions between rows of a tile and the tail of
+# its last block of NR columns).
+IMPLICIT_MIN_EFFICIENCY = 0.6
+# Tiles of more rows are preferred while their efficiency is within this of
+# the best one's: fewer, larger copies of the input.
+IMPLICIT_ROWS_SLACK = 0.02
+# ... and need micro-kernel rows (NR) of at least this many values: on the
+# AVX2 build in float64 (NR = 8) the im2col forward measured 1.1-1.3x faster.
+IMPLICIT_MIN_NR = 16
+# The implicit forward computes one output channel at a time (implicit_row)
+# where at most a third of the micro-kernel's MR rows hold output channels:
+# 0.45-0.65x the time with one channel per group, 0.8-1.0x with two.
+ROW_KERNEL_MAX_SHARE = 1 / 3
+# The input gradient at stride 1 is the forward of grad_out with the flipped
+# weight, whose output channels are the input's: with fewer than MR of them
+# per group (lenet1's 1, cifar1's 3) its row blocks are mostly padding and
+# col2im measured faster.
+# The adjoint of the implicit forward serves 1-D input gradients with fewer
+# outputs per image than half a block of NR columns (MNIST-1D's 10 and 5 in
+# float32): col2im's items are single images, mostly padding.
+# The weight gradient's B panels hold NR output channels: it is direct (dot
+# products) with at most NR/4 of them per group at stride 1, and implicit
+# only with at least NR/2 (lenet1's 6, at NR = 32: im2col measured faster).
+DIRECT_MAX_SHARE = 1 / 4
+WEIGHT_IMPLICIT_MIN_SHARE = 1 / 2
+# Bytes of dW above which the weight gradient's items are blocks of columns
+# of dW, each summing all positions into its own slice, instead of tiles of
+# positions that walk all of dW (8x slower than PyTorch on a 7x7 map with
+# 512 channels).
+DW_CACHED = 1 << 20
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The path of one op, its thread count, and what its kernel needs:
+    the implicit tile (rows x cols of outputs), or, for the input gradient's
+    ``flipped_forward``, the forward plan it runs."""
+
+    path: str
+    n_threads: int
+    tile: tuple = (0, 0)
+    inner: "Plan" = None
+
+    def describe(self):
+        return self.path if self.inner is None else f"{self.path}/{self.inner.describe()}"
+
+
+def threads_for(work, kind):
+    """Threads for one kernel call of ``work`` units: get_num_threads(), but
+    fewer for calls too small to share."""
+    return max(1, min(_config.get_num_threads(), int(work) // GRAIN[kind]))
+
+
+def conv_threads(geo):
+    """Threads for one convolution kernel: its multiply-adds decide."""
+    n, c_out = geo.n, geo.c_out
+    macs = n * c_out * geo.out_size[0] * geo.out_size[1] * (geo.c_in // geo.groups) \
+        * geo.kernel[0] * geo.kernel[1]
+    return threads_for(macs, "conv")
+
+
+# -- geometry facts -------------------------------------------------------------
+
+
+def _depthwise(geo):
+    return geo.c_in == geo.groups == geo.c_out
+
+
+def _images_as_rows(geo):
+    """Whether the implicit kernels see a 1-D convolution's images as rows."""
+    return (geo.in_size[0] == 1 and geo.out_size[0] == 1 and geo.kernel[0] == 1
+            and geo.pad_begin[0] == 0)
+
+
+def _one_tap_per_phase(geo):
+    """Strided, with every tap in a phase of its own (1x1 or 2x2 at stride 2):
+    the implicit kernels' phases are then the im2col rows, copied all the
+    same, and their forward measured 1.1x slower."""
+    sh = 1 if _images_as_rows(geo) else geo.stride[0]
+    sw = geo.stride[1]
+    return ((sh > 1 or sw > 1)
+            and (geo.kernel[0] - 1) * geo.dilation[0] // sh == 0
+            and (geo.kernel[1] - 1) * geo.dilation[1] // sw == 0)
+
+
+def _implicit_tile(geo, itemsize, n_threads):
+    """(rows, cols, efficiency) of the implicit kernels' tile, or None where
+    no tile holds a row of outputs."""
+    (h, w), (kh, kw), (oh, ow) = geo.in_size, geo.kernel, geo.out_size
+    return _config.conv_kernels.implicit_tiles(
+        itemsize, geo.n, h, w, kh, kw, oh, ow, *geo.stride, geo.pad_begin[0],
+        *geo.dilation, geo.groups, n_threads, IMPLICIT_ROWS_SLACK)
+
+
+def _flipped_geometry(geo):
+    """The forward that computes ``geo``'s input gradient at stride 1:
+    grad_out padded by d*(k-1) - p at the start, with the flipped weight."""
+    full = tuple(d * (k - 1) - p for d, k, p in zip(geo.dilation, geo.kernel, geo.pad_begin))
+    end = tuple(i - o - f + d * (k - 1) for i, o, f, d, k in
+                zip(geo.in_size, geo.out_size, full, geo.dilation, geo.kernel))
+    return replace(geo, c_in=geo.c_out, c_out=geo.c_in, in_size=geo.out_size,
+                   out_size=geo.in_size, stride=(1, 1), pad_begin=full, pad_end=end)
+
+
+# -- the plans ----------------------------------------------------------------------
+
+
+def _applies(op, path, geo, blk, itemsize, n_threads):
+    """Whether ``path`` computes ``op`` of this geometry correctly (the
+    kernels' preconditions, not their speed)."""
+    if path == "depthwise":
+        return _depthwise(geo)
+    if path in ("implicit", "implicit_row"):
+        return _implicit_tile(geo, itemsize, n_threads) is not None
+    if path == "flipped_forward":
+        return geo.stride == (1, 1) and min(_flipped_geometry(geo).pad_begin) >= 0
+    if path == "implicit_adjoint":
+        tile = _implicit_tile(geo, itemsize, n_threads)
+        return _images_as_rows(geo) and tile is not None and tile[1] == geo.out_size[1]
+    if path == "direct":
+        return geo.stride == (1, 1)
+    return True  # im2col, col2im, im2col_by_columns
+
+
+def _auto(op, geo, blk, itemsize, n_threads):
+    """The path of ``op``: every speed decision of the convolution kernels."""
+    mr, nr = blk["MR"], blk["NR"][itemsize]
+    cg, mg = geo.c_in // geo.groups, geo.c_out // geo.groups
+    if _depthwise(geo):
+        return "depthwise"
+
+    tile = _implicit_tile(geo, itemsize, n_threads)
+    implicit = (tile is not None and tile[2] >= IMPLICIT_MIN_EFFICIENCY
+                and nr >= IMPLICIT_MIN_NR and not _one_tap_per_phase(geo))
+    if op == "forward":
+        if not implicit:
+            return "im2col"
+        return "implicit_row" if mg <= ROW_KERNEL_MAX_SHARE * mr else "implicit"
+    if op == "input_grad":
+        if _applies(op, "flipped_forward", geo, blk, itemsize, n_threads) and cg >= mr:
+            return "flipped_forward"
+        positions = geo.out_size[0] * geo.out_size[1]
+        if (geo.n > 1 and 2 * positions < nr and implicit
+                and _applies(op, "implicit_adjoint", geo, blk, itemsize, n_threads)):
+            return "implicit_adjoint"
+        return "col2im"
+    # weight_grad
+    if geo.stride == (1, 1) and mg <= DIRECT_MAX_SHARE * nr:
+        return "direct"
+    implicit = implicit and mg >= WEIGHT_IMPLICIT_MIN_SHARE * nr
+    k = cg * geo.kernel[0] * geo.kernel[1]
+    k_blocks = -(-k // blk["KC"])
+    positions = geo.n * geo.out_size[0] * geo.out_size[1]
+    item_positions = tile[0] * tile[1] if implicit else min(positions, blk["TP"])
+    if (geo.c_out * k * itemsize > DW_CACHED and geo.groups * k_blocks >= 2 * n_threads
+            and item_positions < blk["TP"]):
+        return "im2col_by_columns"
+    return "implicit" if implicit else "im2col"
+
+
+_forced = {}
+
+
+@contextlib.contextmanager
+def forced(**paths):
+    """Within the block, op ``op`` takes path ``paths[op]`` (for example
+    ``forced(forward="im2col")``) wherever it applies; a call for which it
+    does not raises ValueError. Private: for tests and tuning."""
+    for op, path in paths.items():
+        if path not in PATHS.get(op, ()):
+            raise ValueError(f"Expected a path of {sorted(PATHS)}, got {op}={path!r}")
+    saved = dict(_forced)
+    _forced.update(paths)
+    try:
+        yield
+    finally:
+        _forced.clear()
+        _forced.update(saved)
+
+
+def _plan(op, geo, itemsize, n_threads):
+    blk = _config.blocking()
+    path = _forced.get(op)
+    if path is None:
+        path = _auto(op, geo, blk, itemsize, n_threads)
+    elif not _applies(op, path, geo, blk, itemsize, n_threads):
+        raise ValueError(f"the {op} path {path!r} does not apply to {geo}")
+    if path == "flipped_forward":
+        flipped = _flipped_geometry(geo)
+        return Plan(path, n_threads, inner=_plan("forward", flipped, itemsize, n_threads))
+    tile = (0, 0)
+    if path in ("implicit", "implicit_row", "implicit_adjoint"):
+        tile = _implicit_tile(geo, itemsize, n_threads)[:2]
+    return Plan(path, n_threads, tile)
+
+
+_plan_cached = functools.lru_cache(maxsize=1024)(_plan)
+
+
+def plan_for(op, geo, itemsize):
+    """The Plan of ``op`` (``forward``, ``input_grad`` or ``weight_grad``) for
+    a convolution of geometry ``geo`` on values of ``itemsize`` bytes."""
+    n_threads = conv_threads(geo)
+    if _forced:
+        return _plan(op, geo, itemsize, n_threads)
+    return _plan_cached(op, geo, itemsize, n_threads)
+
+
+def conv_plan(input_shape, weight_shape, dtype=np.float32, stride=1, padding=0, dilation=1,
+              groups=1):
+    """The kernel path of each op of a convolution, as its call would take it.
+
+    Parameters
+    ----------
+    input_shape, weight_shape : tuple of int
+        As for ``conv1d``/``conv2d``: ``(N, C_in, *spatial)`` and
+        ``(C_out, C_in/groups, *kernel)``.
+    dtype : float32 or float64
+    stride, padding, dilation, groups
+        As for ``conv1d``/``conv2d``.
+
+    Returns
+    -------
+    dict
+        ``forward``, ``input_grad`` and ``weight_grad``: the path names of
+        ``fastconv._plan.PATHS`` (``flipped_forward/im2col`` is the flipped
+        forward on the im2col path); ``threads``: the thread count of the
+        three kernels at the current setting. The forward of
+        ``conv_transpose{1,2}d`` is the ``input_grad`` of the convolution
+        whose weight it takes.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> fastconv.conv_plan((8, 64, 56, 56), (64, 64, 3, 3), padding=1)["weight_grad"]
+    'implicit'
+    >>> fastconv.conv_plan((8, 64, 56, 56), (64, 1, 3, 3), padding=1, groups=64)["forward"]
+    'depthwise'
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"Expected dtype float32 or float64, got {dtype}")
+    nd = len(input_shape) - 2
+    if nd not in (1, 2):
+        raise ValueError(f"Expected an input shape of 3 or 4 dimensions, got {input_shape}")
+    geo = conv_geometry(tuple(input_shape), tuple(weight_shape), nd, stride, padding,
+                        dilation, groups)
+    plans = {op: plan_for(op, geo, dtype.itemsize) for op in PATHS}
+    return {**{op: p.describe() for op, p in plans.items()},
+            "threads": plans["forward"].n_threads}

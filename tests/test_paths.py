@@ -1,0 +1,191 @@
+"""Every kernel path of the plan (fastconv._plan), forced on every geometry
+where it applies, against the reference and the loop oracles: on each ISA
+build this CPU runs, at 1 and 3 threads, with the work grain lowered so
+that these small cases are really shared among the threads."""
+
+import importlib
+
+import loops
+import numpy as np
+import pytest
+from conftest import assert_close
+
+import fastconv
+from fastconv import _config, _plan
+from fastconv import reference as ref
+from fastconv._validation import conv_geometry
+
+# (name, input shape, weight shape, stride, padding, dilation, groups)
+CASES = [
+    ("3x3", (2, 5, 9, 11), (7, 5, 3, 3), 1, 1, 1, 1),
+    ("3x3-s2", (3, 4, 11, 10), (8, 4, 3, 3), 2, 1, 1, 1),
+    ("dilated-groups", (2, 6, 12, 9), (9, 2, 3, 2), (1, 2), (2, 1), (2, 1), 3),
+    ("one-channel", (3, 1, 10, 12), (2, 1, 5, 5), 1, 2, 1, 1),
+    ("depthwise", (2, 6, 8, 9), (6, 1, 3, 3), 1, 1, 1, 6),
+    ("depthwise-s2", (2, 4, 9, 8), (4, 1, 3, 3), 2, 1, 1, 4),
+    ("2x2-s2", (2, 3, 8, 10), (5, 3, 2, 2), 2, 0, 1, 1),
+    ("many-channels", (2, 40, 6, 6), (13, 40, 3, 3), 1, 0, 1, 1),
+    ("1d-rows", (7, 4, 10), (6, 4, 3), 1, 1, 1, 1),
+    ("1d-s2", (5, 3, 19), (5, 3, 3), 2, 1, 1, 1),
+    ("1d-wide", (2, 2, 70), (3, 2, 5), 1, 0, 2, 1),
+]
+DTYPES = [np.float32, np.float64]
+REFERENCE = {"forward": "conv{nd}d", "input_grad": "conv{nd}d_input",
+             "weight_grad": "conv{nd}d_weight"}
+
+
+@pytest.fixture(params=["generic", "avx2", "avx512"])
+def isa(request, monkeypatch):
+    """Run the test on one ISA build of the kernels, in this process."""
+    name = request.param
+    if name not in _config._supported_isas():
+        pytest.skip(f"this CPU cannot run the {name} build")
+    try:
+        conv = importlib.import_module(f"fastconv._kernels._conv_{name}")
+        pool = importlib.import_module(f"fastconv._kernels._pool_{name}")
+    except ImportError:
+        pytest.skip(f"the {name} build is not part of this installation")
+    monkeypatch.setattr(_config, "conv_kernels", conv)
+    monkeypatch.setattr(_config, "pool_kernels", pool)
+    _config.blocking.cache_clear()
+    _plan._plan_cached.cache_clear()
+    yield name
+    _config.blocking.cache_clear()
+    _plan._plan_cached.cache_clear()
+
+
+@pytest.fixture(params=[1, 3])
+def n_threads(request, monkeypatch, threads):
+    """1 or 3 threads, with a grain small enough for every case to use them."""
+    monkeypatch.setattr(_plan, "GRAIN", {"conv": 1, "pool": 1})
+    threads.set_num_threads(request.param)
+    _plan._plan_cached.cache_clear()
+    yield request.param
+    _plan._plan_cached.cache_clear()
+
+
+def _operands(case, dtype, rng):
+    _, xs, ws, stride, padding, dilation, groups = case
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    geo = conv_geometry(xs, ws, len(xs) - 2, stride, padding, dilation, groups)
+    gy = rng.standard_normal(geo.output_shape()).astype(dtype)
+    return x, w, b, gy, kw, geo
+
+
+def _run(op, nd, x, w, b, gy, kw):
+    if op == "forward":
+        return getattr(fastconv, f"conv{nd}d")(x, w, b, **kw)
+    if op == "input_grad":
+        return getattr(fastconv.grad, f"conv{nd}d_input")(x.shape, w, gy, **kw)
+    return getattr(fastconv.grad, f"conv{nd}d_weight")(x, w.shape, gy, **kw)
+
+
+def _oracle(op, nd, x, w, b, gy, kw):
+    name = REFERENCE[op].format(nd=nd)
+    if op == "forward":
+        return getattr(ref, name)(x, w, b, **kw)
+    if op == "input_grad":
+        return getattr(ref, name)(x.shape, w, gy, **kw)
+    return getattr(ref, name)(x, w.shape, gy, **kw)
+
+
+def _terms(op, geo):
+    """The length of the sums behind one output value, for the tolerance."""
+    taps = geo.kernel[0] * geo.kernel[1]
+    if op == "forward":
+        return geo.c_in // geo.groups * taps
+    if op == "input_grad":
+        return geo.c_out // geo.groups * taps
+    return geo.n * geo.out_size[0] * geo.out_size[1]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", sorted(_plan.PATHS))
+def test_every_path_matches_the_reference(op, dtype, isa, n_threads):
+    rng = np.random.default_rng(7)
+    taken = set()
+    for path in _plan.PATHS[op]:
+        for case in CASES:
+            x, w, b, gy, kw, geo = _operands(case, dtype, rng)
+            nd = geo.nd
+            with _plan.forced(**{op: path}):
+                try:
+                    plan = _plan.plan_for(op, geo, np.dtype(dtype).itemsize)
+                except ValueError as exc:
+                    assert "does not apply" in str(exc)
+                    continue
+                assert plan.path == path
+                assert plan.n_threads == n_threads
+                got = _run(op, nd, x, w, b, gy, kw)
+            want = _oracle(op, nd, x, w, b, gy, kw)
+            assert got.dtype == dtype
+            assert_close(got, want, n_terms=_terms(op, geo), err_msg=f"{op} {path} {case[0]}")
+            taken.add(path)
+    assert taken == set(_plan.PATHS[op]), f"paths never taken: {set(_plan.PATHS[op]) - taken}"
+
+
+LOOP_CASES = [  # (input shape, weight shape, stride, padding, groups), all 4-D
+    ((2, 4, 5, 6), (4, 2, 3, 2), (1, 1), (1, 1), 2),
+    ((3, 3, 1, 7), (2, 3, 1, 3), (1, 1), (0, 1), 1),  # a 1-D convolution: images as rows
+    ((2, 3, 6, 5), (3, 1, 3, 3), (2, 1), (1, 0), 3),  # depthwise
+]
+
+
+@pytest.mark.parametrize("op", sorted(_plan.PATHS))
+def test_every_path_matches_the_loops(op, isa):
+    """Tiny float64 cases against the textbook loops (tests/loops.py)."""
+    rng = np.random.default_rng(3)
+    taken = set()
+    for xs, ws, stride, pad, groups in LOOP_CASES:
+        x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+        nd = 1 if xs[2] == 1 else 2
+        kw = dict(stride=stride[2 - nd:], padding=pad[2 - nd:], groups=groups)
+        geo = conv_geometry(xs[:2] + xs[4 - nd:], ws[:2] + ws[4 - nd:], nd, kw["stride"],
+                            kw["padding"], 1, groups)
+        gy = rng.standard_normal(geo.output_shape())
+        gy4 = gy.reshape(gy.shape[:2] + (-1,) + gy.shape[-1:])
+        want = {
+            "forward": lambda: loops.conv2d(x, w, None, stride, pad, pad, (1, 1), groups),
+            "input_grad": lambda: loops.conv2d_input(gy4, w, xs, stride, pad, (1, 1), groups),
+            "weight_grad": lambda: loops.conv2d_weight(x, gy4, ws, stride, pad, (1, 1), groups),
+        }[op]()
+        for path in _plan.PATHS[op]:
+            with _plan.forced(**{op: path}):
+                try:
+                    _plan.plan_for(op, geo, 8)
+                except ValueError as exc:
+                    assert "does not apply" in str(exc)
+                    continue
+                got = _run(op, nd, x.reshape(geo.input_shape()),
+                           w.reshape(geo.weight_shape()), None, gy, kw)
+            assert_close(got.reshape(want.shape), want, n_terms=24, err_msg=f"{op} {path}")
+            taken.add(path)
+    assert taken == set(_plan.PATHS[op]), f"paths never taken: {set(_plan.PATHS[op]) - taken}"
+
+
+def test_conv_plan_names_the_paths_a_call_takes():
+    plan = fastconv.conv_plan((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
+    assert set(plan) == {"forward", "input_grad", "weight_grad", "threads"}
+    for op in _plan.PATHS:
+        assert plan[op].split("/")[0] in _plan.PATHS[op]
+    assert plan["input_grad"].startswith("flipped_forward/")
+    dw = fastconv.conv_plan((2, 8, 9, 9), (8, 1, 3, 3), np.float64, padding=1, groups=8)
+    assert (dw["forward"], dw["input_grad"], dw["weight_grad"]) == ("depthwise",) * 3
+    with pytest.raises(TypeError, match="Expected dtype float32 or float64"):
+        fastconv.conv_plan((1, 1, 4, 4), (1, 1, 3, 3), np.int32)
+    with pytest.raises(ValueError, match="Expected an input shape of 3 or 4"):
+        fastconv.conv_plan((1, 4), (1, 1, 3))
+
+
+def test_forcing_checks_its_paths():
+    with pytest.raises(ValueError, match="Expected a path of"):
+        with _plan.forced(forward="col2im"):
+            pass
+    with _plan.forced(weight_grad="direct"):
+        with pytest.raises(ValueError, match="does not apply"):
+            fastconv.grad.conv2d_weight(np.ones((1, 1, 5, 5)), (1, 1, 3, 3),
+                                        np.ones((1, 1, 2, 2)), stride=2)
+    assert _plan._forced == {}
