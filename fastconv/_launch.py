@@ -37,8 +37,12 @@ def _bias_or_empty(b, dtype):
 # -- convolution ------------------------------------------------------------------
 
 
-def _forward(x4, w4, bias, out4, geo, plan):
-    """Run the forward kernel of ``plan`` on 4-D views."""
+def conv_forward(x, w, b, geo):
+    """``conv{nd}d`` of ``x`` with ``w`` (and bias ``b`` or None) for geometry ``geo``."""
+    out = np.empty(geo.output_shape(), dtype=x.dtype)
+    plan = _plan.plan_for("forward", geo, x.dtype.itemsize)
+    x4, w4, out4 = _as4d(x, geo.nd), _as4d(w, geo.nd), _as4d(out, geo.nd)
+    bias = _bias_or_empty(b, x.dtype)
     kernels = _config.conv_kernels
     if plan.path == "depthwise":
         kernels.depthwise_forward_or_input_grad(
@@ -46,25 +50,7 @@ def _forward(x4, w4, bias, out4, geo, plan):
     else:
         kernels.conv2d_forward(x4, w4, bias, out4, *geo.kernel_args(), plan.path, *plan.tile,
                                plan.n_threads)
-
-
-def conv_forward(x, w, b, geo):
-    """``conv{nd}d`` of ``x`` with ``w`` (and bias ``b`` or None) for geometry ``geo``."""
-    out = np.empty(geo.output_shape(), dtype=x.dtype)
-    plan = _plan.plan_for("forward", geo, x.dtype.itemsize)
-    _forward(_as4d(x, geo.nd), _as4d(w, geo.nd), _bias_or_empty(b, x.dtype),
-             _as4d(out, geo.nd), geo, plan)
     return out
-
-
-def _flipped_weight(w4, groups):
-    """``w4`` (C_out, C_in/g, kH, kW) with the channels swapped within each
-    group and the taps reversed: (C_in, C_out/g, kH, kW)."""
-    c_out, cg, kh, kw = w4.shape
-    swapped = w4.reshape(groups, c_out // groups, cg, kh, kw).swapaxes(1, 2)
-    return np.ascontiguousarray(swapped[..., ::-1, ::-1]).reshape(
-        groups * cg, c_out // groups, kh, kw
-    )
 
 
 def conv_input_grad(grad_out, w, b, geo):
@@ -78,9 +64,6 @@ def conv_input_grad(grad_out, w, b, geo):
     if plan.path == "depthwise":
         kernels.depthwise_forward_or_input_grad(
             gy4, w4, bias, gx4, *geo.kernel_args()[:-1], True, plan.n_threads)
-    elif plan.path == "flipped_forward":
-        _forward(gy4, _flipped_weight(w4, geo.groups), bias, gx4,
-                 _plan._flipped_geometry(geo), plan.inner)
     else:
         kernels.conv2d_input_grad(gy4, w4, bias, gx4, *geo.kernel_args(), plan.path,
                                   *plan.tile, plan.n_threads)

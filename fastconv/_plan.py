@@ -19,8 +19,6 @@ forward         ``depthwise``       ``depthwise_forward_or_input_grad``
                                     in place from a padded input copy)
                 ``im2col``          ``conv2d_forward``: patch tiles
 input_grad      ``depthwise``       ``depthwise_forward_or_input_grad``
-                ``flipped_forward`` the forward plan of grad_out with the
-                                    flipped weight (stride 1)
                 ``implicit_adjoint`` ``conv2d_input_grad``: adjoint of the
                                     implicit forward (1-D, images as rows)
                 ``col2im``          ``conv2d_input_grad``: GEMM + scatter
@@ -42,7 +40,7 @@ wherever it applies, and raises where it does not.
 
 import contextlib
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -53,7 +51,7 @@ __all__ = ["Plan", "PATHS", "plan_for", "conv_plan", "conv_threads", "threads_fo
 
 PATHS = {
     "forward": ("depthwise", "implicit_row", "implicit", "im2col"),
-    "input_grad": ("depthwise", "flipped_forward", "implicit_adjoint", "col2im"),
+    "input_grad": ("depthwise", "implicit_adjoint", "col2im"),
     "weight_grad": ("depthwise", "direct", "implicit", "im2col_by_columns", "im2col"),
 }
 
@@ -70,25 +68,27 @@ IMPLICIT_MIN_EFFICIENCY = 0.6
 # Tiles of more rows are preferred while their efficiency is within this of
 # the best one's: fewer, larger copies of the input.
 IMPLICIT_ROWS_SLACK = 0.02
-# ... and need micro-kernel rows (NR) of at least this many values: on the
-# AVX2 build in float64 (NR = 8) the im2col forward measured 1.1-1.3x faster.
-IMPLICIT_MIN_NR = 16
+# ... and need micro-kernel rows (NR) of at least this many values.
+IMPLICIT_MIN_NR = 8
 # The implicit forward computes one output channel at a time (implicit_row)
 # where at most a third of the micro-kernel's MR rows hold output channels:
 # 0.45-0.65x the time with one channel per group, 0.8-1.0x with two.
 ROW_KERNEL_MAX_SHARE = 1 / 3
-# The input gradient at stride 1 is the forward of grad_out with the flipped
-# weight, whose output channels are the input's: with fewer than MR of them
-# per group (lenet1's 1, cifar1's 3) its row blocks are mostly padding and
-# col2im measured faster.
+# (The input gradient at stride 1 was once the forward of grad_out with the
+# flipped weight. With the explicit micro-kernels col2im measured as fast or
+# faster on the six anchor shapes, 1.0-1.3x, and it never multiplies the
+# padding's zeros by the weight: 0 * inf is NaN.)
 # The adjoint of the implicit forward serves 1-D input gradients with fewer
 # outputs per image than half a block of NR columns (MNIST-1D's 10 and 5 in
 # float32): col2im's items are single images, mostly padding.
 # The weight gradient's B panels hold NR output channels: it is direct (dot
-# products) with at most NR/4 of them per group at stride 1, and implicit
-# only with at least NR/2 (lenet1's 6, at NR = 32: im2col measured faster).
-DIRECT_MAX_SHARE = 1 / 4
-WEIGHT_IMPLICIT_MIN_SHARE = 1 / 2
+# products, whose cost does not depend on NR) with at most 3/8 NR of them per
+# group at stride 1 (lenet1's 6: direct 0.67x the implicit time at NR = 16,
+# 1.6x at NR = 8), and implicit only with at least NR/4 (lenet1's 6 at NR =
+# 32: im2col 0.9x the implicit time); implicit measured 0.55-0.8x the time of
+# im2col elsewhere.
+DIRECT_MAX_SHARE = 3 / 8
+WEIGHT_IMPLICIT_MIN_SHARE = 1 / 4
 # Bytes of dW above which the weight gradient's items are blocks of columns
 # of dW, each summing all positions into its own slice, instead of tiles of
 # positions that walk all of dW (8x slower than PyTorch on a 7x7 map with
@@ -98,17 +98,12 @@ DW_CACHED = 1 << 20
 
 @dataclass(frozen=True)
 class Plan:
-    """The path of one op, its thread count, and what its kernel needs:
-    the implicit tile (rows x cols of outputs), or, for the input gradient's
-    ``flipped_forward``, the forward plan it runs."""
+    """The path of one op, its thread count, and the implicit kernels' tile
+    (rows x cols of outputs) where the path takes one."""
 
     path: str
     n_threads: int
     tile: tuple = (0, 0)
-    inner: "Plan" = None
-
-    def describe(self):
-        return self.path if self.inner is None else f"{self.path}/{self.inner.describe()}"
 
 
 def threads_for(work, kind):
@@ -158,16 +153,6 @@ def _implicit_tile(geo, itemsize, n_threads):
         *geo.dilation, geo.groups, n_threads, IMPLICIT_ROWS_SLACK)
 
 
-def _flipped_geometry(geo):
-    """The forward that computes ``geo``'s input gradient at stride 1:
-    grad_out padded by d*(k-1) - p at the start, with the flipped weight."""
-    full = tuple(d * (k - 1) - p for d, k, p in zip(geo.dilation, geo.kernel, geo.pad_begin))
-    end = tuple(i - o - f + d * (k - 1) for i, o, f, d, k in
-                zip(geo.in_size, geo.out_size, full, geo.dilation, geo.kernel))
-    return replace(geo, c_in=geo.c_out, c_out=geo.c_in, in_size=geo.out_size,
-                   out_size=geo.in_size, stride=(1, 1), pad_begin=full, pad_end=end)
-
-
 # -- the plans ----------------------------------------------------------------------
 
 
@@ -178,8 +163,6 @@ def _applies(op, path, geo, blk, itemsize, n_threads):
         return _depthwise(geo)
     if path in ("implicit", "implicit_row"):
         return _implicit_tile(geo, itemsize, n_threads) is not None
-    if path == "flipped_forward":
-        return geo.stride == (1, 1) and min(_flipped_geometry(geo).pad_begin) >= 0
     if path == "implicit_adjoint":
         tile = _implicit_tile(geo, itemsize, n_threads)
         return _images_as_rows(geo) and tile is not None and tile[1] == geo.out_size[1]
@@ -203,8 +186,6 @@ def _auto(op, geo, blk, itemsize, n_threads):
             return "im2col"
         return "implicit_row" if mg <= ROW_KERNEL_MAX_SHARE * mr else "implicit"
     if op == "input_grad":
-        if _applies(op, "flipped_forward", geo, blk, itemsize, n_threads) and cg >= mr:
-            return "flipped_forward"
         positions = geo.out_size[0] * geo.out_size[1]
         if (geo.n > 1 and 2 * positions < nr and implicit
                 and _applies(op, "implicit_adjoint", geo, blk, itemsize, n_threads)):
@@ -251,9 +232,6 @@ def _plan(op, geo, itemsize, n_threads):
         path = _auto(op, geo, blk, itemsize, n_threads)
     elif not _applies(op, path, geo, blk, itemsize, n_threads):
         raise ValueError(f"the {op} path {path!r} does not apply to {geo}")
-    if path == "flipped_forward":
-        flipped = _flipped_geometry(geo)
-        return Plan(path, n_threads, inner=_plan("forward", flipped, itemsize, n_threads))
     tile = (0, 0)
     if path in ("implicit", "implicit_row", "implicit_adjoint"):
         tile = _implicit_tile(geo, itemsize, n_threads)[:2]
@@ -289,8 +267,7 @@ def conv_plan(input_shape, weight_shape, dtype=np.float32, stride=1, padding=0, 
     -------
     dict
         ``forward``, ``input_grad`` and ``weight_grad``: the path names of
-        ``fastconv._plan.PATHS`` (``flipped_forward/im2col`` is the flipped
-        forward on the im2col path); ``threads``: the thread count of the
+        ``fastconv._plan.PATHS``; ``threads``: the thread count of the
         three kernels at the current setting. The forward of
         ``conv_transpose{1,2}d`` is the ``input_grad`` of the convolution
         whose weight it takes.
@@ -312,5 +289,5 @@ def conv_plan(input_shape, weight_shape, dtype=np.float32, stride=1, padding=0, 
     geo = conv_geometry(tuple(input_shape), tuple(weight_shape), nd, stride, padding,
                         dilation, groups)
     plans = {op: plan_for(op, geo, dtype.itemsize) for op in PATHS}
-    return {**{op: p.describe() for op, p in plans.items()},
+    return {**{op: p.path for op, p in plans.items()},
             "threads": plans["forward"].n_threads}

@@ -171,8 +171,8 @@ def test_conv_plan_names_the_paths_a_call_takes():
     plan = fastconv.conv_plan((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
     assert set(plan) == {"forward", "input_grad", "weight_grad", "threads"}
     for op in _plan.PATHS:
-        assert plan[op].split("/")[0] in _plan.PATHS[op]
-    assert plan["input_grad"].startswith("flipped_forward/")
+        assert plan[op] in _plan.PATHS[op]
+    assert plan["input_grad"] == "col2im"
     dw = fastconv.conv_plan((2, 8, 9, 9), (8, 1, 3, 3), np.float64, padding=1, groups=8)
     assert (dw["forward"], dw["input_grad"], dw["weight_grad"]) == ("depthwise",) * 3
     with pytest.raises(TypeError, match="Expected dtype float32 or float64"):
