@@ -9,8 +9,15 @@ reference before it is timed. The three are timed in turn, over a few rounds
 over all the runs (short calls are timed in runs of about 20 ms), GFLOP/s
 (convolutions) or GB/s (pooling), the ratios
 ``reference / fastconv`` and ``torch / fastconv`` (above 1: fastconv is
-faster), and the peak extra memory of one fastconv call. The machine's GEMM
-peak (NumPy ``matmul`` of 2048x2048) and copy bandwidth are measured first.
+faster), the kernel path each op took (``fastconv.conv_plan``) and the peak
+extra memory of one fastconv call.
+
+First, the machine: the CPU, the ISA build and its micro-kernel, the GEMM
+peak (NumPy ``matmul`` of 2048x2048), the FMA peak (a tight loop of
+independent FMAs in the micro-kernel's registers), the micro-kernel alone on
+panels that stay in L1 (the ``ukernel`` case), and the copy bandwidth.
+``--save DIR`` writes the results as ``DIR/results-<cpu>-<isa>.{json,txt}``,
+one pair per machine.
 """
 
 import argparse
@@ -253,19 +260,59 @@ def _thread_limits(n):
     return threadpool_limits(limits=n, user_api="blas")
 
 
+def _flop_rate(run, repeats):
+    """GFLOP/s of ``run()``, which returns the flops it did: the best of
+    ``repeats`` calls (a peak: a shared machine only ever slows a run down),
+    after a pause (OpenBLAS's threads spin for a while after a GEMM; see
+    side_by_side) and a warm-up."""
+    time.sleep(0.5)
+    run()
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        flops = run()
+        rates.append(flops / (time.perf_counter() - t0) / 1e9)
+    return float(np.max(rates))
+
+
 def machine_figures(n_threads, repeats=5):
-    """GEMM peak (GFLOP/s) per dtype and copy bandwidth (GB/s)."""
+    """GEMM peak, FMA peak and micro-kernel rate (GFLOP/s) per dtype, and
+    copy bandwidth (GB/s), on ``n_threads`` threads; and which kernels
+    NumPy's BLAS runs (with OPENBLAS_CORETYPE set, OpenBLAS runs that core's
+    kernels, whatever the CPU: unset it to measure NumPy at its best)."""
+    kernels = fastconv._config.conv_kernels
     out = {}
     with _thread_limits(n_threads):
         for dtype in (np.float32, np.float64):
+            name, size = np.dtype(dtype).name, np.dtype(dtype).itemsize
             a = np.random.default_rng(0).standard_normal((2048, 2048)).astype(dtype)
-            t = median_time(lambda a=a: a @ a, repeats)
-            out[f"gemm_gflops_{np.dtype(dtype).name}"] = 2 * 2048**3 / t / 1e9
+            out[f"gemm_gflops_{name}"] = _flop_rate(
+                lambda a=a: (np.matmul(a, a), 2 * 2048**3)[1], repeats)
+            # about 0.1 s each: 10**7 rounds of 12 FMAs, 10**5 micro-kernel calls
+            out[f"fma_gflops_{name}"] = _flop_rate(
+                lambda s=size: kernels.fma_peak_run(s, 10**7 // (s // 4), n_threads), repeats)
+            out[f"ukernel_gflops_{name}"] = _flop_rate(
+                lambda s=size: kernels.micro_run(s, 128, 10**5 // (s // 4), n_threads), repeats)
     src = np.ones(2**25, np.float64)  # 256 MiB
     dst = np.empty_like(src)
     t = median_time(lambda: np.copyto(dst, src), repeats)
     out["copy_gbs"] = 2 * src.nbytes / t / 1e9
+    out["blas"] = _blas_kernels()
     return out
+
+
+def _blas_kernels():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (threadpoolctl not installed)"
+    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    if not blas:
+        return "unknown"
+    arch = blas[0].get("architecture", "?")
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    return f"{blas[0]['internal_api']} {arch}" + (f" (OPENBLAS_CORETYPE={forced})" if forced
+                                                  else "")
 
 
 def _work(case, a):
@@ -345,6 +392,7 @@ def run(cases=None, dtypes=("float32", "float64"), threads=(1, 2), repeats=5, ro
         amount, unit = _work(case, a)
         row = dict(
             case=case.name, kind=case.kind, dtype=dtype, threads=n_threads,
+            path=_paths(case, a),
             time_s=t["fastconv"], reference_s=t["reference"], torch_s=t.get("torch"),
             rate=amount / t["fastconv"], unit=unit,
             vs_reference=t["reference"] / t["fastconv"],
@@ -359,11 +407,60 @@ def run(cases=None, dtypes=("float32", "float64"), threads=(1, 2), repeats=5, ro
     fastconv.set_num_threads(None)
     return dict(
         machine={str(t): m for t, m in machine.items()},
-        platform=platform.platform(), processor=_cpu_name(), cores=os.cpu_count(),
+        platform=platform.platform(), processor=_cpu_name(), cpu=cpu_slug(),
+        cores=os.cpu_count(),
         fastconv=fastconv.__version__, numpy=np.__version__,
         torch=None if torch is None else torch.__version__,
-        isa=fastconv._config.ISA, repeats=repeats, rounds=rounds, rows=rows,
+        isa=fastconv._config.ISA, micro_kernel=fastconv._config.micro_kernel(),
+        repeats=repeats, rounds=rounds, rows=rows,
     )
+
+
+def _paths(case, a):
+    """The kernel paths of a case's convolution ops (``-`` for pooling): the
+    forward's, or forward/input/weight for fwd+bwd."""
+    if case.kind.startswith("pool"):
+        return "-"
+    if case.transposed:
+        # the input gradient of the convolution it undoes, which maps y
+        # (grad_out's shape) to x with the same weight
+        plan = fastconv.conv_plan(a["gy"].shape, a["w"].shape, a["x"].dtype, **case.kwargs)
+        ops = (plan["input_grad"], plan["weight_grad"], plan["forward"])
+    else:
+        plan = fastconv.conv_plan(a["x"].shape, a["w"].shape, a["x"].dtype, **case.kwargs)
+        ops = (plan["forward"], plan["input_grad"], plan["weight_grad"])
+    return ops[0] if case.kind == "conv" else "/".join(ops)
+
+
+def _amd_core(family, model):
+    """The core of an AMD family/model, as AMD's documentation numbers them."""
+    if family == 0x1A:
+        return "zen5"
+    if family == 0x19:
+        return "zen4" if model in range(0x10, 0x20) or model in range(0x60, 0x80) \
+            or model in range(0xA0, 0xB0) else "zen3"
+    if family == 0x17:
+        return "zen2" if model >= 0x30 else "zen1"
+    return f"f{family}m{model}"
+
+
+def cpu_slug():
+    """A short file-name-safe name of this CPU, e.g. ``epyc-zen3``."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.machine().lower()
+    name = fields.get("model name", platform.machine()).lower()
+    words = [w for w in name.replace("(r)", "").replace("(tm)", "").split()
+             if w not in ("amd", "intel", "processor", "cpu")]
+    stem = "-".join(words[:2]) or platform.machine().lower()
+    if fields.get("vendor_id") == "AuthenticAMD" and "cpu family" in fields:
+        stem += "-" + _amd_core(int(fields["cpu family"]), int(fields.get("model", 0)))
+    return "".join(c if c.isalnum() or c == "-" else "-" for c in stem)
 
 
 def _cpu_name():
@@ -384,17 +481,25 @@ def _geomean(values):
 
 def format_table(result):
     lines = [
-        f"fastconv {result['fastconv']} ({result['isa']} kernels), numpy {result['numpy']}, "
-        f"torch {result['torch']}; {result['processor']}, {result['cores']} cores; "
+        f"fastconv {result['fastconv']}, numpy {result['numpy']}, torch {result['torch']}; "
         f"median of {result['rounds']} rounds x {result['repeats']} runs",
+        f"cpu: {result['processor']} ({result.get('cpu', '?')}), {result['cores']} cores; "
+        f"kernels: {result['isa']} build; micro-kernel: {result.get('micro_kernel', '?')}",
     ]
     for t, m in result["machine"].items():
         lines.append(
             f"machine, {t} thread(s): GEMM peak {m['gemm_gflops_float32']:.0f} GFLOP/s fp32, "
-            f"{m['gemm_gflops_float64']:.0f} fp64; copy {m['copy_gbs']:.1f} GB/s"
+            f"{m['gemm_gflops_float64']:.0f} fp64 ({m.get('blas', '?')}); "
+            f"copy {m['copy_gbs']:.1f} GB/s"
         )
+        if "fma_gflops_float32" in m:
+            lines.append(
+                "  ukernel (L1-resident) / FMA peak: " + "; ".join(
+                    f"{d} {m[f'ukernel_gflops_{d}']:.0f} / {m[f'fma_gflops_{d}']:.0f} GFLOP/s "
+                    f"({m[f'ukernel_gflops_{d}'] / m[f'fma_gflops_{d}']:.0%})"
+                    for d in ("float32", "float64")))
     header = (f"{'case':<12}{'op':<12}{'dtype':<8}{'thr':>3}{'time ms':>10}{'rate':>9}"
-              f"{'unit':>8}{'x numpy':>9}{'x torch':>9}{'peak MB':>9}")
+              f"{'unit':>8}{'x numpy':>9}{'x torch':>9}{'peak MB':>9}  path")
     lines += ["", header, "-" * len(header)]
     for r in result["rows"]:
         vt = f"{r['vs_torch']:.2f}" if r["vs_torch"] else "-"
@@ -402,6 +507,7 @@ def format_table(result):
             f"{r['case']:<12}{r['kind']:<12}{r['dtype']:<8}{r['threads']:>3}"
             f"{r['time_s'] * 1e3:>10.3f}{r['rate']:>9.1f}{r['unit']:>8}"
             f"{r['vs_reference']:>9.2f}{vt:>9}{r['peak_bytes'] / 2**20:>9.1f}"
+            f"  {r.get('path', '')}"
         )
     lines.append("")
     for dtype in sorted({r["dtype"] for r in result["rows"]}):
@@ -461,6 +567,8 @@ def main(argv=None):
                         help="case names to run (default: all)")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch")
     parser.add_argument("--json", default="bench.json", help="where to write the results")
+    parser.add_argument("--save", metavar="DIR", default=None,
+                        help="also write DIR/results-<cpu>-<isa>.json and .txt")
     parser.add_argument("--plot", default=None, help="write a PNG bar chart of the ratios")
     args = parser.parse_args(argv)
     cases = CASES if args.cases is None else [c for c in CASES if c.name in args.cases]
@@ -471,6 +579,13 @@ def main(argv=None):
     with open(args.json, "w") as f:
         json.dump(result, f, indent=1)
     print(f"\nwrote {args.json}")
+    if args.save:
+        stem = os.path.join(args.save, f"results-{result['cpu']}-{result['isa']}")
+        with open(stem + ".json", "w") as f:
+            json.dump(result, f, indent=1)
+        with open(stem + ".txt", "w") as f:
+            f.write(format_table(result) + "\n")
+        print(f"wrote {stem}.json and {stem}.txt")
     if args.plot:
         plot(result, args.plot)
         print(f"wrote {args.plot}")
