@@ -1,0 +1,229 @@
+# Direct (non-GEMM) kernels over flat planes: the flat-plane layout shared with
+# _weight_grad_direct, and the depthwise convolution. Included by _conv.pxi.
+
+# -- flat planes (stride 1, direct kernels) -------------------------------------
+#
+# At stride 1 a plane is first copied into a zero-bordered scratch plane of
+# Hp x Wp (_Flat), and the other operand is laid out with the same row
+# stride Wp. Output (oh, ow) is then flat index j = oh*Wp + ow, and tap
+# (kh, kw) reads flat index j + kh*dh*Wp + kw*dw: one contiguous pass of
+# (OH-1)*Wp + OW values per tap over the whole plane, which vectorises,
+# rather than one pass per row. (MobileNet's 14x14 and 7x7 rows are shorter
+# than an AVX-512 vector, so row passes were scalar remainder loops.) The
+# columns ow >= OW in between rows are computed and discarded (forward) or
+# are zero (gradients). Used by the depthwise kernels and by the weight
+# gradient with few output channels (_weight_grad_direct).
+
+
+cdef struct _Flat:
+    Py_ssize_t Hp, Wp, L   # the padded plane, and the length of one tap's pass
+
+
+cdef _Flat _flat(const Geometry* geo):
+    """The stride-1 padded plane: wide enough for every tap's reads and for the
+    whole input at offset (ph, pw)."""
+    cdef _Flat f
+    f.Hp = max(geo.OH + (geo.KH - 1) * geo.dh, geo.H + geo.ph)
+    f.Wp = max(geo.OW + (geo.KW - 1) * geo.dw, geo.W + geo.pw)
+    f.L = (geo.OH - 1) * f.Wp + geo.OW
+    return f
+
+
+cdef void _place(const floating* src, Py_ssize_t H, Py_ssize_t W, Py_ssize_t r0,
+                 Py_ssize_t c0, Py_ssize_t Hp, Py_ssize_t Wp, floating* dst) noexcept nogil:
+    """dst (Hp x Wp) = src (H x W) with its (0, 0) at (r0, c0) (both >= 0, and
+    it fits), zero elsewhere."""
+    cdef Py_ssize_t r, c
+    cdef floating* row
+    for r in range(Hp):
+        row = dst + r * Wp
+        if r < r0 or r >= r0 + H:
+            for c in range(Wp):
+                row[c] = 0
+            continue
+        for c in range(c0):
+            row[c] = 0
+        memcpy(row + c0, src + (r - r0) * W, W * sizeof(floating))
+        for c in range(c0 + W, Wp):
+            row[c] = 0
+
+
+cdef inline double _dot(const floating* a, const floating* b, Py_ssize_t n) noexcept nogil:
+    """sum(a[:n] * b[:n]) for n a multiple of DOT_LANES, over DOT_LANES
+    interleaved partial sums in the data's precision (so that the
+    multiply-adds vectorise; one dot is one image's contribution, at most a
+    plane long), added up in float64."""
+    cdef floating acc[DOT_LANES]
+    cdef double s = 0
+    cdef Py_ssize_t p, lane
+    for lane in range(DOT_LANES):
+        acc[lane] = 0
+    for p in range(n // DOT_LANES):
+        for lane in range(DOT_LANES):
+            acc[lane] += a[p * DOT_LANES + lane] * b[p * DOT_LANES + lane]
+    for lane in range(DOT_LANES):
+        s += acc[lane]
+    return s
+
+# -- depthwise convolution (groups == C_in == C_out) ----------------------------
+#
+# With one input and one output channel per group the GEMM is 1 x kH*kW: a
+# direct loop is the right algorithm, parallel over (n, c) planes for forward
+# and input gradient, over c for the weight gradient, whose taps each own one
+# weight (no write conflicts). At stride 1 every tap is one pass over a flat
+# plane (see _Flat); other strides take one strided pass per row and tap.
+
+
+cdef void _depthwise_plane_s1(const floating* src, floating* dst, const floating* w,
+                              floating b, const Geometry* geo, const _Flat* f,
+                              bint transposed, floating* pad, floating* acc) noexcept nogil:
+    """_depthwise_plane at stride 1 (see _Flat), plus the bias b; `pad` and
+    `acc` are scratch for Hp*Wp values each."""
+    cdef Py_ssize_t kh, kw, j, r, c, off, Wp = f.Wp
+    cdef floating wv
+    if transposed:
+        # acc (Hp x Wp) += w * src, laid out with row stride Wp in `pad`
+        _place(src, geo.OH, geo.OW, 0, 0, geo.OH, Wp, pad)
+        memset(acc, 0, f.Hp * Wp * sizeof(floating))
+    else:
+        _place(src, geo.H, geo.W, geo.ph, geo.pw, f.Hp, Wp, pad)
+        memset(acc, 0, f.L * sizeof(floating))
+    for kh in range(geo.KH):
+        for kw in range(geo.KW):
+            wv = w[kh * geo.KW + kw]
+            off = kh * geo.dh * Wp + kw * geo.dw
+            if transposed:
+                for j in range(f.L):
+                    acc[off + j] += wv * pad[j]
+            else:
+                for j in range(f.L):
+                    acc[j] += wv * pad[off + j]
+    if transposed:
+        for r in range(geo.H):
+            for c in range(geo.W):
+                dst[r * geo.W + c] = b + acc[(r + geo.ph) * Wp + c + geo.pw]
+    else:
+        for r in range(geo.OH):
+            for c in range(geo.OW):
+                dst[r * geo.OW + c] = b + acc[r * Wp + c]
+
+
+cdef void _depthwise_plane(const floating* src, floating* dst, const floating* w,
+                           const Geometry* geo, bint transposed) noexcept nogil:
+    """Forward: dst (OH, OW) += sum of taps w * src (H, W); transposed: dst (H, W)
+    += the adjoint, from src (OH, OW). One strided pass per row and tap."""
+    cdef Py_ssize_t kh, kw, oh, ih, iw0, ow, lo, hi
+    cdef _Range rg
+    cdef Py_ssize_t H = geo.H, W = geo.W, OW = geo.OW, sw = geo.sw
+    cdef floating wv
+    for kh in range(geo.KH):
+        for kw in range(geo.KW):
+            wv = w[kh * geo.KW + kw]
+            iw0 = kw * geo.dw - geo.pw
+            rg = _valid_range(iw0, sw, OW, W)
+            lo = rg.lo
+            hi = rg.hi
+            for oh in range(geo.OH):
+                ih = oh * geo.sh - geo.ph + kh * geo.dh
+                if ih < 0 or ih >= H:
+                    continue
+                if transposed:
+                    for ow in range(lo, hi):
+                        dst[ih * W + iw0 + ow * sw] += wv * src[oh * OW + ow]
+                else:
+                    for ow in range(lo, hi):
+                        dst[oh * OW + ow] += wv * src[ih * W + iw0 + ow * sw]
+
+
+def depthwise_forward_or_input_grad(
+        const floating[:, :, :, ::1] src,       # IN  x (N, C, H, W), or grad_out (N, C, OH, OW)
+        const floating[:, :, :, ::1] weight,    # IN  (C, 1, kH, kW)
+        const floating[::1] bias,               # IN  (C,) or empty
+        floating[:, :, :, ::1] dst,             # OUT out (N, C, OH, OW), or grad_in (N, C, H, W)
+        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+        Py_ssize_t dh, Py_ssize_t dw, bint transposed, int n_threads):
+    """Depthwise conv2d (transposed=False) or its input gradient, which is also
+    the depthwise conv_transpose2d (transposed=True), plus bias."""
+    cdef Py_ssize_t N = src.shape[0], C = src.shape[1]
+    cdef Geometry geo
+    if transposed:
+        geo = _geometry(dst.shape[2], dst.shape[3], weight.shape[2], weight.shape[3],
+                        src.shape[2], src.shape[3], sh, sw, ph, pw, dh, dw)
+    else:
+        geo = _geometry(src.shape[2], src.shape[3], weight.shape[2], weight.shape[3],
+                        dst.shape[2], dst.shape[3], sh, sw, ph, pw, dh, dw)
+    cdef Py_ssize_t plane, c, q, size = dst.shape[2] * dst.shape[3], n_failed = 0
+    cdef bint has_bias = bias.shape[0] > 0, flat = sh == 1 and sw == 1
+    cdef _Flat f = _flat(&geo)
+    cdef floating b
+    cdef floating* d
+    cdef floating* pad = NULL
+    if flat:
+        _note_workspace(2 * f.Hp * f.Wp * sizeof(floating), n_threads)
+    with nogil, parallel(num_threads=n_threads):
+        if flat:
+            pad = <floating*> malloc(2 * f.Hp * f.Wp * sizeof(floating))
+        for plane in prange(N * C, schedule='static'):
+            c = plane % C
+            d = &dst[plane // C, c, 0, 0]
+            b = bias[c] if has_bias else 0
+            if flat:
+                if pad == NULL:
+                    n_failed += 1
+                    continue
+                _depthwise_plane_s1(&src[plane // C, c, 0, 0], d, &weight[c, 0, 0, 0], b,
+                                    &geo, &f, transposed, pad, pad + f.Hp * f.Wp)
+                continue
+            for q in range(size):
+                d[q] = b
+            _depthwise_plane(&src[plane // C, c, 0, 0], d, &weight[c, 0, 0, 0], &geo,
+                             transposed)
+        free(pad)
+    if n_failed:
+        raise MemoryError("fastconv: could not allocate per-thread workspace")
+
+
+def depthwise_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C, H, W)
+                          const floating[:, :, :, ::1] grad_out,   # IN  (N, C, OH, OW)
+                          floating[:, ::1] partial,                # OUT (n_threads, C*kH*kW), zeroed
+                          Py_ssize_t KH, Py_ssize_t KW,
+                          Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                          Py_ssize_t dh, Py_ssize_t dw, int n_threads):
+    """Per-thread partial sums of the depthwise conv2d_weight; the caller sums
+    axis 0: dW[c, kh, kw] = sum over (n, oh, ow) of grad_out[n, c, oh, ow] *
+    x[n, c, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw]. At stride 1 this is
+    _weight_grad_direct with one channel per group; otherwise one thread owns
+    each channel's taps (into partial[0]) and sums them a row at a time."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
+    cdef Geometry geo = _geometry(x.shape[2], x.shape[3], KH, KW, grad_out.shape[2],
+                                  grad_out.shape[3], sh, sw, ph, pw, dh, dw)
+    cdef Py_ssize_t c, n, kh, kw, oh, ih, iw0, ow, lo, hi
+    cdef _Range rg
+    cdef double total
+    cdef floating row
+    cdef const floating* xp
+    cdef const floating* gp
+    if sh == 1 and sw == 1:
+        _weight_grad_direct(x, grad_out, partial, &geo, C, n_threads)
+        return
+    for c in prange(C, schedule='static', nogil=True, num_threads=n_threads):
+        for kh in range(KH):
+            for kw in range(KW):
+                iw0 = kw * geo.dw - geo.pw
+                rg = _valid_range(iw0, geo.sw, geo.OW, geo.W)
+                lo = rg.lo
+                hi = rg.hi
+                total = 0
+                for n in range(N):
+                    xp = &x[n, c, 0, 0]
+                    gp = &grad_out[n, c, 0, 0]
+                    for oh in range(geo.OH):
+                        ih = oh * geo.sh - geo.ph + kh * geo.dh
+                        if ih < 0 or ih >= geo.H:
+                            continue
+                        row = 0
+                        for ow in range(lo, hi):
+                            row = row + gp[oh * geo.OW + ow] * \
+                                xp[ih * geo.W + iw0 + ow * geo.sw]
+                        total = total + row
+                partial[0, (c * KH + kh) * KW + kw] = <floating> total

@@ -1,0 +1,182 @@
+# The forward convolution: conv2d_forward and its two GEMM paths, im2col
+# tiles and implicit tiles. Included by _conv.pxi.
+
+def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W)
+                   const floating[:, :, :, ::1] weight,     # IN  (C_out, C_in/g, kH, kW)
+                   const floating[::1] bias,                # IN  (C_out,) or empty
+                   floating[:, :, :, ::1] out,              # OUT (N, C_out, OH, OW)
+                   Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                   Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups,
+                   str path, Py_ssize_t rows, Py_ssize_t cw, int n_threads):
+    """out = conv2d(x, weight, bias): cross-correlation over padded patches.
+
+    `path` (chosen by fastconv._plan): "im2col", or "implicit" or
+    "implicit_row" on tiles of rows x cw outputs.
+    """
+    cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
+    cdef Py_ssize_t N = x.shape[0], C_in = x.shape[1]
+    cdef Py_ssize_t C_out = weight.shape[0], KH = weight.shape[2], KW = weight.shape[3]
+    cdef Geometry geo = _geometry(x.shape[2], x.shape[3], KH, KW, out.shape[2], out.shape[3],
+                                  sh, sw, ph, pw, dh, dw)
+    cdef Py_ssize_t Cg = C_in // groups, Mg = C_out // groups, K = Cg * KH * KW
+    cdef Py_ssize_t nmp = _ceil_div(Mg, MR), g, n_images
+    cdef Geometry igeo = _implicit_geometry(&geo, N, C_in, C_out, &n_images)
+    if path not in ("im2col", "implicit", "implicit_row"):
+        raise ValueError(f"unknown forward path {path!r}")
+    if N * geo.OH * geo.OW == 0:
+        return
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating[::1] wpack = np.empty(groups * nmp * MR * K, dtype=dtype)
+    with nogil:
+        for g in range(groups):
+            _pack_rows(&weight[g * Mg, 0, 0, 0], Mg, K, K, &wpack[g * nmp * MR * K])
+    cdef bint by_rows = path == "implicit_row"
+    if path != "im2col":
+        _forward_implicit(x, wpack, bias, out, &igeo, n_images, groups, rows, cw, by_rows,
+                          n_threads)
+    else:
+        _forward_im2col(x, wpack, bias, out, &geo, groups, n_threads)
+
+
+cdef inline void _store_block(const floating* ctile, Py_ssize_t nr, Py_ssize_t rows,
+                              Py_ssize_t run, floating* dst, Py_ssize_t ld_dst,
+                              const floating[::1] bias, Py_ssize_t co, bint first) noexcept nogil:
+    """Write (first block of K: with the bias) or add `run` columns of `rows`
+    rows of an MR x nr result block to output rows ld_dst apart."""
+    cdef Py_ssize_t i, jj
+    cdef floating b
+    for i in range(rows):
+        if first:
+            b = bias[co + i] if bias.shape[0] > 0 else 0
+            for jj in range(run):
+                dst[i * ld_dst + jj] = ctile[i * nr + jj] + b
+        else:
+            for jj in range(run):
+                dst[i * ld_dst + jj] += ctile[i * nr + jj]
+
+
+cdef void _forward_im2col(const floating[:, :, :, ::1] x, const floating[::1] wpack,
+                          const floating[::1] bias, floating[:, :, :, ::1] out,
+                          const Geometry* geo, Py_ssize_t groups, int n_threads) except *:
+    """The forward over tiles of TP positions that may span images, each built
+    by _im2col KC rows at a time."""
+    cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
+    cdef Py_ssize_t N = x.shape[0], C_in = x.shape[1], C_out = out.shape[1]
+    cdef Py_ssize_t P = geo.OH * geo.OW, NP = N * P
+    cdef Py_ssize_t Cg = C_in // groups, Mg = C_out // groups, K = Cg * geo.KH * geo.KW
+    cdef Py_ssize_t nmp = _ceil_div(Mg, MR), ntiles = _ceil_div(NP, TP)
+    # K in nkb blocks of equal depth kcb <= KC (not KC and a thin remainder)
+    cdef Py_ssize_t nkb = _ceil_div(K, KC), kcb = _ceil_div(K, nkb), nrun
+    cdef Py_ssize_t item, g, q0, tp, kb0, k0, kc, mp, nb, j, rows, cols, q, n, p, run
+    cdef Py_ssize_t n_failed = 0
+    cdef floating* col
+    cdef floating* ctile
+    cdef _Run* runs
+
+    _note_workspace((KC * LD + MR * NR_MAX) * sizeof(floating) + TP * sizeof(_Run), n_threads)
+    with nogil, parallel(num_threads=n_threads):
+        col = <floating*> calloc(KC * LD, sizeof(floating))
+        ctile = <floating*> malloc(MR * NR_MAX * sizeof(floating))
+        runs = <_Run*> malloc(TP * sizeof(_Run))
+        for item in prange(groups * ntiles, schedule='static'):
+            if col == NULL or ctile == NULL or runs == NULL:
+                n_failed += 1
+                continue
+            g = item // ntiles
+            q0 = (item % ntiles) * TP
+            tp = min(TP, NP - q0)
+            nrun = _tile_runs(geo, q0, tp, runs)
+            for kb0 in range(nkb):
+                k0 = kb0 * kcb
+                kc = min(kcb, K - k0)
+                _im2col(&x[0, g * Cg, 0, 0], C_in * geo.H * geo.W, geo, k0, kc, runs, nrun,
+                        col)
+                for nb in range(_ceil_div(tp, nr)):
+                    cols = min(nr, tp - nb * nr)
+                    for mp in range(nmp):
+                        _micro(kc, &wpack[((g * nmp + mp) * K + k0) * MR], col + nb * nr,
+                               LD, ctile, nr)
+                        rows = min(MR, Mg - mp * MR)
+                        # scatter the block's columns to their images
+                        j = 0
+                        q = q0 + nb * nr
+                        n = q // P
+                        p = q - n * P
+                        while j < cols:
+                            run = min(cols - j, P - p)
+                            _store_block(ctile + j, nr, rows, run,
+                                         &out[n, g * Mg + mp * MR, 0, 0] + p, P,
+                                         bias, g * Mg + mp * MR, k0 == 0)
+                            j = j + run
+                            p = 0
+                            n = n + 1
+        free(runs)
+        free(ctile)
+        free(col)
+    if n_failed:
+        raise MemoryError("fastconv: could not allocate per-thread workspace")
+
+cdef void _forward_implicit(const floating[:, :, :, ::1] x, const floating[::1] wpack,
+                            const floating[::1] bias, floating[:, :, :, ::1] out,
+                            const Geometry* geo, Py_ssize_t N, Py_ssize_t groups,
+                            Py_ssize_t R, Py_ssize_t cw, bint by_rows, int n_threads) except *:
+    """The forward with no im2col: the B operand is read in place.
+
+    For each tile (see _Tiling) and block of channels, the input is copied
+    once into xt. Tap (ci, kh, kw) of output q is xt[off + q], where off is
+    the tap's offset (_tap_offsets): each row of B is a contiguous run of xt.
+    The columns c >= cw of the tile are computed and discarded. `geo` is an
+    _implicit_geometry of N images. With `by_rows`, one output channel at a
+    time, in blocks of MR*NR positions (_micro_taps_row).
+    """
+    cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
+    cdef Py_ssize_t C_in = x.shape[1], C_out = out.shape[1]
+    cdef Py_ssize_t KK = geo.KH * geo.KW, Cg = C_in // groups, Mg = C_out // groups
+    cdef Py_ssize_t K = Cg * KK, nmp = _ceil_div(Mg, MR)
+    cdef _Tiling t = _tiling(geo, Cg, R, cw)
+    cdef Py_ssize_t[::1] off = _tap_offsets(geo, &t, t.cpb * KK)
+    cdef _Tile tl
+    cdef Py_ssize_t item, cb, ci0, nci, nb, mp, m, co
+    cdef Py_ssize_t bw = MR * nr
+    cdef Py_ssize_t n_failed = 0
+    cdef floating* xt
+    cdef floating* ctile
+
+    _note_workspace((t.cpb * t.cs + 2 * MR * NR_MAX) * sizeof(floating), n_threads)
+    with nogil, parallel(num_threads=n_threads):
+        # the zero tail is read only by discarded columns
+        xt = <floating*> calloc(t.cpb * t.cs + MR * NR_MAX, sizeof(floating))
+        ctile = <floating*> malloc(MR * NR_MAX * sizeof(floating))
+        for item in prange(N * groups * t.nrt * t.nct, schedule='static'):
+            if xt == NULL or ctile == NULL:
+                n_failed += 1
+                continue
+            tl = _tile(geo, &t, groups, item)
+            for cb in range(t.ncb):
+                ci0 = cb * t.cpb
+                nci = min(t.cpb, Cg - ci0)
+                _fill_tile(&x[0, 0, 0, 0] + tl.n * geo.xn + (tl.g * Cg + ci0) * geo.xc, nci,
+                           geo, &t, &tl, xt)
+                if by_rows:
+                    for m in range(Mg):
+                        co = tl.g * Mg + m
+                        for nb in range(_ceil_div(tl.npos, bw)):
+                            _micro_taps_row(nci * KK, &wpack[((tl.g * nmp + m // MR) * K
+                                                              + ci0 * KK) * MR + m % MR],
+                                            xt + nb * bw, &off[0], ctile)
+                            _store_tile(ctile, bw, 1, min(bw, tl.npos - nb * bw), nb * bw, &t,
+                                        &tl, geo, &out[0, 0, 0, 0] + tl.n * geo.yn, bias, co,
+                                        cb == 0)
+                    continue
+                for nb in range(_ceil_div(tl.npos, nr)):
+                    for mp in range(nmp):
+                        _micro_taps(nci * KK, &wpack[((tl.g * nmp + mp) * K + ci0 * KK) * MR],
+                                    xt + nb * nr, &off[0], ctile, nr)
+                        _store_tile(ctile, nr, min(MR, Mg - mp * MR),
+                                    min(nr, tl.npos - nb * nr), nb * nr, &t, &tl, geo,
+                                    &out[0, 0, 0, 0] + tl.n * geo.yn, bias, tl.g * Mg + mp * MR,
+                                    cb == 0)
+        free(ctile)
+        free(xt)
+    if n_failed:
+        raise MemoryError("fastconv: could not allocate per-thread workspace")
