@@ -62,11 +62,12 @@
 #
 # The GEMMs share the register-blocked micro-kernels of _ukernel.h (C with
 # explicit vectors, one contract for every ISA; wrapped in _ukernel.pxi): an
-# MR x NR = 6 x (two SIMD vectors) block of 12 accumulators, the A operand
-# packed in panels of MR rows, the B operand a tile buffer whose rows hold NR
-# consecutive values. Every block size is in the blocking table of _isa.h.
-# The implicit forward of one or two output channels per group holds one row
-# of MR*NR values in the same registers instead (_micro_taps_row).
+# MR x NR block of accumulators, MR = 6 or 8 rows by NR = two SIMD vectors,
+# the A operand packed in panels of MR rows, the B operand a tile buffer
+# whose rows hold NR consecutive values. Every block size is in the blocking
+# table of _isa.h. The implicit forward of few output channels per group
+# holds one row of MR*NR values in the same registers instead
+# (_micro_taps_row).
 #
 # Compiler directives: boundscheck=False, wraparound=False, cdivision=True,
 # initializedcheck=False (set in setup.py). Index arithmetic is Py_ssize_t.

@@ -19,10 +19,13 @@
  *   fc_fma_peak_S    a tight loop of independent FMAs: the roofline's roof
  *
  * The body is _ukernel_body.h, included once per dtype with FC_T (the
- * scalar), FC_S (its suffix) and FC_W (the lanes) bound (no GCC vector extensions: MSVC must build it). The
- * accumulators are named variables, c<i><a|b>, never an array, so that the
- * compiler keeps all twelve in registers (checked with objdump: no stack
- * traffic in the loops).
+ * scalar), FC_S (its suffix) and FC_W (the lanes) bound. It uses intrinsics
+ * through _isa.h's vector layer, not GCC vector extensions, which MSVC
+ * lacks. The accumulators are named variables, c<i><a|b>, never an array,
+ * so that the compiler keeps all 2*MR in registers (checked with objdump:
+ * no stack traffic in the loops of fc_gemm, fc_gemm_taps and fc_gemm_row;
+ * fc_gemm_rows keeps two of its loop counters on the stack, outside the
+ * inner loop).
  */
 #ifndef FASTCONV_UKERNEL_H
 #define FASTCONV_UKERNEL_H
@@ -34,8 +37,12 @@
 #define FC_RESTRICT __restrict__
 #endif
 
-/* six rows, unrolled: R(i) for i = 0..5 */
+/* the MR rows, unrolled: R(i) for i = 0..MR-1 */
+#if FASTCONV_MR == 8
+#define FC_ROWS(R) R(0) R(1) R(2) R(3) R(4) R(5) R(6) R(7)
+#else
 #define FC_ROWS(R) R(0) R(1) R(2) R(3) R(4) R(5)
+#endif
 
 #define FC_T float
 #define FC_S f32
