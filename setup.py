@@ -68,15 +68,20 @@ def _isa_flags(compiler_type, variant):
 
 
 def _compiles(compiler, source, compile_args, link_args=()):
-    """Whether `source` compiles and links with these flags."""
+    """Whether `source` compiles and links with these flags, as an extension
+    is compiled and linked: a shared object, by the same compiler and linker
+    commands, so that CFLAGS and LDFLAGS (a sanitizer's, say) apply to the
+    test as they do to the build. (Linked as an executable, it lacked
+    LDFLAGS, and a sanitizer build silently went serial.)"""
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "test.c")
         with open(src, "w") as f:
             f.write(source)
         try:
             objects = compiler.compile([src], output_dir=tmp, extra_postargs=compile_args)
-            compiler.link_executable(
-                objects, os.path.join(tmp, "test"), extra_postargs=list(link_args)
+            compiler.link_shared_object(
+                objects, os.path.join(tmp, "test" + (compiler.shared_lib_extension or ".so")),
+                extra_postargs=list(link_args),
             )
         except Exception:
             return False

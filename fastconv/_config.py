@@ -118,6 +118,12 @@ def blocking():
     return conv_kernels.blocking()
 
 
+@functools.cache
+def pool_blocking():
+    """The pooling build's vector facts (lanes per itemsize, F64_INDEX_SIMD)."""
+    return pool_kernels.blocking()
+
+
 def micro_kernel():
     """The GEMM micro-kernel of the build in use: its vector ISA and MR x NR
     per dtype, e.g. ``'avx2+fma, 6x16 (float32), 6x8 (float64)'``."""

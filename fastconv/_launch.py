@@ -111,9 +111,10 @@ def max_pool_forward(x, geo, return_indices):
         idx3 = _planes(indices, geo.out_size)
     else:
         indices, idx3 = None, np.empty((0, 0, 0), dtype=np.int64)
+    plan = _plan.pool_plan("max_pool", geo, x.dtype.itemsize, x.size, return_indices)
     _config.pool_kernels.max_pool2d_forward(
         _planes(x, geo.in_size), _planes(out, geo.out_size), idx3, geo.kernel_args(),
-        _plan.threads_for(x.size, "pool"))
+        plan.path, plan.n_threads)
     return out, indices
 
 
@@ -132,16 +133,18 @@ def max_pool_backward(gy, indices, input_size):
 def avg_pool_forward(x, geo, count_include_pad):
     """Average pooling of ``x`` for geometry ``geo``."""
     out = np.empty(geo.out_shape(x.shape[:2]), dtype=x.dtype)
+    plan = _plan.pool_plan("avg_pool", geo, x.dtype.itemsize, x.size)
     _config.pool_kernels.avg_pool2d_forward(
         _planes(x, geo.in_size), _planes(out, geo.out_size), geo.kernel_args(),
-        bool(count_include_pad), _plan.threads_for(x.size, "pool"))
+        bool(count_include_pad), plan.path, plan.n_threads)
     return out
 
 
 def avg_pool_backward(gy, input_size, geo, count_include_pad):
     """The input gradient of average pooling ``geo`` for output gradient ``gy``."""
     grad_in = np.empty(input_size, dtype=gy.dtype)  # each plane zeroed by the kernel
+    plan = _plan.pool_plan("avg_pool_grad", geo, gy.dtype.itemsize, grad_in.size)
     _config.pool_kernels.avg_pool2d_backward(
         _planes(gy, geo.out_size), _planes(grad_in, geo.in_size), geo.kernel_args(),
-        bool(count_include_pad), _plan.threads_for(grad_in.size, "pool"))
+        bool(count_include_pad), plan.path, plan.n_threads)
     return grad_in

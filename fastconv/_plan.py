@@ -30,7 +30,21 @@ weight_grad     ``depthwise``       ``depthwise_weight_grad``
                                     per-thread copies of dW
                 ``im2col_by_columns`` ``conv2d_weight_grad``: patch tiles,
                                     items are blocks of columns of dW
+max_pool        ``flat``            ``max_pool2d_forward``: 2x2 windows at
+                                    stride 2 that tile pairs of input rows,
+                                    a band of rows as one flat row
+                ``rows``            a row of outputs at a time, vectorised
+                                    along it (edges: one window at a time)
+                ``windows``         one window at a time (planes of 2**31
+                                    elements or more, with indices)
+avg_pool        ``flat``, ``rows``  ``avg_pool2d_forward``, as for max_pool
+avg_pool_grad   ``tiled``           ``avg_pool2d_backward``: windows that tile
+                                    the plane (kernel = stride, no padding)
+                ``rows``            a row of outputs spread once, added to
+                                    each of its window rows
 ==============  ==================  ==========================================
+
+The max-pool gradient and the bias gradient have one kernel each.
 
 ``fastconv.conv_plan`` (``conv_plan`` here) tells which path each op of a
 convolution takes;
@@ -47,12 +61,17 @@ import numpy as np
 from . import _config
 from ._validation import conv_geometry
 
-__all__ = ["Plan", "PATHS", "plan_for", "conv_plan", "conv_threads", "threads_for", "forced"]
+__all__ = ["Plan", "PATHS", "CONV_OPS", "plan_for", "pool_plan", "conv_plan", "conv_threads",
+           "threads_for", "forced"]
 
+CONV_OPS = ("forward", "input_grad", "weight_grad")
 PATHS = {
     "forward": ("depthwise", "implicit_row", "implicit", "im2col"),
     "input_grad": ("depthwise", "implicit_adjoint", "col2im"),
     "weight_grad": ("depthwise", "direct", "implicit", "im2col_by_columns", "im2col"),
+    "max_pool": ("flat", "rows", "windows"),
+    "avg_pool": ("flat", "rows"),
+    "avg_pool_grad": ("tiled", "rows"),
 }
 
 # -- thresholds -------------------------------------------------------------------
@@ -156,7 +175,7 @@ def _implicit_tile(geo, itemsize, n_threads):
 # -- the plans ----------------------------------------------------------------------
 
 
-def _applies(op, path, geo, blk, itemsize, n_threads):
+def _applies(path, geo, itemsize, n_threads):
     """Whether ``path`` computes ``op`` of this geometry correctly (the
     kernels' preconditions, not their speed)."""
     if path == "depthwise":
@@ -171,8 +190,9 @@ def _applies(op, path, geo, blk, itemsize, n_threads):
     return True  # im2col, col2im, im2col_by_columns
 
 
-def _auto(op, geo, blk, itemsize, n_threads):
+def _auto(op, geo, itemsize, n_threads):
     """The path of ``op``: every speed decision of the convolution kernels."""
+    blk = _config.blocking()
     mr, nr = blk["MR"], blk["NR"][itemsize]
     cg, mg = geo.c_in // geo.groups, geo.c_out // geo.groups
     if _depthwise(geo):
@@ -188,7 +208,7 @@ def _auto(op, geo, blk, itemsize, n_threads):
     if op == "input_grad":
         positions = geo.out_size[0] * geo.out_size[1]
         if (geo.n > 1 and 2 * positions < nr and implicit
-                and _applies(op, "implicit_adjoint", geo, blk, itemsize, n_threads)):
+                and _applies("implicit_adjoint", geo, itemsize, n_threads)):
             return "implicit_adjoint"
         return "col2im"
     # weight_grad
@@ -214,8 +234,10 @@ def forced(**paths):
     ``forced(forward="im2col")``) wherever it applies; a call for which it
     does not raises ValueError. Private: for tests and tuning."""
     for op, path in paths.items():
-        if path not in PATHS.get(op, ()):
-            raise ValueError(f"Expected a path of {sorted(PATHS)}, got {op}={path!r}")
+        if op not in PATHS:
+            raise ValueError(f"Expected an op of {sorted(PATHS)}, got {op!r}")
+        if path not in PATHS[op]:
+            raise ValueError(f"Expected a {op} path of {PATHS[op]}, got {path!r}")
     saved = dict(_forced)
     _forced.update(paths)
     try:
@@ -226,11 +248,10 @@ def forced(**paths):
 
 
 def _plan(op, geo, itemsize, n_threads):
-    blk = _config.blocking()
     path = _forced.get(op)
     if path is None:
-        path = _auto(op, geo, blk, itemsize, n_threads)
-    elif not _applies(op, path, geo, blk, itemsize, n_threads):
+        path = _auto(op, geo, itemsize, n_threads)
+    elif not _applies(path, geo, itemsize, n_threads):
         raise ValueError(f"the {op} path {path!r} does not apply to {geo}")
     tile = (0, 0)
     if path in ("implicit", "implicit_row", "implicit_adjoint"):
@@ -248,6 +269,69 @@ def plan_for(op, geo, itemsize):
     if _forced:
         return _plan(op, geo, itemsize, n_threads)
     return _plan_cached(op, geo, itemsize, n_threads)
+
+
+# -- pooling ---------------------------------------------------------------------
+
+# The flat path of 2x2 max pooling at stride 2 only for rows shorter than two
+# vectors (LeNet's 14 outputs in float32): longer rows vectorise row by row,
+# and the flat path computes and drops every other row of outputs.
+FLAT_MAX_ROW_VECTORS = 2
+# Planes of at least this many elements take max pooling's windows path when
+# indices are wanted: the rows path keeps int tap offsets.
+INT_TAPS_LIMIT = 2**31
+
+
+def _tiles_row_pairs(geo):
+    """2x2 windows at stride 2 that tile whole pairs of input rows (W = 2*OW, no
+    padding): the flat path, a band of output rows as one flat row."""
+    (h, w), (oh, ow) = geo.in_size, geo.out_size
+    return (geo.kernel == (2, 2) and geo.stride == (2, 2) and geo.padding == (0, 0)
+            and geo.dilation == (1, 1) and w == 2 * ow and h >= 2 * oh)
+
+
+def _tiles_plane(geo):
+    """Windows that tile the plane: kernel = stride, no padding."""
+    (h, w), (oh, ow) = geo.in_size, geo.out_size
+    return (geo.kernel == geo.stride and geo.padding == (0, 0) and oh * geo.stride[0] <= h
+            and ow * geo.stride[1] <= w)
+
+
+def _pool_applies(op, path, geo, want_indices):
+    if path == "flat":
+        return _tiles_row_pairs(geo)
+    if path == "tiled":
+        return _tiles_plane(geo)
+    if path == "rows" and op == "max_pool" and want_indices:
+        return geo.in_size[0] * geo.in_size[1] < INT_TAPS_LIMIT
+    return True  # rows, windows
+
+
+def _pool_auto(op, geo, itemsize, want_indices):
+    blk = _config.pool_blocking()
+    if op == "avg_pool_grad":
+        return "tiled" if _tiles_plane(geo) else "rows"
+    if op == "avg_pool":
+        return "flat" if _tiles_row_pairs(geo) else "rows"
+    if not _pool_applies(op, "rows", geo, want_indices):
+        return "windows"
+    # float64 indices: only where the compare-and-select vectorises
+    if (_tiles_row_pairs(geo) and geo.out_size[1] < FLAT_MAX_ROW_VECTORS * blk["VEC"][itemsize]
+            and (itemsize == 4 or not want_indices or blk["F64_INDEX_SIMD"])):
+        return "flat"
+    return "rows"
+
+
+def pool_plan(op, geo, itemsize, work, want_indices=False):
+    """The Plan of a pooling op (``max_pool``, ``avg_pool``, ``avg_pool_grad``)
+    for geometry ``geo`` on values of ``itemsize`` bytes; ``work`` is the
+    number of elements, for the thread count."""
+    path = _forced.get(op)
+    if path is None:
+        path = _pool_auto(op, geo, itemsize, want_indices)
+    elif not _pool_applies(op, path, geo, want_indices):
+        raise ValueError(f"the {op} path {path!r} does not apply to {geo}")
+    return Plan(path, threads_for(work, "pool"))
 
 
 def conv_plan(input_shape, weight_shape, dtype=np.float32, stride=1, padding=0, dilation=1,
@@ -288,6 +372,6 @@ def conv_plan(input_shape, weight_shape, dtype=np.float32, stride=1, padding=0, 
         raise ValueError(f"Expected an input shape of 3 or 4 dimensions, got {input_shape}")
     geo = conv_geometry(tuple(input_shape), tuple(weight_shape), nd, stride, padding,
                         dilation, groups)
-    plans = {op: plan_for(op, geo, dtype.itemsize) for op in PATHS}
+    plans = {op: plan_for(op, geo, dtype.itemsize) for op in CONV_OPS}
     return {**{op: p.path for op, p in plans.items()},
             "threads": plans["forward"].n_threads}

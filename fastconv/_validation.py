@@ -464,9 +464,13 @@ def pool_geometry(in_size, nd, kernel_size, stride, padding, dilation, ceil_mode
     for i, k, s, p, d in zip(in_size, kernel, stride, pad, dilation):
         # Only windows starting in the left padding can miss the input (ceil_mode
         # drops those starting in the right padding): their first in-bounds tap
-        # must exist. PyTorch returns an index outside the input for them.
-        start = -p
-        while start < 0:
+        # must exist. PyTorch returns an index outside the input for them. That
+        # tap, start + ceil(-start/d)*d, lies in [0, d): with i >= d it is in the
+        # input whenever the window has it, and the first window (the most taps
+        # in the padding) decides. Checking one window, not all of them, keeps
+        # this O(1) for paddings of any size.
+        starts = range(-p, 0, s)
+        for start in starts if i < d else starts[:1]:
             first = start + (-start + d - 1) // d * d
             if first > min(start + (k - 1) * d, i - 1):
                 raise ValueError(
@@ -474,7 +478,6 @@ def pool_geometry(in_size, nd, kernel_size, stride, padding, dilation, ceil_mode
                     f"of only padding for input size {tuple(in_size)}, kernel_size="
                     f"{kernel}, padding={pad}, dilation={dilation}"
                 )
-            start += s
     return PoolGeometry(
         in_size=_to2d(tuple(in_size), 1),
         kernel=_to2d(kernel, 1),

@@ -1,8 +1,9 @@
 """Convolution and pooling ops with PyTorch's names and conventions.
 
 Layout is channels-first: 1-D input ``(N, C, L)``, 2-D input ``(N, C, H, W)``.
-Each op normalises and validates its arguments once (``_validation``), makes
-its arrays C-contiguous in the resolved float dtype and calls one launcher
+Each op normalises and validates its arguments once (``_preprocess``, shared
+with ``grad`` and ``reference``), which makes its arrays C-contiguous in the
+resolved float dtype, and calls one launcher
 (``_launch``), which runs the compiled kernel that ``_plan`` picks. 1-D ops
 run the 2-D kernels with ``H = 1``.
 
@@ -12,17 +13,9 @@ Integer and bool inputs are cast to float64; mixed float inputs follow
 ``TypeError``.
 """
 
-import numpy as np
 
+from . import _preprocess
 from ._launch import avg_pool_forward, conv_forward, conv_input_grad, max_pool_forward
-from ._validation import (
-    as_float_arrays,
-    check_ndim,
-    check_shape,
-    conv_geometry,
-    conv_transpose_geometry,
-    pool_geometry,
-)
 
 __all__ = [
     "conv1d",
@@ -35,33 +28,12 @@ __all__ = [
     "avg_pool2d",
 ]
 
-_LAYOUT = {1: "(N, C, L)", 2: "(N, C, H, W)"}
-
-
-def _check_conv_operands(x, w, nd, x_name="input", w_name="weight"):
-    check_ndim(x, nd + 2, x_name, _LAYOUT[nd])
-    check_ndim(w, nd + 2, w_name, "(channels, channels/groups, kernel...)")
-    if x.shape[1] == 0 or any(s == 0 for s in x.shape[2:]):
-        raise ValueError(
-            f"Expected {x_name} with non-zero channel and spatial sizes, got shape {x.shape}"
-        )
-
-
-def _check_bias(b, channels):
-    if b is not None:
-        check_shape(b, (channels,), "bias", "one value per output channel")
-
-
 # -- convolution --------------------------------------------------------------
 
 
 def _conv(x, weight, bias, nd, stride, padding, dilation, groups):
-    arrays, _ = as_float_arrays({"input": x, "weight": weight, "bias": bias})
-    x, w, b = arrays["input"], arrays["weight"], arrays["bias"]
-    _check_conv_operands(x, w, nd)
-    geo = conv_geometry(x.shape, w.shape, nd, stride, padding, dilation, groups)
-    _check_bias(b, geo.c_out)
-    return conv_forward(x, w, b, geo)
+    return conv_forward(*_preprocess.conv(nd, x, weight, bias, stride, padding, dilation,
+                                          groups))
 
 
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -134,14 +106,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 
 def _conv_transpose(x, weight, bias, nd, stride, padding, output_padding, groups, dilation):
-    arrays, _ = as_float_arrays({"input": x, "weight": weight, "bias": bias})
-    x, w, b = arrays["input"], arrays["weight"], arrays["bias"]
-    _check_conv_operands(x, w, nd)
-    geo = conv_transpose_geometry(
-        x.shape, w.shape, nd, stride, padding, output_padding, groups, dilation
-    )
-    _check_bias(b, geo.c_in)
-    return conv_input_grad(x, w, b, geo)
+    return conv_input_grad(*_preprocess.conv_transpose(nd, x, weight, bias, stride, padding,
+                                                       output_padding, groups, dilation))
 
 
 def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0,
@@ -205,20 +171,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
 # -- pooling ------------------------------------------------------------------
 
 
-def _pool_input(x, nd):
-    arrays, _ = as_float_arrays({"input": x})
-    x = arrays["input"]
-    check_ndim(x, nd + 2, "input", _LAYOUT[nd])
-    if any(s == 0 for s in x.shape[1:]):
-        raise ValueError(
-            f"Expected input with non-zero channel and spatial sizes, got shape {x.shape}"
-        )
-    return x
-
-
 def _max_pool(x, nd, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
-    x = _pool_input(x, nd)
-    geo = pool_geometry(x.shape[2:], nd, kernel_size, stride, padding, dilation, ceil_mode)
+    x, geo = _preprocess.max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode)
     out, indices = max_pool_forward(x, geo, return_indices)
     return (out, indices) if return_indices else out
 
@@ -275,17 +229,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
                      return_indices)
 
 
-def _check_count_include_pad(count_include_pad):
-    if not isinstance(count_include_pad, (bool, np.bool_)):
-        raise TypeError(
-            f"Expected count_include_pad to be a bool, got {count_include_pad!r}"
-        )
-
-
 def _avg_pool(x, nd, kernel_size, stride, padding, ceil_mode, count_include_pad):
-    x = _pool_input(x, nd)
-    _check_count_include_pad(count_include_pad)
-    geo = pool_geometry(x.shape[2:], nd, kernel_size, stride, padding, 1, ceil_mode)
+    x, geo = _preprocess.avg_pool(nd, x, kernel_size, stride, padding, ceil_mode,
+                                  count_include_pad)
     return avg_pool_forward(x, geo, count_include_pad)
 
 

@@ -19,8 +19,8 @@ each averaging window.
 shape the forward op would produce for those sizes.
 """
 
-import numpy as np
 
+from . import _preprocess
 from ._launch import (
     avg_pool_backward,
     bias_grad,
@@ -29,16 +29,6 @@ from ._launch import (
     conv_weight_grad,
     max_pool_backward,
 )
-from ._validation import (
-    as_float_arrays,
-    check_ndim,
-    check_shape,
-    check_size,
-    conv_geometry,
-    conv_transpose_geometry,
-    pool_geometry,
-)
-from .functional import _check_count_include_pad
 
 __all__ = [
     "conv1d_input",
@@ -57,35 +47,12 @@ __all__ = [
 ]
 
 
-_WEIGHT_LAYOUT = "(channels, channels/groups, kernel...)"
-
-
-def _operands(nd, **named):
-    arrays, _ = as_float_arrays(named)
-    for name, a in arrays.items():
-        check_ndim(a, nd + 2, name, _WEIGHT_LAYOUT if name == "weight" else "(N, C, spatial...)")
-    return arrays
-
-
-def _check_grad_output(grad_output, expected, what):
-    check_shape(grad_output, expected, "grad_output", f"the output of {what}")
-
-
-def _nonempty(size, name):
-    if any(s == 0 for s in size[1:]):
-        raise ValueError(f"Expected {name} with non-zero channel and spatial sizes, got {size}")
-
-
 # -- convolution --------------------------------------------------------------
 
 
 def _conv_input(nd, input_size, weight, grad_output, stride, padding, dilation, groups):
-    size = check_size(input_size, nd, "input_size")
-    _nonempty(size, "input_size")
-    a = _operands(nd, weight=weight, grad_output=grad_output)
-    w, gy = a["weight"], a["grad_output"]
-    geo = conv_geometry(size, w.shape, nd, stride, padding, dilation, groups)
-    _check_grad_output(gy, geo.output_shape(), f"conv{nd}d for input_size={size}")
+    w, gy, geo = _preprocess.conv_input(nd, input_size, weight, grad_output, stride, padding,
+                                        dilation, groups)
     return conv_input_grad(gy, w, None, geo)
 
 
@@ -105,12 +72,8 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
 
 
 def _conv_weight(nd, x, weight_size, grad_output, stride, padding, dilation, groups):
-    size = check_size(weight_size, nd, "weight_size", _WEIGHT_LAYOUT)
-    a = _operands(nd, input=x, grad_output=grad_output)
-    x, gy = a["input"], a["grad_output"]
-    _nonempty(x.shape, "input")
-    geo = conv_geometry(x.shape, size, nd, stride, padding, dilation, groups)
-    _check_grad_output(gy, geo.output_shape(), f"conv{nd}d for weight_size={size}")
+    x, gy, geo = _preprocess.conv_weight(nd, x, weight_size, grad_output, stride, padding,
+                                         dilation, groups)
     return conv_weight_grad(x, gy, geo)
 
 
@@ -130,13 +93,8 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
 
 def _conv_transpose_input(nd, input_size, weight, grad_output, stride, padding,
                           output_padding, groups, dilation):
-    size = check_size(input_size, nd, "input_size")
-    _nonempty(size, "input_size")
-    a = _operands(nd, weight=weight, grad_output=grad_output)
-    w, gy = a["weight"], a["grad_output"]
-    geo = conv_transpose_geometry(size, w.shape, nd, stride, padding, output_padding,
-                                  groups, dilation)
-    _check_grad_output(gy, geo.input_shape(), f"conv_transpose{nd}d for input_size={size}")
+    w, gy, geo = _preprocess.conv_transpose_input(nd, input_size, weight, grad_output, stride,
+                                                  padding, output_padding, groups, dilation)
     # The transposed convolution's input gradient is the forward convolution.
     return conv_forward(gy, w, None, geo)
 
@@ -157,13 +115,8 @@ def conv_transpose2d_input(input_size, weight, grad_output, stride=1, padding=0,
 
 def _conv_transpose_weight(nd, x, weight_size, grad_output, stride, padding,
                            output_padding, groups, dilation):
-    size = check_size(weight_size, nd, "weight_size", _WEIGHT_LAYOUT)
-    a = _operands(nd, input=x, grad_output=grad_output)
-    x, gy = a["input"], a["grad_output"]
-    _nonempty(x.shape, "input")
-    geo = conv_transpose_geometry(x.shape, size, nd, stride, padding, output_padding,
-                                  groups, dilation)
-    _check_grad_output(gy, geo.input_shape(), f"conv_transpose{nd}d for weight_size={size}")
+    x, gy, geo = _preprocess.conv_transpose_weight(nd, x, weight_size, grad_output, stride,
+                                                   padding, output_padding, groups, dilation)
     # Roles swap: the convolution's "input" is grad_output, its "grad_output" is x.
     return conv_weight_grad(gy, x, geo)
 
@@ -188,36 +141,16 @@ def conv_bias(grad_output):
     The sum of ``grad_output`` over every axis except the channel axis 1,
     accumulated in float64 and returned in ``grad_output``'s dtype.
     """
-    gy = as_float_arrays({"grad_output": grad_output})[0]["grad_output"]
-    if gy.ndim < 2:
-        raise ValueError(
-            f"Expected grad_output of at least 2 dimensions (N, C, ...), got shape {gy.shape}"
-        )
-    return bias_grad(gy)
+    return bias_grad(_preprocess.conv_bias(grad_output))
 
 
 # -- pooling ------------------------------------------------------------------
 
 
 def _max_pool_grad(nd, grad_output, indices, input_size):
-    size = check_size(input_size, nd, "input_size")
-    gy = _operands(nd, grad_output=grad_output)["grad_output"]
-    idx = np.asarray(indices)
-    if idx.dtype.kind not in "iu":
-        raise TypeError(f"Expected integer indices, got dtype {idx.dtype}")
-    check_shape(idx, gy.shape, "indices", "the shape of grad_output")
-    if gy.shape[:2] != size[:2]:
-        raise ValueError(
-            f"Expected grad_output with (N, C) = {size[:2]} from input_size, "
-            f"got shape {gy.shape}"
-        )
-    idx = np.ascontiguousarray(idx, dtype=np.int64)
+    gy, idx, size = _preprocess.max_pool_grad(nd, grad_output, indices, input_size)
     grad_in, bad = max_pool_backward(gy, idx, size)
-    if bad:
-        hw = int(np.prod(size[2:]))
-        raise ValueError(
-            f"Expected indices in [0, {hw}) for input_size={size}, got {bad} out of range"
-        )
+    _preprocess.check_indices_in_range(bad, size)
     return grad_in
 
 
@@ -250,12 +183,8 @@ def max_pool2d(grad_output, indices, input_size):
 
 def _avg_pool_grad(nd, grad_output, input_size, kernel_size, stride, padding, ceil_mode,
                    count_include_pad):
-    size = check_size(input_size, nd, "input_size")
-    _nonempty(size, "input_size")
-    _check_count_include_pad(count_include_pad)
-    gy = _operands(nd, grad_output=grad_output)["grad_output"]
-    geo = pool_geometry(size[2:], nd, kernel_size, stride, padding, 1, ceil_mode)
-    _check_grad_output(gy, geo.out_shape(size[:2]), f"avg_pool{nd}d for input_size={size}")
+    gy, size, geo = _preprocess.avg_pool_grad(nd, grad_output, input_size, kernel_size, stride,
+                                              padding, ceil_mode, count_include_pad)
     return avg_pool_backward(gy, size, geo, count_include_pad)
 
 

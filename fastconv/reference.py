@@ -25,15 +25,7 @@ from types import SimpleNamespace
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ._validation import (
-    as_float_arrays,
-    check_ndim,
-    check_shape,
-    check_size,
-    conv_geometry,
-    conv_transpose_geometry,
-    pool_geometry,
-)
+from . import _preprocess
 
 __all__ = [
     "conv1d",
@@ -60,9 +52,6 @@ __all__ = [
     "grad",
 ]
 
-_LAYOUT = {1: "(N, C, L)", 2: "(N, C, H, W)"}
-_WEIGHT_LAYOUT = {1: "(C_out, C_in/groups, kL)", 2: "(C_out, C_in/groups, kH, kW)"}
-_TWEIGHT_LAYOUT = {1: "(C_in, C_out/groups, kL)", 2: "(C_in, C_out/groups, kH, kW)"}
 
 
 # -- shared helpers -------------------------------------------------------------
@@ -168,21 +157,12 @@ def _conv_weight(x4, gy4, g):
     return gw.reshape(g.c_out, cg, kh, kw)
 
 
-def _check_bias(bias, c_out):
-    if bias is not None:
-        check_shape(bias, (c_out,), "bias", "one value per output channel")
-
-
 # -- convolution ----------------------------------------------------------------
 
 
 def _conv(nd, x, weight, bias, stride, padding, dilation, groups):
-    arrays, _ = as_float_arrays({"x": x, "weight": weight, "bias": bias})
-    x, weight, bias = arrays["x"], arrays["weight"], arrays["bias"]
-    check_ndim(x, nd + 2, "x", _LAYOUT[nd])
-    check_ndim(weight, nd + 2, "weight", _WEIGHT_LAYOUT[nd])
-    g = conv_geometry(x.shape, weight.shape, nd, stride, padding, dilation, groups)
-    _check_bias(bias, g.c_out)
+    x, weight, bias, g = _preprocess.conv(nd, x, weight, bias, stride, padding, dilation,
+                                          groups)
     out = _conv_forward(_as4d(x, nd), _as4d(weight, nd), g)
     if bias is not None:
         out += bias[:, None, None]
@@ -234,13 +214,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 def _conv_transpose(nd, x, weight, bias, stride, padding, output_padding, groups,
                     dilation):
-    arrays, _ = as_float_arrays({"x": x, "weight": weight, "bias": bias})
-    x, weight, bias = arrays["x"], arrays["weight"], arrays["bias"]
-    check_ndim(x, nd + 2, "x", _LAYOUT[nd])
-    check_ndim(weight, nd + 2, "weight", _TWEIGHT_LAYOUT[nd])
-    g = conv_transpose_geometry(x.shape, weight.shape, nd, stride, padding,
-                                output_padding, groups, dilation)
-    _check_bias(bias, g.c_in)
+    x, weight, bias, g = _preprocess.conv_transpose(nd, x, weight, bias, stride, padding,
+                                                    output_padding, groups, dilation)
     out = _conv_input(_as4d(x, nd), _as4d(weight, nd), g)
     if bias is not None:
         out += bias[:, None, None]
@@ -295,13 +270,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
 
 def _conv_input_grad(nd, input_size, weight, grad_output, stride, padding, dilation,
                      groups):
-    input_size = check_size(input_size, nd, "input_size")
-    arrays, _ = as_float_arrays({"weight": weight, "grad_output": grad_output})
-    weight, gy = arrays["weight"], arrays["grad_output"]
-    check_ndim(weight, nd + 2, "weight", _WEIGHT_LAYOUT[nd])
-    check_ndim(gy, nd + 2, "grad_output", _LAYOUT[nd])
-    g = conv_geometry(input_size, weight.shape, nd, stride, padding, dilation, groups)
-    check_shape(gy, g.output_shape(), "grad_output", "the convolution's output shape")
+    weight, gy, g = _preprocess.conv_input(nd, input_size, weight, grad_output, stride,
+                                           padding, dilation, groups)
     return _from4d(_conv_input(_as4d(gy, nd), _as4d(weight, nd), g), nd)
 
 
@@ -342,13 +312,8 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
 
 def _conv_weight_grad(nd, x, weight_size, grad_output, stride, padding, dilation,
                       groups):
-    weight_size = check_size(weight_size, nd, "weight_size")
-    arrays, _ = as_float_arrays({"input": x, "grad_output": grad_output})
-    x, gy = arrays["input"], arrays["grad_output"]
-    check_ndim(x, nd + 2, "input", _LAYOUT[nd])
-    check_ndim(gy, nd + 2, "grad_output", _LAYOUT[nd])
-    g = conv_geometry(x.shape, weight_size, nd, stride, padding, dilation, groups)
-    check_shape(gy, g.output_shape(), "grad_output", "the convolution's output shape")
+    x, gy, g = _preprocess.conv_weight(nd, x, weight_size, grad_output, stride, padding,
+                                       dilation, groups)
     return _from4d(_conv_weight(_as4d(x, nd), _as4d(gy, nd), g), nd)
 
 
@@ -387,15 +352,9 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
 
 def _conv_transpose_input_grad(nd, input_size, weight, grad_output, stride, padding,
                                output_padding, groups, dilation):
-    input_size = check_size(input_size, nd, "input_size")
-    arrays, _ = as_float_arrays({"weight": weight, "grad_output": grad_output})
-    weight, gy = arrays["weight"], arrays["grad_output"]
-    check_ndim(weight, nd + 2, "weight", _TWEIGHT_LAYOUT[nd])
-    check_ndim(gy, nd + 2, "grad_output", _LAYOUT[nd])
-    g = conv_transpose_geometry(input_size, weight.shape, nd, stride, padding,
-                                output_padding, groups, dilation)
-    check_shape(gy, g.input_shape(), "grad_output",
-                "the transposed convolution's output shape")
+    weight, gy, g = _preprocess.conv_transpose_input(nd, input_size, weight, grad_output,
+                                                     stride, padding, output_padding, groups,
+                                                     dilation)
     return _from4d(_conv_forward(_as4d(gy, nd), _as4d(weight, nd), g), nd)
 
 
@@ -436,17 +395,8 @@ def conv_transpose2d_input(input_size, weight, grad_output, stride=1, padding=0,
 
 def _conv_transpose_weight_grad(nd, x, weight_size, grad_output, stride, padding,
                                 output_padding, groups, dilation):
-    weight_size = check_size(weight_size, nd, "weight_size")
-    arrays, _ = as_float_arrays({"input": x, "grad_output": grad_output})
-    x, gy = arrays["input"], arrays["grad_output"]
-    check_ndim(x, nd + 2, "input", _LAYOUT[nd])
-    check_ndim(gy, nd + 2, "grad_output", _LAYOUT[nd])
-    g = conv_transpose_geometry(x.shape, weight_size, nd, stride, padding,
-                                output_padding, groups, dilation)
-    check_shape(gy, g.input_shape(), "grad_output",
-                "the transposed convolution's output shape")
-    # The convolution being undone has grad_output as its input and x as the
-    # gradient of its output.
+    x, gy, g = _preprocess.conv_transpose_weight(nd, x, weight_size, grad_output, stride,
+                                                 padding, output_padding, groups, dilation)
     return _from4d(_conv_weight(_as4d(gy, nd), _as4d(x, nd), g), nd)
 
 
@@ -497,13 +447,7 @@ def conv_bias(grad_output):
         grad_output: (N, C_out, *spatial)
         out: (C_out,)
     """
-    arrays, _ = as_float_arrays({"grad_output": grad_output})
-    gy = arrays["grad_output"]
-    if gy.ndim < 2:
-        raise ValueError(
-            f"Expected grad_output of at least 2 dimensions (N, C_out, ...), "
-            f"got shape {gy.shape}"
-        )
+    gy = _preprocess.conv_bias(grad_output)
     return gy.sum(axis=(0,) + tuple(range(2, gy.ndim)))
 
 
@@ -566,10 +510,7 @@ def _torch_scan(taps, first_inside, dtype):
 
 
 def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
-    arrays, _ = as_float_arrays({"x": x})
-    x = arrays["x"]
-    check_ndim(x, nd + 2, "x", _LAYOUT[nd])
-    g = pool_geometry(x.shape[2:], nd, kernel_size, stride, padding, dilation, ceil_mode)
+    x, g = _preprocess.max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode)
     x4 = _as4d(x, nd)
     xp = _padded(x4, g.padding, _pool_plane(g), -np.inf)
     (kh, kw), (oh, ow), (sh, sw), (dh, dw) = g.kernel, g.out_size, g.stride, g.dilation
@@ -653,10 +594,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
 
 
 def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad):
-    arrays, _ = as_float_arrays({"x": x})
-    x = arrays["x"]
-    check_ndim(x, nd + 2, "x", _LAYOUT[nd])
-    g = pool_geometry(x.shape[2:], nd, kernel_size, stride, padding, 1, ceil_mode)
+    x, g = _preprocess.avg_pool(nd, x, kernel_size, stride, padding, ceil_mode,
+                                count_include_pad)
     xp = _padded(_as4d(x, nd), g.padding, _pool_plane(g), 0)
     acc = np.zeros(x.shape[:2] + g.out_size, dtype=x.dtype)
     for i in range(g.kernel[0]):
@@ -714,25 +653,11 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
 
 
 def _max_pool_grad(nd, grad_output, indices, input_size):
-    input_size = check_size(input_size, nd, "input_size")
-    arrays, dtype = as_float_arrays({"grad_output": grad_output})
-    gy = arrays["grad_output"]
-    check_ndim(gy, nd + 2, "grad_output", _LAYOUT[nd])
-    indices = np.asarray(indices)
-    if indices.dtype.kind not in "iu":
-        raise TypeError(f"Expected indices to have an integer dtype, got {indices.dtype}")
-    check_shape(indices, gy.shape, "indices", "the shape of grad_output")
-    if gy.shape[:2] != input_size[:2]:
-        raise ValueError(
-            f"Expected grad_output of shape (N, C, ...) = {input_size[:2]} + (...) "
-            f"matching input_size={input_size}, got {gy.shape}"
-        )
+    gy, indices, input_size = _preprocess.max_pool_grad(nd, grad_output, indices, input_size)
     plane = int(np.prod(input_size[2:]))
-    if indices.size and (indices.min() < 0 or indices.max() >= plane):
-        raise ValueError(
-            f"Expected indices in [0, {plane}) for input_size={input_size}, got "
-            f"values in [{indices.min()}, {indices.max()}]"
-        )
+    _preprocess.check_indices_in_range(
+        np.count_nonzero((indices < 0) | (indices >= plane)), input_size)
+    dtype = gy.dtype
     out = np.zeros(input_size, dtype=dtype)
     if gy.size == 0:
         return out
@@ -774,13 +699,9 @@ def max_pool2d_grad(grad_output, indices, input_size):
 
 def _avg_pool_grad(nd, grad_output, input_size, kernel_size, stride, padding, ceil_mode,
                    count_include_pad):
-    input_size = check_size(input_size, nd, "input_size")
-    arrays, dtype = as_float_arrays({"grad_output": grad_output})
-    gy = arrays["grad_output"]
-    check_ndim(gy, nd + 2, "grad_output", _LAYOUT[nd])
-    g = pool_geometry(input_size[2:], nd, kernel_size, stride, padding, 1, ceil_mode)
-    check_shape(gy, g.out_shape(input_size[:2]), "grad_output",
-                "the pooling output shape")
+    gy, input_size, g = _preprocess.avg_pool_grad(nd, grad_output, input_size, kernel_size,
+                                                  stride, padding, ceil_mode, count_include_pad)
+    dtype = gy.dtype
     share = _as4d(gy, nd) / _avg_divisor(g, count_include_pad, dtype)
     buf = np.zeros(tuple(input_size[:2]) + _pool_plane(g), dtype=dtype)
     for i in range(g.kernel[0]):

@@ -103,7 +103,7 @@ def _terms(op, geo):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("op", sorted(_plan.PATHS))
+@pytest.mark.parametrize("op", _plan.CONV_OPS)
 def test_every_path_matches_the_reference(op, dtype, isa, n_threads):
     rng = np.random.default_rng(7)
     taken = set()
@@ -134,7 +134,7 @@ LOOP_CASES = [  # (input shape, weight shape, stride, padding, groups), all 4-D
 ]
 
 
-@pytest.mark.parametrize("op", sorted(_plan.PATHS))
+@pytest.mark.parametrize("op", _plan.CONV_OPS)
 def test_every_path_matches_the_loops(op, isa):
     """Tiny float64 cases against the textbook loops (tests/loops.py)."""
     rng = np.random.default_rng(3)
@@ -170,7 +170,7 @@ def test_every_path_matches_the_loops(op, isa):
 def test_conv_plan_names_the_paths_a_call_takes():
     plan = fastconv.conv_plan((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
     assert set(plan) == {"forward", "input_grad", "weight_grad", "threads"}
-    for op in _plan.PATHS:
+    for op in _plan.CONV_OPS:
         assert plan[op] in _plan.PATHS[op]
     assert plan["input_grad"] == "col2im"
     dw = fastconv.conv_plan((2, 8, 9, 9), (8, 1, 3, 3), np.float64, padding=1, groups=8)
@@ -182,11 +182,102 @@ def test_conv_plan_names_the_paths_a_call_takes():
 
 
 def test_forcing_checks_its_paths():
-    with pytest.raises(ValueError, match="Expected a path of"):
+    with pytest.raises(ValueError, match="Expected a forward path of"):
         with _plan.forced(forward="col2im"):
+            pass
+    with pytest.raises(ValueError, match="Expected an op of"):
+        with _plan.forced(backward="col2im"):
             pass
     with _plan.forced(weight_grad="direct"):
         with pytest.raises(ValueError, match="does not apply"):
             fastconv.grad.conv2d_weight(np.ones((1, 1, 5, 5)), (1, 1, 3, 3),
                                         np.ones((1, 1, 2, 2)), stride=2)
     assert _plan._forced == {}
+
+
+NON_FINITE_CASES = [  # input gradients whose paths used to multiply zeros by the weight
+    ((2, 8, 8, 8), (8, 8, 3, 3), dict(padding=1)),
+    ((2, 8, 8, 8), (8, 1, 3, 3), dict(padding=1, groups=8)),  # depthwise
+    ((6, 4, 10), (5, 4, 3), dict(padding=1)),  # 1-D: the implicit adjoint applies
+]
+
+
+@pytest.mark.parametrize("xs,ws,kw", NON_FINITE_CASES)
+def test_input_gradient_is_nan_only_where_a_non_finite_weight_reaches(xs, ws, kw, isa):
+    """An inf weight makes NaN (inf - inf) or inf only at the inputs its tap
+    reaches; every path gives the reference's non-finite pattern and values."""
+    rng = np.random.default_rng(5)
+    nd = len(xs) - 2
+    w = rng.standard_normal(ws)
+    w[(1, 0) + (0,) * nd] = np.inf
+    geo = conv_geometry(xs, ws, nd, 1, kw["padding"], 1, kw.get("groups", 1))
+    gy = rng.standard_normal(geo.output_shape())
+    want = getattr(ref, f"conv{nd}d_input")(xs, w, gy, **kw)
+    assert np.isfinite(want).any() and not np.isfinite(want).all()
+    taken = 0
+    for path in _plan.PATHS["input_grad"]:
+        with _plan.forced(input_grad=path):
+            try:
+                _plan.plan_for("input_grad", geo, 8)
+            except ValueError:
+                continue
+            got = getattr(fastconv.grad, f"conv{nd}d_input")(xs, w, gy, **kw)
+        np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want), err_msg=path)
+        finite = np.isfinite(want)
+        assert_close(got[finite], want[finite], n_terms=100, err_msg=path)
+        taken += 1
+    assert taken >= 1
+
+
+# (input shape, kernel_size, stride, padding, ceil_mode): every pooling path applies
+# to some of them (flat: 2x2 windows at stride 2 that tile pairs of rows;
+# tiled: kernel = stride, no padding)
+POOL_CASES = [
+    ((2, 3, 8, 12), 2, 2, 0, False),
+    ((2, 3, 9, 40), 2, 2, 0, False),   # an odd row count: the last row is dropped
+    ((1, 2, 7, 9), 3, 2, 1, True),
+    ((2, 2, 9, 8), (3, 2), (3, 2), 0, False),
+    ((3, 1, 1, 30), (1, 4), (1, 3), (0, 1), False),  # 1-D as H = 1
+]
+POOL_OPS = ("max_pool", "avg_pool", "avg_pool_grad")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", POOL_OPS)
+def test_every_pooling_path_matches_the_reference(op, dtype, isa, n_threads):
+    """Max pooling bitwise (values and indices, with ties), average pooling
+    and its gradient within rounding, against the reference and the loops."""
+    rng = np.random.default_rng(11)
+    taken = set()
+    for shape, k, s, p, ceil in POOL_CASES:
+        x = rng.integers(-3, 4, size=shape).astype(dtype)  # ties
+        kw = dict(kernel_size=k, stride=s, padding=p, ceil_mode=ceil)
+        for path in _plan.PATHS[op]:
+            with _plan.forced(**{op: path}):
+                try:
+                    if op == "max_pool":
+                        y, idx = fastconv.max_pool2d(x, return_indices=True, **kw)
+                        y_only = fastconv.max_pool2d(x, **kw)
+                    elif op == "avg_pool":
+                        y = fastconv.avg_pool2d(x, **kw)
+                    else:
+                        gy = rng.standard_normal(ref.avg_pool2d(x, **kw).shape).astype(dtype)
+                        got = fastconv.grad.avg_pool2d(gy, x.shape, **kw)
+                except ValueError as exc:
+                    assert "does not apply" in str(exc)
+                    continue
+            taken.add(path)
+            if op == "max_pool":
+                y_ref, idx_ref = ref.max_pool2d(x, return_indices=True, **kw)
+                np.testing.assert_array_equal(y, y_ref, err_msg=path)
+                np.testing.assert_array_equal(idx, idx_ref, err_msg=path)
+                np.testing.assert_array_equal(y_only, y_ref, err_msg=path)
+                kk, ss, pp = (np.broadcast_to(v, 2) for v in (k, s, p))
+                np.testing.assert_array_equal(
+                    y, loops.max_pool2d(x, tuple(kk), tuple(ss), tuple(pp), (1, 1), ceil)[0])
+            elif op == "avg_pool":
+                assert_close(y, ref.avg_pool2d(x, **kw), n_terms=9, err_msg=path)
+            else:
+                assert_close(got, ref.avg_pool2d_grad(gy, x.shape, **kw), n_terms=9,
+                             err_msg=path)
+    assert taken == set(_plan.PATHS[op]), f"paths never taken: {set(_plan.PATHS[op]) - taken}"

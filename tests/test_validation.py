@@ -568,7 +568,7 @@ def test_empty_channel_or_spatial_axis():
     _check(lambda: fc.max_pool1d(np.ones((1, 2, 0)), 1), ValueError,
            r"non-zero channel and spatial sizes, got shape \(1, 2, 0\)")
     _check(lambda: grad.conv2d_input((2, 4, 0, 6), W2, G2), ValueError,
-           r"input_size with non-zero channel and spatial sizes, got \(2, 4, 0, 6\)")
+           r"input_size with non-zero channel and spatial sizes, got shape \(2, 4, 0, 6\)")
 
 
 _BAD_DTYPES = {

@@ -75,6 +75,7 @@
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport calloc, free, malloc
+from libc.math cimport isfinite
 from libc.string cimport memcpy, memset
 
 import numpy as np

@@ -92,7 +92,13 @@ cdef void _depthwise_plane_s1(const floating* src, floating* dst, const floating
         for kw in range(geo.KW):
             wv = w[kh * geo.KW + kw]
             off = kh * geo.dh * Wp + kw * geo.dw
-            if transposed:
+            if transposed and not isfinite(wv):
+                # only the outputs, not the zero columns between rows of
+                # `pad`: inf * 0 would put NaN where no output reaches
+                for r in range(geo.OH):
+                    for c in range(geo.OW):
+                        acc[off + r * Wp + c] += wv * pad[r * Wp + c]
+            elif transposed:
                 for j in range(f.L):
                     acc[off + j] += wv * pad[j]
             else:

@@ -114,6 +114,24 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
     if n_failed:
         raise MemoryError("fastconv: could not allocate per-thread workspace")
 
+cdef inline void _add_outputs(floating* dst, const floating* src, Py_ssize_t q0,
+                              Py_ssize_t n, Py_ssize_t wt, const _Tile* tl) noexcept nogil:
+    """dst[q] += src[q - q0] for the tile positions q in [q0, q0 + n) that are
+    outputs (column q % wt < cols, q < npos), in runs: the columns between
+    rows hold products of the weight with zeros, which are NaN where a
+    weight is not finite, and must not reach grad_in."""
+    cdef Py_ssize_t q = q0, c, run, j
+    while q < q0 + n and q < tl.npos:
+        c = q % wt
+        if c >= tl.cols:
+            q = q + wt - c
+            continue
+        run = min(tl.cols - c, q0 + n - q, tl.npos - q)
+        for j in range(run):
+            dst[q + j] += src[q - q0 + j]
+        q = q + run
+
+
 cdef void _input_grad_implicit(const floating[:, :, :, ::1] grad_out,
                                const floating[::1] wpack, const floating[::1] bias,
                                floating[:, :, :, ::1] grad_in, const Geometry* geo,
@@ -125,9 +143,9 @@ cdef void _input_grad_implicit(const floating[:, :, :, ::1] grad_out,
 
     For each tile and block of channels, colgrad = W_g^T @ grad_out tile, the
     grad_out tile laid out at the positions q = r*wt + c of the forward's
-    tile (zero in the columns c >= cols, so that they add nothing). Row (ci,
-    kw) of colgrad is added to a zeroed copy xt at the tap's offset, a
-    contiguous run, and xt is added into grad_in (_unfill_tile): the adjoint
+    tile (zero in the columns c >= cols). The outputs of row (ci, kw) of
+    colgrad are added to a zeroed copy xt at the tap's offset
+    (_add_outputs), and xt is added into grad_in (_unfill_tile): the adjoint
     of the forward's reads. `wpack` is W_g^T packed by _pack_cols; `geo` is
     an _implicit_geometry.
     """
@@ -199,9 +217,8 @@ cdef void _input_grad_implicit(const floating[:, :, :, ::1] grad_out,
                                     k = p * MR + i
                                     if k < kr0 or k >= kr1:
                                         continue
-                                    dst = xt + off[k - kr0] + nb * nr
-                                    for j in range(nr):
-                                        dst[j] += ctile[i * nr + j]
+                                    _add_outputs(xt + off[k - kr0], ctile + i * nr, nb * nr,
+                                                 nr, t.wt, &tl)
                 _unfill_tile(xt, nci, geo, &t, &tl,
                              &grad_in[0, 0, 0, 0] + (tl.g * Cg + ci0) * geo.xc)
         free(ctile)

@@ -85,31 +85,44 @@ cdef Pool2d _geometry(Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
 # -- entry points: parallel over planes ----------------------------------------
 
 
+def blocking():
+    """The vector facts of this build, for fastconv._plan: lanes per itemsize,
+    and whether float64 max-pool indices vectorise."""
+    return dict(VEC={4: FASTCONV_VEC_F32, 8: FASTCONV_VEC_F64},
+                F64_INDEX_SIMD=bool(FASTCONV_F64_INDEX_SIMD))
+
+
 def max_pool2d_forward(const floating[:, :, ::1] x,      # IN  (planes, H, W)
                        floating[:, :, ::1] out,          # OUT (planes, OH, OW)
                        int64_t[:, :, ::1] indices,       # OUT (planes, OH, OW) or (0, 0, 0)
                        tuple geometry,                   # (kH, kW, sh, sw, ph, pw, dh, dw)
-                       int n_threads):
+                       str path, int n_threads):
+    """`path` (chosen by fastconv._plan): "flat" (2x2 windows at stride 2 that
+    tile pairs of rows), "rows" (a row of outputs at a time; with indices,
+    planes of fewer than 2**31 elements) or "windows" (one output at a
+    time)."""
     cdef Pool2d p = _geometry(x.shape[1], x.shape[2], out.shape[1], out.shape[2], geometry)
     cdef bint want_indices = indices.shape[0] > 0
     cdef Py_ssize_t c
     cdef int* taps = NULL
     cdef floating* split = NULL
-    # int tap offsets need the plane to fit in an int; else the edge path does all
-    cdef bint use_taps = want_indices and p.H * p.W < 2**31
+    # int tap offsets (the rows path with indices) need the plane to fit in an int
+    cdef bint use_taps = want_indices and path == "rows"
+    cdef bint windows = path == "windows"
     cdef Py_ssize_t vl = FASTCONV_VEC_F32 if floating is float else FASTCONV_VEC_F64
     cdef Py_ssize_t band = _flat_band(&p, vl, sizeof(floating)), n_failed = 0
     cdef Py_ssize_t n_flat = max(2 * band * p.OW, 1)
     cdef int64_t* uidx = NULL
-    # rows of two vectors vectorise row by row; float64 indices only where
-    # the compare-and-select vectorises (see _row_fixed)
-    if (_tiles_row_pairs(&p) and p.OW < 2 * vl and use_taps == want_indices
-            and (floating is float or not want_indices or FASTCONV_F64_INDEX_SIMD)):
+    if path not in ("flat", "rows", "windows"):
+        raise ValueError(f"unknown max-pool path {path!r}")
+    if use_taps and p.H * p.W >= 2**31:
+        raise ValueError("the rows path with indices needs planes of fewer than 2**31 elements")
+    if path == "flat":
         with nogil, parallel(num_threads=n_threads):
             split = <floating*>malloc(n_flat * sizeof(floating))
-            uidx = <int64_t*>malloc(n_flat * sizeof(int64_t)) if use_taps else NULL
+            uidx = <int64_t*>malloc(n_flat * sizeof(int64_t)) if want_indices else NULL
             for c in prange(x.shape[0], schedule='static'):
-                if split == NULL or (use_taps and uidx == NULL):
+                if split == NULL or (want_indices and uidx == NULL):
                     n_failed += 1
                     continue
                 _flat_plane(&x[c, 0, 0], &p, &out[c, 0, 0],
@@ -126,7 +139,8 @@ def max_pool2d_forward(const floating[:, :, ::1] x,      # IN  (planes, H, W)
                     n_failed += 1
                     continue
                 max_pool_plane(&x[c, 0, 0], &out[c, 0, 0],
-                               &indices[c, 0, 0] if want_indices else NULL, &p, taps, split)
+                               &indices[c, 0, 0] if want_indices else NULL, &p, taps, split,
+                               windows)
             free(taps)
             free(split)
     if n_failed:
@@ -149,13 +163,17 @@ def max_pool_backward(const floating[:, ::1] grad_out,   # IN  (planes, OH*OW)
 def avg_pool2d_forward(const floating[:, :, ::1] x,      # IN  (planes, H, W)
                        floating[:, :, ::1] out,          # OUT (planes, OH, OW)
                        tuple geometry,                   # (kH, kW, sh, sw, ph, pw, 1, 1)
-                       bint count_include_pad, int n_threads):
+                       bint count_include_pad, str path, int n_threads):
+    """`path` (chosen by fastconv._plan): "flat" (2x2 windows at stride 2 that
+    tile pairs of rows) or "rows"."""
     cdef Pool2d p = _geometry(x.shape[1], x.shape[2], out.shape[1], out.shape[2], geometry)
     cdef Py_ssize_t c, n_failed = 0
     cdef floating* split = NULL
     cdef Py_ssize_t vl = FASTCONV_VEC_F32 if floating is float else FASTCONV_VEC_F64
     cdef Py_ssize_t band = _flat_band(&p, vl, sizeof(floating))
-    if _tiles_row_pairs(&p):  # at any row length: see _avg_flat
+    if path not in ("flat", "rows"):
+        raise ValueError(f"unknown average-pool path {path!r}")
+    if path == "flat":
         with nogil, parallel(num_threads=n_threads):
             split = <floating*>malloc(max(2 * band * p.OW, 1) * sizeof(floating))
             for c in prange(x.shape[0], schedule='static'):
@@ -180,14 +198,19 @@ def avg_pool2d_forward(const floating[:, :, ::1] x,      # IN  (planes, H, W)
 def avg_pool2d_backward(const floating[:, :, ::1] grad_out,  # IN  (planes, OH, OW)
                         floating[:, :, ::1] grad_in,         # OUT (planes, H, W)
                         tuple geometry,                      # (kH, kW, sh, sw, ph, pw, 1, 1)
-                        bint count_include_pad, int n_threads):
+                        bint count_include_pad, str path, int n_threads):
+    """`path` (chosen by fastconv._plan): "tiled" (the windows tile the plane:
+    kernel = stride, no padding) or "rows"."""
     cdef Pool2d p = _geometry(grad_in.shape[1], grad_in.shape[2], grad_out.shape[1],
                               grad_out.shape[2], geometry)
     cdef Py_ssize_t c
     cdef floating* scratch = NULL
+    cdef bint tiled = path == "tiled"
+    if path not in ("tiled", "rows"):
+        raise ValueError(f"unknown average-pool gradient path {path!r}")
     with nogil, parallel(num_threads=n_threads):
         scratch = <floating*>malloc((p.OW + p.W + 2) * sizeof(floating))
         for c in prange(grad_in.shape[0], schedule='static'):
             avg_pool_grad_plane(&grad_out[c, 0, 0], &grad_in[c, 0, 0], &p, count_include_pad,
-                                scratch)
+                                tiled, scratch)
         free(scratch)

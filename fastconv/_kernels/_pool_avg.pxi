@@ -120,7 +120,8 @@ cdef void _avg_pool_grad_tiled(const floating* grad_out, floating* grad_in,
 
 
 cdef void avg_pool_grad_plane(const floating* grad_out, floating* grad_in, const Pool2d* p,
-                              bint count_include_pad, floating* scratch) noexcept nogil:
+                              bint count_include_pad, bint tiled,
+                              floating* scratch) noexcept nogil:
     """Zeroes the plane of grad_in, then spreads grad_out over it. `scratch`
     holds OW + W + 2 values (NULL: every column goes the per-output way).
 
@@ -130,15 +131,16 @@ cdef void avg_pool_grad_plane(const floating* grad_out, floating* grad_in, const
     contiguously. Spreading into every input row directly took KH times as
     many strided passes, and 1.2-1.8x the time (2x2 and 3x3 windows at
     stride 2). Those two spread their row in one loop writing even and odd
-    columns, which vectorises; other windows take KW passes."""
+    columns, which vectorises; other windows take KW passes. With `tiled`
+    (windows that tile the plane: kernel = stride, no padding) it is
+    _avg_pool_grad_tiled instead."""
     cdef Py_ssize_t oh, ow, ih, iw, j, kw, lo, hi, n, c0
     cdef _Window win
     cdef floating g
     cdef floating* gr
     cdef floating* s = scratch
     cdef floating* h = scratch + p.OW + 2 if scratch != NULL else NULL
-    if p.KH == p.sh and p.KW == p.sw and p.ph == 0 and p.pw == 0 \
-            and p.OH * p.sh <= p.H and p.OW * p.sw <= p.W:
+    if tiled:
         _avg_pool_grad_tiled(grad_out, grad_in, p)
         return
     memset(grad_in, 0, p.H * p.W * sizeof(floating))

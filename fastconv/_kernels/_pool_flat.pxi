@@ -76,7 +76,9 @@ cdef inline void _even_rows(const void* src, void* dst, Py_ssize_t rows,
 
 cdef void _flat_plane(const floating* x, const Pool2d* p, floating* out, int64_t* indices,
                       Py_ssize_t band, floating* u, int64_t* uidx, bint avg) noexcept nogil:
-    """A _tiles_row_pairs plane, `band` rows of outputs at a time, each band
+    """A plane of 2x2 windows at stride 2 that tile whole pairs of input rows
+    (W = 2*OW, no padding: fastconv._plan's "flat" path), `band` rows of
+    outputs at a time, each band
     as one flat row: with W = 2*OW, output (oh, ow)'s window starts at x[2t]
     for t = 2*oh*OW + ow, so t = 0 .. (2*band - 1)*OW is one long vectorised
     loop (_avg_flat, _max_flat) into `u` (and `uidx`), whose even rows of OW

@@ -1,10 +1,13 @@
 # Max pooling of one plane, and its gradient. Included by _pool.pxi.
 
 cdef void max_pool_plane(const floating* x, floating* out, int64_t* indices,
-                         const Pool2d* p, int* taps, floating* split) noexcept nogil:
-    """`taps` is scratch for OW ints (or NULL if the plane has >= 2**31 elements
-    or no indices are wanted), `split` for 6*(OW + 1) values (3x3 windows at
-    stride 2 de-interleave their rows into it; see _row_fixed).
+                         const Pool2d* p, int* taps, floating* split,
+                         bint windows) noexcept nogil:
+    """`taps` is scratch for OW ints where indices are wanted (the plane then
+    has fewer than 2**31 elements), `split` for 6*(OW + 1) values (3x3
+    windows at stride 2 de-interleave their rows into it; see _row_fixed).
+    With `windows`, every output goes through _max_window (the path for
+    planes too large for int tap offsets).
 
     Columns whose windows lie inside the input are done a row of outputs at a
     time: by _fixed_row for the square windows it unrolls (when all of the
@@ -24,7 +27,7 @@ cdef void max_pool_plane(const floating* x, floating* out, int64_t* indices,
     if floating is double:
         fixed = fixed and (indices == NULL or FASTCONV_F64_INDEX_SIMD)
     _interior_columns(p, &lo, &hi)
-    if indices != NULL and taps == NULL:
+    if windows:
         lo = hi = 0                         # every column through _max_window
         fixed = False
     for oh in range(p.OH):
@@ -39,6 +42,8 @@ cdef void max_pool_plane(const floating* x, floating* out, int64_t* indices,
             _max_window(x, p, oh, ow, out, indices)
         for ow in range(hi, p.OW):
             _max_window(x, p, oh, ow, out, indices)
+        if lo >= hi:                        # no interior: no pass over the taps
+            continue
         m = out + oh * p.OW
         idx = indices + oh * p.OW if indices != NULL else NULL
         if fixed and kh0 == 0 and kh1 == p.KH and lo < hi:

@@ -9,23 +9,28 @@ cdef inline Py_ssize_t _first_valid(Py_ssize_t start, Py_ssize_t d) noexcept nog
     return start + ((-start + d - 1) // d) * d
 
 
+cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """ceil(a / b) for b > 0 and any sign of a."""
+    return -((-a) // b) if a < 0 else (a + b - 1) // b
+
+
 cdef inline void _max_window(const floating* x, const Pool2d* p, Py_ssize_t oh,
                              Py_ssize_t ow, floating* out, int64_t* indices) noexcept nogil:
-    """One output, scanning its window with bounds tests (used at the edges)."""
+    """One output, scanning the in-bounds taps of its window row-major (used at
+    the edges). The taps before the input are skipped by arithmetic, not one
+    by one: a window of 2**31 taps mostly in the padding costs nothing."""
     cdef Py_ssize_t kh, kw, ih, iw, best
     cdef Py_ssize_t hs = oh * p.sh - p.ph, ws = ow * p.sw - p.pw
+    cdef Py_ssize_t kh0 = _ceil_div(-hs, p.dh) if hs < 0 else 0
+    cdef Py_ssize_t kw0 = _ceil_div(-ws, p.dw) if ws < 0 else 0
     cdef floating v, m = -INFINITY
     best = _first_valid(hs, p.dh) * p.W + _first_valid(ws, p.dw)
-    for kh in range(p.KH):
+    for kh in range(kh0, p.KH):
         ih = hs + kh * p.dh
-        if ih < 0:
-            continue
         if ih >= p.H:
             break
-        for kw in range(p.KW):
+        for kw in range(kw0, p.KW):
             iw = ws + kw * p.dw
-            if iw < 0:
-                continue
             if iw >= p.W:
                 break
             v = x[ih * p.W + iw]
@@ -35,11 +40,6 @@ cdef inline void _max_window(const floating* x, const Pool2d* p, Py_ssize_t oh,
     out[oh * p.OW + ow] = m
     if indices != NULL:
         indices[oh * p.OW + ow] = best
-
-
-cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    """ceil(a / b) for b > 0 and any sign of a."""
-    return -((-a) // b) if a < 0 else (a + b - 1) // b
 
 
 cdef inline void _interior_columns(const Pool2d* p, Py_ssize_t* lo,
@@ -187,11 +187,3 @@ cdef inline void _fixed_row(const floating* x, const Pool2d* p, Py_ssize_t hs, P
         _row_fixed_tiled(xr, NULL, p.W, p.W, o, idx, base, lo, hi, 2, 1, False, avg, divisor)
     else:
         _row_fixed_tiled(xr, NULL, p.W, p.W, o, idx, base, lo, hi, 3, 1, False, avg, divisor)
-
-
-cdef inline bint _tiles_row_pairs(const Pool2d* p) noexcept nogil:
-    """2x2 windows at stride 2 that tile whole pairs of input rows (W = 2*OW,
-    no padding): see _flat_plane."""
-    return (p.KH == 2 and p.KW == 2 and p.sh == 2 and p.sw == 2 and p.ph == 0
-            and p.pw == 0 and p.dh == 1 and p.dw == 1 and p.W == 2 * p.OW
-            and p.H >= 2 * p.OH)
