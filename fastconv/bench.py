@@ -412,8 +412,14 @@ def run(cases=None, dtypes=("float32", "float64"), threads=(1, 2), repeats=5, ro
         fastconv=fastconv.__version__, numpy=np.__version__,
         torch=None if torch is None else torch.__version__,
         isa=fastconv._config.ISA, micro_kernel=fastconv._config.micro_kernel(),
+        limits={k: os.environ[k] for k in _ISA_LIMITS if k in os.environ},
         repeats=repeats, rounds=rounds, rows=rows,
     )
+
+
+# Variables that hold a library to an ISA, for measuring as on another CPU:
+# fastconv's build, PyTorch's ATen kernels, oneDNN's, and OpenBLAS's.
+_ISA_LIMITS = ("FASTCONV_ISA", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE")
 
 
 def _paths(case, a):
@@ -486,6 +492,8 @@ def format_table(result):
         f"cpu: {result['processor']} ({result.get('cpu', '?')}), {result['cores']} cores; "
         f"kernels: {result['isa']} build; micro-kernel: {result.get('micro_kernel', '?')}",
     ]
+    if result.get("limits"):
+        lines.append("ISA limits: " + ", ".join(f"{k}={v}" for k, v in result["limits"].items()))
     for t, m in result["machine"].items():
         lines.append(
             f"machine, {t} thread(s): GEMM peak {m['gemm_gflops_float32']:.0f} GFLOP/s fp32, "
