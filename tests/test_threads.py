@@ -16,7 +16,7 @@ import fastconv
 
 def _conv_results(rng_seed=0):
     rng = np.random.default_rng(rng_seed)
-    # large enough that every op runs on 8 threads (see _config.GRAIN)
+    # large enough that every op runs on 8 threads (see _plan.GRAIN)
     x = rng.standard_normal((6, 8, 40, 37)).astype(np.float32)
     w = rng.standard_normal((16, 4, 3, 3)).astype(np.float32)
     kw = dict(stride=2, padding=1, groups=2)
