@@ -240,6 +240,7 @@ POOL_CASES = [
     ((1, 2, 7, 9), 3, 2, 1, True),
     ((2, 2, 9, 8), (3, 2), (3, 2), 0, False),
     ((3, 1, 1, 30), (1, 4), (1, 3), (0, 1), False),  # 1-D as H = 1
+    ((1, 1, 13, 11), 3, 1, 1, False),  # one plane: the forward's items are bands of rows
 ]
 POOL_OPS = ("max_pool", "avg_pool", "avg_pool_grad")
 
