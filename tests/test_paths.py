@@ -284,3 +284,29 @@ def test_every_pooling_path_matches_the_reference(op, dtype, isa, n_threads):
                 assert_close(got, ref.avg_pool2d_grad(gy, x.shape, **kw), n_terms=9,
                              err_msg=path)
     assert taken == set(_plan.PATHS[op]), f"paths never taken: {set(_plan.PATHS[op]) - taken}"
+
+
+@pytest.mark.parametrize("ws,groups", [((2, 3, 3, 3), 1), ((3, 1, 3, 3), 3)])
+def test_weight_gradient_is_nan_only_where_a_non_finite_input_reaches(ws, groups, isa):
+    """An inf input at the last column is never paired with an output by the
+    first column of taps: every path gives the reference's finite values there."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 3, 8, 8))
+    x[0, 1, 4, 7] = np.inf
+    geo = conv_geometry(x.shape, ws, 2, 1, 0, 1, groups)
+    gy = rng.standard_normal(geo.output_shape())
+    want = ref.conv2d_weight(x, ws, gy, groups=groups)
+    assert np.isfinite(want).any() and not np.isfinite(want).all()
+    taken = 0
+    for path in _plan.PATHS["weight_grad"]:
+        with _plan.forced(weight_grad=path):
+            try:
+                _plan.plan_for("weight_grad", geo, 8)
+            except ValueError:
+                continue
+            got = fastconv.grad.conv2d_weight(x, ws, gy, groups=groups)
+        np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want), err_msg=path)
+        finite = np.isfinite(want)
+        assert_close(got[finite], want[finite], n_terms=100, err_msg=path)
+        taken += 1
+    assert taken >= 2

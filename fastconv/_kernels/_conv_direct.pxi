@@ -66,6 +66,17 @@ cdef inline double _dot(const floating* a, const floating* b, Py_ssize_t n) noex
         s += acc[lane]
     return s
 
+cdef double _dot_rows(const floating* a, const floating* b, Py_ssize_t rows, Py_ssize_t n,
+                      Py_ssize_t ld) noexcept nogil:
+    """sum(a[r*ld + c] * b[r*ld + c]) for r < rows, c < n, in float64: the
+    dot of _dot without the columns between rows."""
+    cdef double s = 0
+    cdef Py_ssize_t r, c
+    for r in range(rows):
+        for c in range(n):
+            s += a[r * ld + c] * b[r * ld + c]
+    return s
+
 # -- depthwise convolution (groups == C_in == C_out) ----------------------------
 #
 # With one input and one output channel per group the GEMM is 1 x kH*kW: a
