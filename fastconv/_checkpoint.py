@@ -135,7 +135,8 @@ def _to_array(view, dtype):
     """Copy a (strided) storage view into a new native, C-contiguous array."""
     if dtype.name == "bfloat16":
         bits = np.array(view, dtype=np.uint32, order="C")
-        return (bits << 16).view(np.float32)
+        np.left_shift(bits, 16, out=bits)  # in place: a 0-d result stays an array
+        return bits.view(np.float32)
     if dtype.name == "float16":
         return np.array(view, dtype=np.float32, order="C")
     if dtype.name == "bool":
@@ -364,19 +365,30 @@ def _unpickle(path, file, legacy=False):
 
 # -- torch.save: the zip format and the legacy format --------------------------
 
+def _read(path, archive, name):
+    """One zip record; a bad CRC, a truncated record, ... become a ValueError."""
+    try:
+        return archive.read(name)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise _fail(path, f"truncated or corrupt zip archive: record {name!r} cannot be read "
+                          f"({type(exc).__name__}: {exc})") from exc
+
+
 def _load_torch_zip(path, archive, names):
     prefix = next(n for n in names if n.count("/") == 1 and n.endswith("/data.pkl"))[:-len("data.pkl")]
     byteorder = "little"
     if prefix + "byteorder" in names:
-        byteorder = archive.read(prefix + "byteorder").decode("ascii", "replace").strip()
+        byteorder = _read(path, archive, prefix + "byteorder").decode("ascii", "replace").strip()
         if byteorder not in ("little", "big"):
             raise _fail(path, f"expected the byteorder record to be 'little' or 'big', got {byteorder!r}")
-    obj, storages = _unpickle(path, io.BytesIO(archive.read(prefix + "data.pkl")))
+    obj, storages = _unpickle(path, io.BytesIO(_read(path, archive, prefix + "data.pkl")))
     for key, storage in storages.items():
         name = f"{prefix}data/{key}"
         if name not in names:
             raise _fail(path, f"expected a record {name!r} for storage {key!r}, got none (truncated?)")
-        raw = archive.read(name)
+        raw = _read(path, archive, name)
         nbytes = storage.numel * storage.dtype.storage.itemsize
         if len(raw) != nbytes:
             raise _fail(path, f"expected {nbytes} bytes in record {name!r} "
@@ -583,10 +595,9 @@ def _load_npz(path, data):
     except Exception as exc:
         raise _fail(path, f"not a readable .npz ({type(exc).__name__}: {exc})") from exc
     for name, a in out.items():
-        if a.dtype == np.float16:
-            out[name] = a.astype(np.float32)
-        elif a.dtype.byteorder not in "=|":
-            out[name] = a.astype(a.dtype.newbyteorder("="))
+        dtype = np.float32 if a.dtype == np.float16 else a.dtype.newbyteorder("=")
+        if a.dtype != dtype or not a.flags.c_contiguous:
+            out[name] = np.array(a, dtype=dtype, order="C")
     return out
 
 
@@ -680,31 +691,26 @@ def load(path, *, key=None):
 
     if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         try:
-            with zipfile.ZipFile(io.BytesIO(data)) as archive:
-                names = archive.namelist()
-                if any(n.count("/") == 1 and n.endswith("/data.pkl") for n in names):
-                    if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
-                        raise _fail(name, "expected a torch.save file, got a TorchScript "
-                                          "archive (torch.jit.save); save the state dict with "
-                                          "torch.save(model.state_dict(), path)")
-                    obj, _ = _load_torch_zip(name, archive, set(names))
-                    return _select(name, _arrays(name, obj), key)
-                if all(n.endswith(".npy") for n in names):
-                    npz = True
-                else:
-                    raise _fail(name, f"expected a zip holding a torch.save pickle "
-                                      f"(<dir>/data.pkl) or .npy arrays, got members "
-                                      f"{sorted(names)[:5]}")
-        except ValueError:
-            raise
+            archive = zipfile.ZipFile(io.BytesIO(data))
+            names = archive.namelist()
         except MemoryError:
             raise
-        except Exception as exc:  # BadZipFile, bad CRC, zlib errors, EOFError, ...
+        except Exception as exc:  # BadZipFile, EOFError, struct.error, ValueError, ...
             raise _fail(name, f"truncated or corrupt zip archive ({type(exc).__name__}: {exc})") from exc
-        if npz:
-            if key is not None:
-                raise ValueError(f"Expected key=None for an .npz file, got {key!r}")
-            return _load_npz(name, data)
+        with archive:
+            if any(n.count("/") == 1 and n.endswith("/data.pkl") for n in names):
+                if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+                    raise _fail(name, "expected a torch.save file, got a TorchScript archive "
+                                      "(torch.jit.save); save the state dict with "
+                                      "torch.save(model.state_dict(), path)")
+                obj, _ = _load_torch_zip(name, archive, set(names))
+                return _select(name, _arrays(name, obj), key)
+            if not all(n.endswith(".npy") for n in names):
+                raise _fail(name, f"expected a zip holding a torch.save pickle (<dir>/data.pkl) "
+                                  f"or .npy arrays, got members {sorted(names)[:5]}")
+        if key is not None:
+            raise ValueError(f"Expected key=None for an .npz file, got {key!r}")
+        return _load_npz(name, data)
     if data[:2] == b"\x80\x02":
         return _select(name, _arrays(name, _load_torch_legacy(name, data)), key)
     if _looks_like_safetensors(data):
