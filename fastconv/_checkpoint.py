@@ -257,7 +257,8 @@ def _rebuild_parameter(data, requires_grad=True, backward_hooks=None, state=None
 
 
 def _rebuild_from_type_v2(func, new_type, args, state):
-    if func not in (_rebuild_tensor, _rebuild_tensor_v2, _rebuild_tensor_v3, _rebuild_parameter):
+    if not (isinstance(func, _Callable) and func.function in _REBUILDS.values()
+            and func.function is not _rebuild_from_type_v2):
         raise ValueError(f"Expected a tensor rebuild function, got {func!r}")
     if new_type not in (_TENSOR, _PARAMETER):
         raise ValueError(f"Expected torch.Tensor or torch.nn.Parameter, got {new_type!r}")
@@ -267,19 +268,40 @@ def _rebuild_from_type_v2(func, new_type, args, state):
 _TENSOR = _Marker("torch.Tensor")
 _PARAMETER = _Marker("torch.nn.parameter.Parameter")
 
+class _Callable:
+    """A function the pickle may call; inert otherwise (``BUILD`` cannot change it)."""
+
+    __slots__ = ("name", "function")
+
+    def __init__(self, name, function):
+        self.name, self.function = name, function
+
+    def __call__(self, *args):
+        return self.function(*args)
+
+    def __setstate__(self, state):
+        raise UnsafeCheckpointError(f"Expected no state for {self.name}, got a BUILD opcode")
+
+    def __repr__(self):
+        return self.name
+
+
 _GLOBALS = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("collections", "OrderedDict"): collections.OrderedDict,  # an immutable type
+    ("torch", "Tensor"): _TENSOR,
+    ("torch.nn.parameter", "Parameter"): _PARAMETER,
+    ("torch", "Size"): _Callable("torch.Size", tuple),
+    ("torch.storage", "UntypedStorage"): _StorageType("UntypedStorage", _DTYPES["uint8"]),
+}
+_REBUILDS = {
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
     ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
-    ("torch", "Tensor"): _TENSOR,
-    ("torch.nn.parameter", "Parameter"): _PARAMETER,
-    ("torch", "Size"): tuple,
-    ("torch.storage", "UntypedStorage"): _StorageType("UntypedStorage", _DTYPES["uint8"]),
 }
+_GLOBALS.update({key: _Callable(".".join(key), f) for key, f in _REBUILDS.items()})
 _GLOBALS.update({("torch", name): _StorageType(name, _DTYPES[dt]) for name, dt in _STORAGES.items()})
 _GLOBALS.update({("torch", name): dt for name, dt in _DTYPES.items()})
 _GLOBALS.update({("torch", alias): _DTYPES[name] for alias, name in _DTYPE_ALIASES.items()})
@@ -441,6 +463,13 @@ def _load_torch_legacy(path, data):
         storage.raw = _ordered(raw, byteorder)
         offset += 8 + nbytes
     return obj
+
+
+def _materialise(path, obj):
+    try:
+        return _arrays(path, obj)
+    except RecursionError:
+        raise _fail(path, "expected a state dict, got containers nested too deeply") from None
 
 
 def _arrays(path, obj):
@@ -704,7 +733,7 @@ def load(path, *, key=None):
                                       "(torch.jit.save); save the state dict with "
                                       "torch.save(model.state_dict(), path)")
                 obj, _ = _load_torch_zip(name, archive, set(names))
-                return _select(name, _arrays(name, obj), key)
+                return _select(name, _materialise(name, obj), key)
             if not all(n.endswith(".npy") for n in names):
                 raise _fail(name, f"expected a zip holding a torch.save pickle (<dir>/data.pkl) "
                                   f"or .npy arrays, got members {sorted(names)[:5]}")
@@ -712,7 +741,7 @@ def load(path, *, key=None):
             raise ValueError(f"Expected key=None for an .npz file, got {key!r}")
         return _load_npz(name, data)
     if data[:2] == b"\x80\x02":
-        return _select(name, _arrays(name, _load_torch_legacy(name, data)), key)
+        return _select(name, _materialise(name, _load_torch_legacy(name, data)), key)
     if _looks_like_safetensors(data):
         if key is not None:
             raise ValueError(f"Expected key=None for a safetensors file, got {key!r}")

@@ -342,6 +342,7 @@ def test_torch_checkpoint_dict_rule(tmp_path):
         fastconv.load(tmp_path / "list.pt")
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 def test_torch_whole_model_and_torchscript_refused(tmp_path):
     torch = pytest.importorskip("torch")
     model = _torch_model(torch)
@@ -558,6 +559,9 @@ def test_malicious_torch_save_refused(tmp_path):
     (b"\x80\x02\x82\x01.", "extension-registry"),                     # EXT1
     (b"\x80\x02X\x06\x00\x00\x00module\x85Q.", "persistent id"),  # a 'module' persistent id
     (b"\x80\x02ctorch\nFloatStorage\n}b.", "BUILD"),                # BUILD on a stand-in
+    (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n(N}tb.", "BUILD"),  # setattr on a function
+    (b"\x80\x02ctorch\nfloat32\n}b.", "BUILD"),
+    (b"\x80\x02ctorch\nSize\n}b.", "BUILD"),
     (b"\x80\x02cbuiltins\ngetattr\n.", "builtins.getattr"),
     (b"\x80\x02ctorch._utils\n_rebuild_qtensor\n.", "_rebuild_qtensor"),
 ])
@@ -565,6 +569,13 @@ def test_other_refusals(tmp_path, payload, match):
     _write_torch_zip(tmp_path / "x.pt", {}, pkl=payload)
     with pytest.raises(UnsafeCheckpointError, match=match):
         fastconv.load(tmp_path / "x.pt")
+
+
+def test_deeply_nested_pickle(tmp_path):
+    n = 100_000
+    _write_torch_zip(tmp_path / "deep.pt", {}, pkl=b"\x80\x02" + b"]" * n + b"a" * (n - 1) + b".")
+    with pytest.raises(ValueError, match="nested too deeply"):
+        fastconv.load(tmp_path / "deep.pt")
 
 
 def test_unsafe_error_is_a_valueerror_and_an_unpicklingerror():
