@@ -48,6 +48,7 @@ import math
 import os
 import pickle
 import pickletools
+import warnings
 import zipfile
 
 import numpy as np
@@ -363,10 +364,13 @@ def _unpickle(path, file, legacy=False):
     """Load one pickle from ``file`` with :class:`_Unpickler`; returns (object, storages)."""
     start = file.tell()
     try:
-        for opcode, _arg, _pos in pickletools.genops(file):
-            if opcode.name in ("EXT1", "EXT2", "EXT4"):
+        with warnings.catch_warnings():  # protocol-0 strings may warn of bad escapes
+            warnings.simplefilter("ignore")
+            opcodes = [opcode.name for opcode, _arg, _pos in pickletools.genops(file)]
+        for name in opcodes:
+            if name in ("EXT1", "EXT2", "EXT4"):
                 raise UnsafeCheckpointError(
-                    f"Expected no extension-registry opcodes in the pickle, got {opcode.name}; "
+                    f"Expected no extension-registry opcodes in the pickle, got {name}; "
                     f"nothing from the file was run")
     except UnsafeCheckpointError as exc:
         raise UnsafeCheckpointError(f"Cannot load {path}: {exc}") from None
@@ -375,7 +379,9 @@ def _unpickle(path, file, legacy=False):
     file.seek(start)
     unpickler = _Unpickler(file, legacy=legacy)
     try:
-        obj = unpickler.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = unpickler.load()
     except UnsafeCheckpointError as exc:
         raise UnsafeCheckpointError(f"Cannot load {path}: {exc}") from None
     except MemoryError:
