@@ -45,11 +45,13 @@ import collections
 import io
 import json
 import math
+import mmap
 import os
 import pickle
 import pickletools
 import warnings
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -173,10 +175,11 @@ class _StorageType(_Marker):
 class _Storage:
     """A storage named by a persistent id; its bytes are read after the pickle."""
 
-    __slots__ = ("key", "dtype", "numel", "raw")
+    __slots__ = ("key", "dtype", "numel", "raw", "byteorder")
 
     def __init__(self, key, dtype, numel):
-        self.key, self.dtype, self.numel, self.raw = key, dtype, numel, None
+        self.key, self.dtype, self.numel = key, dtype, numel
+        self.raw, self.byteorder = None, "little"
 
     def __setstate__(self, state):
         raise UnsafeCheckpointError("Expected no state for a storage, got a BUILD opcode")
@@ -404,7 +407,24 @@ def _read(path, archive, name):
                           f"({type(exc).__name__}: {exc})") from exc
 
 
-def _load_torch_zip(path, archive, names):
+def _record(path, archive, data, name):
+    """A stored (uncompressed) record as a view of ``data``, its CRC checked; else a copy."""
+    info = archive.getinfo(name)
+    start = info.header_offset
+    local = bytes(data[start:start + 30])
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 1 or local[:4] != b"PK\x03\x04":
+        return _read(path, archive, name)
+    start += 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+    view = memoryview(data)[start:start + info.file_size]
+    if len(view) != info.file_size:
+        raise _fail(path, f"truncated or corrupt zip archive: expected {info.file_size} bytes in "
+                          f"record {name!r}, got {len(view)}")
+    if zlib.crc32(view) != info.CRC:
+        raise _fail(path, f"truncated or corrupt zip archive: bad CRC-32 for record {name!r}")
+    return view
+
+
+def _load_torch_zip(path, archive, names, data):
     prefix = next(n for n in names if n.count("/") == 1 and n.endswith("/data.pkl"))[:-len("data.pkl")]
     byteorder = "little"
     if prefix + "byteorder" in names:
@@ -416,25 +436,16 @@ def _load_torch_zip(path, archive, names):
         name = f"{prefix}data/{key}"
         if name not in names:
             raise _fail(path, f"expected a record {name!r} for storage {key!r}, got none (truncated?)")
-        raw = _read(path, archive, name)
+        raw = _record(path, archive, data, name)
         nbytes = storage.numel * storage.dtype.storage.itemsize
         if len(raw) != nbytes:
             raise _fail(path, f"expected {nbytes} bytes in record {name!r} "
                               f"({storage.dtype!r}[{storage.numel}]), got {len(raw)}")
-        storage.raw = _ordered(raw, byteorder)
-    return obj, byteorder
+        storage.raw, storage.byteorder = raw, byteorder
+    return obj
 
 
-def _ordered(raw, byteorder):
-    return raw if byteorder == "little" else _BigEndian(raw)
-
-
-class _BigEndian(bytes):
-    """Raw bytes of a big-endian storage (the marker :func:`_arrays` looks for)."""
-
-
-def _load_torch_legacy(path, data):
-    file = io.BytesIO(data)
+def _load_torch_legacy(path, data, file):
     magic, _ = _unpickle(path, file)
     if magic != _TORCH_MAGIC:
         raise _fail(path, "expected a torch.save file, got a pickle that is not one "
@@ -454,7 +465,7 @@ def _load_torch_legacy(path, data):
     offset = file.tell()
     for key in keys:
         storage = storages[key]
-        head = data[offset:offset + 8]
+        head = bytes(data[offset:offset + 8])
         if len(head) < 8:
             raise _fail(path, f"expected storage {key!r} at byte {offset}, got the end of the "
                               f"file (truncated)")
@@ -462,11 +473,11 @@ def _load_torch_legacy(path, data):
         nbytes = numel * storage.dtype.storage.itemsize
         if numel != storage.numel:
             raise _fail(path, f"expected {storage.numel} elements in storage {key!r}, got {numel}")
-        raw = data[offset + 8:offset + 8 + nbytes]
+        raw = memoryview(data)[offset + 8:offset + 8 + nbytes]
         if len(raw) != nbytes:
             raise _fail(path, f"expected {nbytes} bytes of storage {key!r}, got {len(raw)} "
                               f"(truncated)")
-        storage.raw = _ordered(raw, byteorder)
+        storage.raw, storage.byteorder = raw, byteorder
         offset += 8 + nbytes
     return obj
 
@@ -481,9 +492,8 @@ def _materialise(path, obj):
 def _arrays(path, obj):
     """Replace every ``_Tensor`` in a pickled object by its array (containers rebuilt as dicts/lists)."""
     if isinstance(obj, _Tensor):
-        raw = obj.storage.raw
         dtype = obj.dtype
-        if isinstance(raw, _BigEndian):
+        if obj.storage.byteorder == "big":
             dtype = _DType(dtype.name, dtype.storage.newbyteorder(">"))
         try:
             return _Tensor(obj.storage, obj.offset, obj.size, obj.stride, dtype).array()
@@ -569,7 +579,7 @@ def _load_safetensors(path, data):
     if 8 + n > len(data):
         raise fail(f"expected a {n}-byte header, got {len(data) - 8} bytes in the file (truncated)")
     try:
-        header = json.loads(data[8:8 + n].decode("utf-8"), object_pairs_hook=_no_duplicates)
+        header = json.loads(bytes(data[8:8 + n]).decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise fail(f"expected a JSON header, got one that does not parse ({exc})") from None
     if not isinstance(header, dict):
@@ -621,9 +631,10 @@ def _load_safetensors(path, data):
 
 # -- npz -------------------------------------------------------------------------
 
-def _load_npz(path, data):
+def _load_npz(path, file):
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        file.seek(0)
+        with np.load(file, allow_pickle=False) as npz:
             out = {name: npz[name] for name in npz.files}
     except MemoryError:
         raise
@@ -712,21 +723,36 @@ def load(path, *, key=None):
     >>> bool(np.array_equal(state["0.weight"], model.state_dict()["0.weight"]))
     True
     """
+    if key is not None and not isinstance(key, str):
+        raise TypeError(f"Expected key to be a str or None, got {type(key).__name__}")
     if hasattr(path, "read"):
         name = repr(getattr(path, "name", path))
         data = path.read()
         if not isinstance(data, bytes):
             raise TypeError(f"Expected a binary file object, got one that reads {type(data).__name__}")
-    else:
-        name = repr(os.fspath(path))
-        with open(path, "rb") as f:
+        return _load(name, data, io.BytesIO(data), key)
+    name = repr(os.fspath(path))
+    with open(path, "rb") as f:
+        try:  # map the file: the tensors are copied straight out of the page cache
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (ValueError, OSError):  # an empty file, a pipe, ...
             data = f.read()
-    if key is not None and not isinstance(key, str):
-        raise TypeError(f"Expected key to be a str or None, got {type(key).__name__}")
+            return _load(name, data, io.BytesIO(data), key)
+        try:
+            return _load(name, data, f, key)
+        finally:
+            try:
+                data.close()
+            except BufferError:  # views held by an exception's traceback: closed when freed
+                pass
 
+
+def _load(name, data, file, key):
+    """Recognise the format of ``data`` (bytes or mmap; ``file`` reads the same bytes) and load it."""
     if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         try:
-            archive = zipfile.ZipFile(io.BytesIO(data))
+            file.seek(0)
+            archive = zipfile.ZipFile(file)
             names = archive.namelist()
         except MemoryError:
             raise
@@ -738,16 +764,17 @@ def load(path, *, key=None):
                     raise _fail(name, "expected a torch.save file, got a TorchScript archive "
                                       "(torch.jit.save); save the state dict with "
                                       "torch.save(model.state_dict(), path)")
-                obj, _ = _load_torch_zip(name, archive, set(names))
+                obj = _load_torch_zip(name, archive, set(names), data)
                 return _select(name, _materialise(name, obj), key)
             if not all(n.endswith(".npy") for n in names):
                 raise _fail(name, f"expected a zip holding a torch.save pickle (<dir>/data.pkl) "
                                   f"or .npy arrays, got members {sorted(names)[:5]}")
         if key is not None:
             raise ValueError(f"Expected key=None for an .npz file, got {key!r}")
-        return _load_npz(name, data)
+        return _load_npz(name, file)
     if data[:2] == b"\x80\x02":
-        return _select(name, _materialise(name, _load_torch_legacy(name, data)), key)
+        file.seek(0)
+        return _select(name, _materialise(name, _load_torch_legacy(name, data, file)), key)
     if _looks_like_safetensors(data):
         if key is not None:
             raise ValueError(f"Expected key=None for a safetensors file, got {key!r}")
@@ -758,7 +785,7 @@ def load(path, *, key=None):
     if len(data) > 262 and data[257:262] == b"ustar":
         raise _fail(name, "expected a torch.save file, got a tar archive (the format of "
                           "PyTorch before 1.0); re-save it with torch.save in a recent PyTorch")
-    if not data:
+    if not len(data):
         raise _fail(name, "the file is empty")
     raise _fail(name, f"expected a torch.save, .safetensors or .npz file, got a file starting "
-                      f"with {data[:8]!r}")
+                      f"with {bytes(data[:8])!r}")

@@ -108,10 +108,10 @@ def _pickle_with_storages(obj, legacy=False):
     return f.getvalue(), storages
 
 
-def _write_torch_zip(path, obj, byteorder="little", pkl=None):
-    """torch.save's zip layout, written without torch."""
+def _write_torch_zip(path, obj, byteorder="little", pkl=None, compression=zipfile.ZIP_STORED):
+    """torch.save's zip layout, written without torch (torch stores the records uncompressed)."""
     data, storages = _pickle_with_storages(obj)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+    with zipfile.ZipFile(path, "w", compression) as z:
         z.writestr("archive/data.pkl", data if pkl is None else pkl)
         z.writestr("archive/byteorder", byteorder)
         for key, s in storages.items():
@@ -388,8 +388,10 @@ def _expected(arrays):
             for k, v in arrays.items()}
 
 
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED],
+                         ids=["stored", "deflated"])
 @pytest.mark.parametrize("byteorder", ["little", "big"])
-def test_handwritten_torch_zip(tmp_path, byteorder):
+def test_handwritten_torch_zip(tmp_path, byteorder, compression):
     arrays = _strided_arrays()
     # the w-views share one storage: the writer names it once per tensor with one key
     tensors = {}
@@ -401,10 +403,12 @@ def test_handwritten_torch_zip(tmp_path, byteorder):
             tensors[k] = _FakeTensor(w_storage, offset, v.shape, [s // 4 for s in v.strides])
         else:
             tensors[k] = _fake_tensor(v, k)
-    _write_torch_zip(tmp_path / "h.pt", collections.OrderedDict(tensors), byteorder=byteorder)
+    _write_torch_zip(tmp_path / "h.pt", collections.OrderedDict(tensors), byteorder=byteorder,
+                     compression=compression)
     got = fastconv.load(tmp_path / "h.pt")
     _check_same(got, _expected(arrays))
     assert all(a.dtype.isnative for a in got.values())
+    _check_same(fastconv.load(io.BytesIO((tmp_path / "h.pt").read_bytes())), _expected(arrays))
 
 
 def test_handwritten_torch_legacy(tmp_path):
@@ -776,13 +780,16 @@ def test_flipped_bytes(tmp_path):
         assert errors > 0, name
 
 
-def test_crc_detects_corrupt_storage_data(tmp_path):
-    _write_torch_zip(tmp_path / "z.pt", {"w": _fake_tensor(np.arange(64, dtype=np.float32), "0")})
+@pytest.mark.parametrize("record", ["data/0", "data.pkl"])
+def test_crc_detects_corrupt_records(tmp_path, record):
+    w = np.arange(64, dtype=np.float32)
+    _write_torch_zip(tmp_path / "z.pt", {"w": _fake_tensor(w, "0")})
     data = bytearray((tmp_path / "z.pt").read_bytes())
-    pos = data.find(np.arange(64, dtype=np.float32).tobytes()) + 40
+    pos = (data.find(w.tobytes()) + 40 if record == "data/0"
+           else data.find(b"_rebuild_tensor_v2") + 3)
     data[pos] ^= 1
     (tmp_path / "flip.pt").write_bytes(bytes(data))
-    with pytest.raises(ValueError, match=r"flip\.pt.*corrupt zip archive.*CRC"):
+    with pytest.raises(ValueError, match=rf"flip\.pt.*corrupt zip archive.*CRC.*{record}"):
         fastconv.load(tmp_path / "flip.pt")
 
 
