@@ -311,6 +311,14 @@ _GLOBALS.update({("torch", name): dt for name, dt in _DTYPES.items()})
 _GLOBALS.update({("torch", alias): _DTYPES[name] for alias, name in _DTYPE_ALIASES.items()})
 
 
+# dtypes and storages torch writes that have no NumPy counterpart
+_UNSUPPORTED = {"float8_e5m2", "float8_e4m3fn", "float8_e5m2fnuz", "float8_e4m3fnuz",
+                "float8_e8m0fnu", "float4_e2m1fn_x2", "complex32", "chalf", "bits8", "bits16",
+                "bits1x8", "bits2x4", "bits4x2", "QInt8Storage", "QUInt8Storage",
+                "QInt32Storage", "QUInt4x2Storage", "QUInt2x4Storage", "quint8", "qint8",
+                "qint32", "quint4x2", "quint2x4"}
+
+
 class _Unpickler(pickle.Unpickler):
     """An unpickler that knows only :data:`_GLOBALS` and storage persistent ids."""
 
@@ -324,6 +332,9 @@ class _Unpickler(pickle.Unpickler):
             return _GLOBALS[module, name]
         except (KeyError, TypeError):
             pass
+        if module == "torch" and name in _UNSUPPORTED:
+            raise ValueError(f"Expected tensors of a dtype NumPy has, got torch.{name}; convert "
+                             f"them (say with .float()) before saving")
         hint = ""
         if module.startswith("torch.nn.modules") or module.startswith("__main__"):
             hint = (" This looks like a whole model saved with torch.save(model): save "
