@@ -293,13 +293,13 @@ def test_torch_module_state_dict_with_buffers(tmp_path):
     assert type(got) is dict
 
 
-@pytest.mark.parametrize("fmt", ["torch", "safetensors"])
+@pytest.mark.parametrize("fmt", ["torch", "torch-legacy", "safetensors"])
 def test_state_dict_runs_in_fastconv_as_in_torch(tmp_path, fmt):
     torch = pytest.importorskip("torch")
     model = _torch_model(torch).eval()
-    path = tmp_path / ("m.pt" if fmt == "torch" else "m.safetensors")
-    if fmt == "torch":
-        torch.save(model.state_dict(), path)
+    path = tmp_path / ("m.safetensors" if fmt == "safetensors" else "m.pt")
+    if fmt.startswith("torch"):
+        torch.save(model.state_dict(), path, _use_new_zipfile_serialization=fmt == "torch")
     else:
         safetensors_torch = pytest.importorskip("safetensors.torch")
         safetensors_torch.save_file(model.state_dict(), str(path))
