@@ -310,3 +310,33 @@ def test_weight_gradient_is_nan_only_where_a_non_finite_input_reaches(ws, groups
         assert_close(got[finite], want[finite], n_terms=100, err_msg=path)
         taken += 1
     assert taken >= 2
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_forward_with_a_non_finite_weight_multiplies_the_padding_on_every_path(stride, isa):
+    """A non-finite weight times the padding's zeros is NaN (the reference's
+    and PyTorch's zero padding): every path, including the depthwise ones
+    that skip the padding, gives the same non-finite pattern."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 4, 7, 8))
+    ws = (4, 1, 3, 3)
+    w = rng.standard_normal(ws)
+    w[2, 0, 0, 1] = np.inf
+    geo = conv_geometry(x.shape, ws, 2, stride, 1, 1, 4)
+    with np.errstate(invalid="ignore"):  # inf * 0, on purpose
+        want = ref.conv2d(x, w, stride=stride, padding=1, groups=4)
+    assert np.isnan(want).any() and np.isfinite(want).any()
+    taken = 0
+    for path in _plan.PATHS["forward"]:
+        with _plan.forced(forward=path):
+            try:
+                _plan.plan_for("forward", geo, 8)
+            except ValueError:
+                continue
+            got = fastconv.conv2d(x, w, stride=stride, padding=1, groups=4)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=path)
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(want), err_msg=path)
+        finite = np.isfinite(want)
+        assert_close(got[finite], want[finite], n_terms=9, err_msg=path)
+        taken += 1
+    assert taken >= 2
