@@ -691,3 +691,21 @@ def test_backward_before_forward_and_repr():
         bn.backward(np.zeros((2, 4)))
     assert repr(bn) == ("BatchNorm1d(4, eps=1e-05, momentum=None, affine=False, "
                         "track_running_stats=True)")
+
+
+def test_nan_propagates_to_its_channel_only(rng):
+    """A NaN in channel 1 makes that channel's output, statistics and
+    gradients NaN (the variance is not clamped to 0), as in PyTorch, and
+    leaves the other channels alone."""
+    for shape in [(4, 3, 5), (6, 3)]:
+        x = _data(rng, shape, np.float64)
+        x[1, 1] = np.nan
+        rm, rv = np.zeros(3), np.ones(3)
+        y = fastconv.batch_norm(x, rm, rv, training=True)
+        assert np.isnan(y[:, 1]).all() and np.isnan(rm[1]) and np.isnan(rv[1])
+        clean = np.delete(x, 1, axis=1)
+        expected = fastconv.batch_norm(clean, np.zeros(2), np.ones(2), training=True)
+        np.testing.assert_array_equal(np.delete(y, 1, axis=1), expected)
+        gx, gw, gb = fastconv.grad.batch_norm(x, np.ones(shape), training=True)
+        assert np.isnan(gx[:, 1]).all() and np.isnan(gw[1])
+        assert not np.isnan(np.delete(gx, 1, axis=1)).any()

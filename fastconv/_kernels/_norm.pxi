@@ -40,10 +40,11 @@
 #   the compiler vectorise a reduction it may not reorder.
 # * Statistics in one pass, shifted: with k = the channel's first element,
 #   s1 = sum(x - k), s2 = sum((x - k)^2), mean = k + s1/M and
-#   var = s2/M - (s1/M)^2 (biased; clamped at 0). Shifting by a sample of the
-#   channel keeps the cancellation of the textbook one-pass formula away
-#   (its error grows with ((mean - k)/std)^2, and k is within a few std of
-#   the mean), so one read of the data replaces PyTorch's two.
+#   var = s2/M - (s1/M)^2 (biased; clamped at 0, a NaN kept). Shifting by a
+#   sample of the channel keeps the cancellation of the textbook one-pass
+#   formula away (its relative error is about eps*(1 + ((mean - k)/std)^2),
+#   and k is within a few std of the mean), so one read of the data
+#   replaces PyTorch's two.
 #   sum(dy*(x - mean)) = sum(dy*(x - k)) - (mean - k)*sum(dy) likewise.
 # * Backward, training (M = N*S, xmu = x - mean):
 #     grad_bias = sum(dy), grad_weight = sum(dy*xmu)*invstd,
@@ -326,7 +327,7 @@ cdef inline Moments _moments(Sums s, double k, double M) noexcept nogil:
     cdef double v = s.x2 / M - m1 * m1
     cdef Moments m
     m.mean = k + m1
-    m.var = v if v > 0 else 0
+    m.var = 0 if v < 0 else v  # rounding can make it negative; a NaN stays NaN
     return m
 
 
