@@ -709,3 +709,39 @@ def test_nan_propagates_to_its_channel_only(rng):
         gx, gw, gb = fastconv.grad.batch_norm(x, np.ones(shape), training=True)
         assert np.isnan(gx[:, 1]).all() and np.isnan(gw[1])
         assert not np.isnan(np.delete(gx, 1, axis=1)).any()
+
+
+def test_random_shapes_match_reference():
+    """Hypothesis: any (N, C, *spatial) with 0 to 2 spatial axes, both
+    dtypes, train and eval, against the reference."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+
+    @hypothesis.settings(max_examples=60, deadline=None, derandomize=True)
+    @hypothesis.given(n=st.integers(0, 5), c=st.integers(1, 70),
+                      spatial=st.lists(st.integers(1, 9), max_size=2),
+                      dtype=st.sampled_from(DTYPES), training=st.booleans(),
+                      affine=st.booleans(), seed=st.integers(0, 2**16))
+    def check(n, c, spatial, dtype, training, affine, seed):
+        shape = (n, c, *spatial)
+        if training and math.prod(shape) // c == 1:
+            return  # the one-value error, tested above
+        rng = np.random.default_rng(seed)
+        x = _data(rng, shape, dtype)
+        gy = rng.standard_normal(shape).astype(dtype)
+        w, b, rm, rv = _params(rng, c, dtype)
+        if not affine:
+            w = b = None
+        ours = _all_ops(fastconv, x, gy, w, b, rm, rv, training)
+        expected = _all_ops(reference, x, gy, w, b, rm, rv, training)
+        if n == 0:
+            for a, e in zip(ours, expected):
+                np.testing.assert_array_equal(a, e)
+            return
+        s = _scales(x, gy, w, b, rm, rv, training, 1e-4)
+        names = ["output", "running_mean", "running_var", "grad_input", "grad_weight",
+                 "grad_bias"]
+        for name, a, e in zip(names, ours, expected):
+            assert_close(a, e, n_terms=_count(shape), scale=s[name], err_msg=name)
+
+    check()
