@@ -745,3 +745,20 @@ def test_random_shapes_match_reference():
             assert_close(a, e, n_terms=_count(shape), scale=s[name], err_msg=name)
 
     check()
+
+
+@pytest.mark.parametrize("isa_name", ["generic", "avx2"])
+def test_norm_kernels_follow_fastconv_isa(isa_name):
+    """FASTCONV_ISA picks the normalisation build with the others."""
+    import os
+    import subprocess
+    import sys
+
+    if isa_name not in _config._supported_isas():
+        pytest.skip(f"this CPU cannot run the {isa_name} build")
+    code = ("from fastconv import _config; "
+            "print(_config.ISA, _config.norm_kernels.__name__.rsplit('_', 1)[-1])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, FASTCONV_ISA=isa_name), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [isa_name, isa_name]
