@@ -24,6 +24,7 @@ from ._version import __version__
 from .functional import (
     avg_pool1d,
     avg_pool2d,
+    batch_norm,
     conv1d,
     conv2d,
     conv_transpose1d,
@@ -42,6 +43,7 @@ __all__ = [
     "max_pool2d",
     "avg_pool1d",
     "avg_pool2d",
+    "batch_norm",
     "grad",
     "nn",
     "optim",
