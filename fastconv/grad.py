@@ -175,8 +175,9 @@ def conv1d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
 
     Shape
     -----
-    ``grad_output`` must have the forward op's output shape (see
-    :func:`conv1d_input`).
+    ``grad_output`` must have the forward op's output shape ``(N, C_out, L_out)``,
+    ``L_out = floor((L + pad_left + pad_right - dilation*(k-1) - 1) / stride) + 1``;
+    the result has ``weight_size``.
 
     Examples
     --------
@@ -214,8 +215,10 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
 
     Shape
     -----
-    ``grad_output`` must have the forward op's output shape (see
-    :func:`conv2d_input`).
+    ``grad_output`` must have the forward op's output shape
+    ``(N, C_out, H_out, W_out)``,
+    ``H_out = floor((H + pad_top + pad_bottom - d_h*(kH-1) - 1) / s_h) + 1``
+    (likewise ``W_out``); the result has ``weight_size``.
 
     Examples
     --------

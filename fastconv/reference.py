@@ -186,7 +186,9 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
     Examples
     --------
-    >>> conv1d([[[3, 4, 5]]], [[[1, 2]]])
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> reference.conv1d([[[3, 4, 5]]], [[[1, 2]]])
     array([[[11., 14.]]])
     """
     return _conv(1, x, weight, bias, stride, padding, dilation, groups)
@@ -212,7 +214,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
     Examples
     --------
-    >>> conv2d(np.ones((2, 3, 8, 8)), np.ones((4, 3, 3, 3)), stride=2, padding=1).shape
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> reference.conv2d(np.ones((2, 3, 8, 8)), np.ones((4, 3, 3, 3)), stride=2, padding=1).shape
     (2, 4, 4, 4)
     """
     return _conv(2, x, weight, bias, stride, padding, dilation, groups)
@@ -245,7 +249,9 @@ def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0
 
     Examples
     --------
-    >>> conv_transpose1d(np.ones((1, 2, 5)), np.ones((2, 3, 3)), stride=2).shape
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> reference.conv_transpose1d(np.ones((1, 2, 5)), np.ones((2, 3, 3)), stride=2).shape
     (1, 3, 11)
     """
     return _conv_transpose(1, x, weight, bias, stride, padding, output_padding,
@@ -270,7 +276,9 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
 
     Examples
     --------
-    >>> conv_transpose2d(np.ones((1, 4, 3, 3)), np.ones((4, 2, 2, 2)), stride=2).shape
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> reference.conv_transpose2d(np.ones((1, 4, 3, 3)), np.ones((4, 2, 2, 2)), stride=2).shape
     (1, 2, 6, 6)
     """
     return _conv_transpose(2, x, weight, bias, stride, padding, output_padding,
@@ -662,7 +670,9 @@ def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
 
     Examples
     --------
-    >>> max_pool1d([[[1, 3, 2, 5, 4]]], 2, return_indices=True)
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> reference.max_pool1d([[[1, 3, 2, 5, 4]]], 2, return_indices=True)
     (array([[[3., 5.]]]), array([[[1, 3]]]))
     """
     return _max_pool(1, x, kernel_size, stride, padding, dilation, ceil_mode,
@@ -689,7 +699,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
 
     Examples
     --------
-    >>> max_pool2d(np.zeros((2, 3, 7, 7)), 3, stride=2, ceil_mode=True).shape
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> reference.max_pool2d(np.zeros((2, 3, 7, 7)), 3, stride=2, ceil_mode=True).shape
     (2, 3, 3, 3)
     """
     return _max_pool(2, x, kernel_size, stride, padding, dilation, ceil_mode,
@@ -727,7 +739,9 @@ def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
 
     Examples
     --------
-    >>> avg_pool1d([[[1, 3, 2, 6]]], 2)
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> reference.avg_pool1d([[[1, 3, 2, 6]]], 2)
     array([[[2., 4.]]])
     """
     return _avg_pool(1, x, kernel_size, stride, padding, ceil_mode, count_include_pad)
@@ -752,7 +766,9 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
 
     Examples
     --------
-    >>> avg_pool2d(np.zeros((2, 3, 6, 6)), 2).shape
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> reference.avg_pool2d(np.zeros((2, 3, 6, 6)), 2).shape
     (2, 3, 3, 3)
     """
     return _avg_pool(2, x, kernel_size, stride, padding, ceil_mode, count_include_pad)
