@@ -67,7 +67,7 @@ imgmath_image_format = "png"
 imgmath_latex = "latex"
 imgmath_dvipng = "dvipng"
 imgmath_font_size = 12
-imgmath_dvipng_args = ["-gamma", "1.5", "-D", "140", "-bg", "Transparent"]
+imgmath_dvipng_args = ["-gamma", "1.5", "-D", "120", "-bg", "Transparent"]
 imgmath_embed = True  # the PNGs inline in the HTML: the pages stand alone
 
 # -- docstrings ---------------------------------------------------------------

@@ -202,6 +202,22 @@ def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     1-D max pooling: ``y[n, c, t] = max_k x_pad[n, c, t*stride + k*dilation]``
     with ``-inf`` padding. See :func:`max_pool2d` for the rules.
 
+    Parameters
+    ----------
+    x : array_like, shape (N, C, L)
+    kernel_size, stride, padding, dilation : int or (int,)
+        ``stride`` defaults to ``kernel_size``; ``padding`` (at most half the
+        kernel) adds ``-inf`` at both ends.
+    ceil_mode : bool
+        Round the output size up instead of down.
+    return_indices : bool
+        Also return the int64 argmax positions (the switches).
+
+    Returns
+    -------
+    numpy.ndarray, or (numpy.ndarray, numpy.ndarray)
+        The pooled output, and the indices when ``return_indices=True``.
+
     Shape
     -----
     Input ``(N, C, L)``, output ``(N, C, L_out)`` with
@@ -239,6 +255,22 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     ``h*W + w`` in the input plane: the "switches" that route the gradient
     (:func:`fastconv.grad.max_pool2d`).
 
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W)
+    kernel_size, stride, padding, dilation : int or (int, int)
+        ``stride`` defaults to ``kernel_size``; ``padding`` (at most half the
+        kernel) adds ``-inf`` at both ends.
+    ceil_mode : bool
+        Round the output size up instead of down.
+    return_indices : bool
+        Also return the int64 argmax positions (the switches).
+
+    Returns
+    -------
+    numpy.ndarray, or (numpy.ndarray, numpy.ndarray)
+        The pooled output, and the indices when ``return_indices=True``.
+
     Shape
     -----
     ``H_out = floor_or_ceil((H + 2*p_h - d_h*(kH-1) - 1) / s_h) + 1``; with
@@ -271,6 +303,21 @@ def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
 
     1-D average pooling. See :func:`avg_pool2d` for the divisor rule.
 
+    Parameters
+    ----------
+    x : array_like, shape (N, C, L)
+    kernel_size, stride, padding : int or (int,)
+        ``stride`` defaults to ``kernel_size``; ``padding`` (at most half the
+        kernel) adds zeros at both ends.
+    ceil_mode : bool
+        Round the output size up instead of down.
+    count_include_pad : bool
+        Whether the padding zeros count in each window's divisor.
+
+    Returns
+    -------
+    numpy.ndarray
+
     Shape
     -----
     Input ``(N, C, L)``, output ``(N, C, L_out)``,
@@ -300,6 +347,21 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     divided by the window's area clipped to the padded input
     (``count_include_pad=True``) or to the input itself (``False``); windows
     that ``ceil_mode`` lets run past the padding count only up to its edge.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W)
+    kernel_size, stride, padding : int or (int, int)
+        ``stride`` defaults to ``kernel_size``; ``padding`` (at most half the
+        kernel) adds zeros at both ends.
+    ceil_mode : bool
+        Round the output size up instead of down.
+    count_include_pad : bool
+        Whether the padding zeros count in each window's divisor.
+
+    Returns
+    -------
+    numpy.ndarray
 
     Shape
     -----

@@ -542,8 +542,8 @@ def conv_bias(grad_output):
 
     Shape
     -----
-    - grad_output: (N, C_out, *spatial)
-    - out: (C_out,)
+    - grad_output: ``(N, C_out, *spatial)``
+    - out: ``(C_out,)``
 
     Examples
     --------

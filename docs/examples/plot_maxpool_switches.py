@@ -19,7 +19,9 @@ import fastconv
 rng = np.random.default_rng(3)
 x = rng.permutation(64).reshape(1, 1, 8, 8).astype(np.float64)  # distinct values: no ties
 y, idx = fastconv.max_pool2d(x, 3, stride=2, padding=1, return_indices=True)
-print("output", y.shape, "switches", idx[0, 0].tolist())
+print("output shape", y.shape)
+print("switches (flat positions h*W + w):")
+print(idx[0, 0])
 
 # %%
 # An upstream gradient, one value per pooled output, routed by the switches.
