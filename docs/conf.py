@@ -183,6 +183,19 @@ def _module_page(module, title):
                   "   :template: " + ("class.rst" if kind == "Classes" else "function.rst"), ""]
         lines += [f"   {item}" for item in groups[kind]]
         lines.append("")
+    # namespaces in __all__ (fastconv.reference.grad): their members are
+    # documented functions under other names
+    for item in getattr(module, "__all__", ()):
+        space = getattr(module, item)
+        if not isinstance(space, types.SimpleNamespace):
+            continue
+        title = f"``{name}.{item}``"
+        lines += [title, "-" * len(title), "",
+                  f"The same functions under the names of :mod:`fastconv.{item}`, so that "
+                  f"code written against one runs on the other:", ""]
+        for member, func in sorted(vars(space).items()):
+            lines.append(f"* ``{item}.{member}``: :func:`{func.__name__}`")
+        lines.append("")
     return "\n".join(lines)
 
 
