@@ -167,3 +167,27 @@ def test_guide_toctree_lists_only_pages_that_exist(conf):
     """deploy and dask join the guide when their pages land, not before."""
     for page in conf.guide_pages():
         assert (DOCS / "guide" / f"{page}.rst").exists(), page
+
+
+# -- the README ---------------------------------------------------------------------
+
+README = DOCS.parent / "README.md"
+
+
+@pytest.mark.skipif(not README.exists(), reason="no README here (installed package)")
+def test_readme_example_prints_what_it_says(capsys):
+    """The README's Python example runs, and prints the shapes its last
+    comment gives."""
+    text = README.read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```", text, re.M | re.S)
+    assert blocks, "README.md has no ```python example"
+    code = blocks[0]
+    expected = code.rstrip().splitlines()[-1].split("#", 1)[1].strip()
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == expected
+
+
+@pytest.mark.skipif(not README.exists(), reason="no README here (installed package)")
+def test_readme_links_into_the_docs_exist():
+    for target in re.findall(r"\]\(((?:docs|benchmarks)/[^)#]*)\)", README.read_text()):
+        assert (DOCS.parent / target).exists(), f"README links to missing {target}"
