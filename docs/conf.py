@@ -107,6 +107,9 @@ sphinx_gallery_conf = {
     "abort_on_example_error": True,
     "only_warn_on_example_error": False,
     "min_reported_time": 0,
+    # the computation-times page loads jQuery and DataTables from CDNs: the
+    # site must work offline, and each example page shows its own time
+    "write_computation_times": False,
 }
 
 # -- HTML ---------------------------------------------------------------------
