@@ -35,6 +35,24 @@ class use_backend:
             ...
 
     The setting is process-wide, not per thread.
+
+    Parameters
+    ----------
+    name : {"fastconv", "numpy"}
+        ``"numpy"`` runs :mod:`fastconv.nn` on :mod:`fastconv.reference`.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> from fastconv import nn
+    >>> layer = nn.Conv2d(1, 4, 3, rng=np.random.default_rng(0))
+    >>> x = np.random.default_rng(1).standard_normal((2, 1, 6, 6)).astype(np.float32)
+    >>> with fastconv.use_backend("numpy"):
+    ...     slow = layer(x)
+    ...     fastconv.get_backend()
+    'numpy'
+    >>> fastconv.get_backend(), np.allclose(layer(x), slow, atol=1e-5)
+    ('fastconv', True)
     """
 
     def __init__(self, name):
@@ -54,7 +72,14 @@ class use_backend:
 
 
 def get_backend():
-    """The name of the backend in use."""
+    """The name of the backend in use.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> fastconv.get_backend()
+    'fastconv'
+    """
     return _current
 
 

@@ -52,6 +52,14 @@ def set_num_threads(n):
     n : int >= 1 or None
         With ``None`` the thread count follows the OpenMP runtime default,
         which honours ``OMP_NUM_THREADS`` and ``threadpoolctl``.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> fastconv.set_num_threads(1)
+    >>> fastconv.get_num_threads()
+    1
+    >>> fastconv.set_num_threads(None)          # back to the OpenMP default
     """
     global _user_threads
     if n is not None:
@@ -64,7 +72,21 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """The number of threads the next kernel call will use."""
+    """The number of threads the next kernel call will use.
+
+    Returns
+    -------
+    int
+        :func:`set_num_threads`'s value when set, else the OpenMP default; 1 in
+        a child process forked after fastconv ran on several threads (GNU
+        libgomp's pool does not survive ``fork``).
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> fastconv.get_num_threads() >= 1
+    True
+    """
     global _pool_started
     if _forked_child:
         return 1
@@ -146,7 +168,22 @@ def _openmp_runtime():
 
 
 def show_config():
-    """Print the version, OpenMP status and runtime, threads, and ISA in use."""
+    """Print the version, OpenMP status and runtime, threads, and ISA in use.
+
+    Also the CPU features, the micro-kernel of the ISA build and its register
+    blocking, and the compiler that built the kernels
+    (``python -m fastconv info`` prints the same).
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> fastconv.show_config()  # doctest: +ELLIPSIS
+    fastconv ...
+    openmp: ...
+    threads: ...
+    kernels: ... build
+    ...
+    """
     from . import __version__
 
     lines = [

@@ -80,6 +80,11 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, acti
     >>> import numpy as np, fastconv
     >>> fastconv.conv1d(np.array([[[3., 4., 5.]]]), np.array([[[1., 2.]]]))
     array([[[11., 14.]]])
+
+    ``'same'`` with an even kernel: one zero before, two after.
+
+    >>> fastconv.conv1d(np.arange(6.).reshape(1, 1, 6), np.ones((1, 1, 4)), padding="same")
+    array([[[ 3.,  6., 10., 14., 12.,  9.]]])
     """
     return _conv(x, weight, bias, 1, stride, padding, dilation, groups, activation)
 
@@ -147,6 +152,19 @@ def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     Shape
     -----
     ``L_out = (L - 1)*stride - 2*padding + dilation*(k-1) + output_padding + 1``.
+    Output ``(N, C_out, L_out)``.
+
+    Examples
+    --------
+    Each input sample adds a scaled copy of the kernel to the output:
+
+    >>> import numpy as np, fastconv
+    >>> x = np.array([[[1., 2.]]])                # (N, C_in, L)
+    >>> w = np.array([[[1., 10., 100.]]])         # (C_in, C_out, k)
+    >>> fastconv.conv_transpose1d(x, w)
+    array([[[  1.,  12., 120., 200.]]])
+    >>> fastconv.conv_transpose1d(x, w, stride=2)
+    array([[[  1.,  10., 102.,  20., 200.]]])
     """
     return _conv_transpose(x, weight, bias, 1, stride, padding, output_padding, groups,
                            dilation)
@@ -200,11 +218,39 @@ def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     1-D max pooling: ``y[n, c, t] = max_k x_pad[n, c, t*stride + k*dilation]``
     with ``-inf`` padding. See :func:`max_pool2d` for the rules.
 
+    Parameters
+    ----------
+    x : array_like, shape (N, C, L)
+    kernel_size, stride, padding, dilation : int or (int,)
+        ``stride`` defaults to ``kernel_size``; ``padding`` (at most half the
+        kernel) adds ``-inf`` at both ends.
+    ceil_mode : bool
+        Round the output size up instead of down.
+    return_indices : bool
+        Also return the int64 argmax positions (the switches).
+
+    Returns
+    -------
+    numpy.ndarray, or (numpy.ndarray, numpy.ndarray)
+        The pooled output, and the indices when ``return_indices=True``.
+
     Shape
     -----
     Input ``(N, C, L)``, output ``(N, C, L_out)`` with
     ``L_out = floor_or_ceil((L + 2*padding - dilation*(k-1) - 1) / stride) + 1``.
     Indices (``return_indices=True``) are int64 positions in ``[0, L)``.
+    ``ceil_mode`` drops a last window that would start in the right padding.
+
+    Examples
+    --------
+    A tie goes to the first maximum; a NaN wins its window:
+
+    >>> import numpy as np, fastconv
+    >>> x = np.array([[[2., 7., 7., 1., np.nan, 3., 4.]]])
+    >>> fastconv.max_pool1d(x, 3, stride=2, return_indices=True)
+    (array([[[ 7., nan, nan]]]), array([[[1, 4, 4]]]))
+    >>> fastconv.max_pool1d(x[..., :5], 2).shape, fastconv.max_pool1d(x[..., :5], 2, ceil_mode=True).shape
+    ((1, 1, 2), (1, 1, 3))
     """
     return _max_pool(x, 1, kernel_size, stride, padding, dilation, ceil_mode,
                      return_indices)
@@ -224,6 +270,22 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     element. With ``return_indices=True`` the int64 indices are flat positions
     ``h*W + w`` in the input plane: the "switches" that route the gradient
     (:func:`fastconv.grad.max_pool2d`).
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W)
+    kernel_size, stride, padding, dilation : int or (int, int)
+        ``stride`` defaults to ``kernel_size``; ``padding`` (at most half the
+        kernel) adds ``-inf`` at both ends.
+    ceil_mode : bool
+        Round the output size up instead of down.
+    return_indices : bool
+        Also return the int64 argmax positions (the switches).
+
+    Returns
+    -------
+    numpy.ndarray, or (numpy.ndarray, numpy.ndarray)
+        The pooled output, and the indices when ``return_indices=True``.
 
     Shape
     -----
@@ -257,10 +319,38 @@ def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
 
     1-D average pooling. See :func:`avg_pool2d` for the divisor rule.
 
+    Parameters
+    ----------
+    x : array_like, shape (N, C, L)
+    kernel_size, stride, padding : int or (int,)
+        ``stride`` defaults to ``kernel_size``; ``padding`` (at most half the
+        kernel) adds zeros at both ends.
+    ceil_mode : bool
+        Round the output size up instead of down.
+    count_include_pad : bool
+        Whether the padding zeros count in each window's divisor.
+
+    Returns
+    -------
+    numpy.ndarray
+
     Shape
     -----
     Input ``(N, C, L)``, output ``(N, C, L_out)``,
     ``L_out = floor_or_ceil((L + 2*padding - k) / stride) + 1``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.array([[[1., 2., 3., 4., 5.]]])
+    >>> fastconv.avg_pool1d(x, 2)
+    array([[[1.5, 3.5]]])
+    >>> fastconv.avg_pool1d(x, 2, padding=1)                            # zeros counted
+    array([[[0.5, 2.5, 4.5]]])
+    >>> fastconv.avg_pool1d(x, 2, padding=1, count_include_pad=False)   # zeros not counted
+    array([[[1. , 2.5, 4.5]]])
+    >>> fastconv.avg_pool1d(x, 2, ceil_mode=True)     # the last window holds x[4] alone
+    array([[[1.5, 3.5, 5. ]]])
     """
     return _avg_pool(x, 1, kernel_size, stride, padding, ceil_mode, count_include_pad)
 
@@ -274,6 +364,21 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     (``count_include_pad=True``) or to the input itself (``False``); windows
     that ``ceil_mode`` lets run past the padding count only up to its edge.
 
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W)
+    kernel_size, stride, padding : int or (int, int)
+        ``stride`` defaults to ``kernel_size``; ``padding`` (at most half the
+        kernel) adds zeros at both ends.
+    ceil_mode : bool
+        Round the output size up instead of down.
+    count_include_pad : bool
+        Whether the padding zeros count in each window's divisor.
+
+    Returns
+    -------
+    numpy.ndarray
+
     Shape
     -----
     ``H_out = floor_or_ceil((H + 2*p_h - kH) / s_h) + 1``, as for max pooling.
@@ -284,6 +389,10 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     >>> import numpy as np, fastconv
     >>> fastconv.avg_pool2d(np.ones((2, 3, 32, 32)), 2).shape
     (2, 3, 16, 16)
+    >>> x = np.arange(16.).reshape(1, 1, 4, 4)
+    >>> fastconv.avg_pool2d(x, 2)[0, 0]
+    array([[ 2.5,  4.5],
+           [10.5, 12.5]])
     """
     return _avg_pool(x, 2, kernel_size, stride, padding, ceil_mode, count_include_pad)
 

@@ -61,16 +61,87 @@ def _conv_input(nd, input_size, weight, grad_output, stride, padding, dilation, 
 
 
 def conv1d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1):
-    """Gradient of ``conv1d`` with respect to its input, of shape ``input_size``."""
+    """conv1d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1)
+
+    Gradient of :func:`fastconv.conv1d` with respect to its input.
+
+    Every ``dy[n, j, t]`` adds ``dy[n, j, t] * w[j, i, k]`` to input position
+    ``t*stride - pad_left + k*dilation``: the transposed convolution of
+    ``grad_output`` (the "full" convolution with the flipped kernel). Input
+    positions that no window reaches get 0.
+
+    Parameters
+    ----------
+    input_size : tuple of int
+        The full input shape ``(N, C_in, L)``.
+    weight : array_like, shape (C_out, C_in/groups, k)
+    grad_output : array_like, shape (N, C_out, L_out)
+        The gradient of the loss with respect to ``conv1d``'s output.
+    stride, padding, dilation, groups
+        As given to :func:`fastconv.conv1d`.
+
+    Returns
+    -------
+    numpy.ndarray
+        The input gradient, of shape ``input_size``.
+
+    Shape
+    -----
+    ``grad_output`` must have the forward op's output shape, ``L_out =
+    floor((L + pad_left + pad_right - dilation*(k-1) - 1) / stride) + 1``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> w = np.array([[[1., 2.]]])
+    >>> dy = np.array([[[1., 10.]]])          # gradient of conv1d's (1, 1, 2) output
+    >>> fastconv.grad.conv1d_input((1, 1, 3), w, dy)
+    array([[[ 1., 12., 20.]]])
+    """
     return _conv_input(1, input_size, weight, grad_output, stride, padding, dilation, groups)
 
 
 def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1):
-    """Gradient of ``conv2d`` with respect to its input, of shape ``input_size``.
+    """conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1)
+
+    Gradient of :func:`fastconv.conv2d` with respect to its input.
 
     ``dx[n, i, h, w] = sum dy[n, j, oh, ow] * W[j, i, p, q]`` over every
     ``(j, p, q, oh, ow)`` with ``oh*s_h - pad_top + p*d_h = h`` and likewise for
-    ``w``: the transposed convolution of ``dy``. Arguments as :func:`fastconv.conv2d`.
+    ``w``: the transposed convolution of ``dy``, i.e.
+    :func:`fastconv.conv_transpose2d` with the same weight.
+
+    Parameters
+    ----------
+    input_size : tuple of int
+        The full input shape ``(N, C_in, H, W)``.
+    weight : array_like, shape (C_out, C_in/groups, kH, kW)
+    grad_output : array_like, shape (N, C_out, H_out, W_out)
+    stride, padding, dilation, groups
+        As given to :func:`fastconv.conv2d`.
+
+    Returns
+    -------
+    numpy.ndarray
+        The input gradient, of shape ``input_size``.
+
+    Shape
+    -----
+    ``grad_output`` must have the forward op's output shape, ``H_out =
+    floor((H + pad_top + pad_bottom - d_h*(kH-1) - 1) / s_h) + 1`` (likewise
+    ``W_out``).
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> rng = np.random.default_rng(0)
+    >>> w = rng.standard_normal((16, 3, 3, 3))
+    >>> dy = rng.standard_normal((8, 16, 16, 16))     # conv2d(x, w, stride=2, padding=1) of 32x32
+    >>> dx = fastconv.grad.conv2d_input((8, 3, 32, 32), w, dy, stride=2, padding=1)
+    >>> dx.shape
+    (8, 3, 32, 32)
+    >>> np.allclose(dx, fastconv.conv_transpose2d(dy, w, stride=2, padding=1, output_padding=1))
+    True
     """
     return _conv_input(2, input_size, weight, grad_output, stride, padding, dilation, groups)
 
@@ -82,15 +153,88 @@ def _conv_weight(nd, x, weight_size, grad_output, stride, padding, dilation, gro
 
 
 def conv1d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1):
-    """Gradient of ``conv1d`` with respect to its weight, of shape ``weight_size``."""
+    """conv1d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1)
+
+    Gradient of :func:`fastconv.conv1d` with respect to its weight.
+
+    ``dw[j, i, k] = sum_{n, t} dy[n, j, t] * x_pad[n, i', t*stride + k*dilation]``
+    with ``i'`` the input channel ``i`` of ``j``'s group: the correlation of the
+    input with the error map, summed over positions and batch (weight sharing
+    sums the gradients of every place a weight is used).
+
+    Parameters
+    ----------
+    input : array_like, shape (N, C_in, L)
+        The forward op's input.
+    weight_size : tuple of int
+        The full weight shape ``(C_out, C_in/groups, k)``.
+    grad_output : array_like, shape (N, C_out, L_out)
+    stride, padding, dilation, groups
+        As given to :func:`fastconv.conv1d`.
+
+    Returns
+    -------
+    numpy.ndarray
+        The weight gradient, of shape ``weight_size``.
+
+    Shape
+    -----
+    ``grad_output`` must have the forward op's output shape ``(N, C_out, L_out)``,
+    ``L_out = floor((L + pad_left + pad_right - dilation*(k-1) - 1) / stride) + 1``;
+    the result has ``weight_size``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.array([[[3., 4., 5.]]])
+    >>> dy = np.array([[[1., 10.]]])
+    >>> fastconv.grad.conv1d_weight(x, (1, 1, 2), dy)      # 1*3 + 10*4, 1*4 + 10*5
+    array([[[43., 54.]]])
+    """
     return _conv_weight(1, input, weight_size, grad_output, stride, padding, dilation, groups)
 
 
 def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1):
-    """Gradient of ``conv2d`` with respect to its weight, of shape ``weight_size``.
+    """conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1)
+
+    Gradient of :func:`fastconv.conv2d` with respect to its weight.
 
     ``dW[j, i, p, q] = sum_{n, oh, ow} dy[n, j, oh, ow] * x_pad[n, i', oh*s_h + p*d_h, ow*s_w + q*d_w]``
     with ``i'`` the input channel ``i`` of ``j``'s group.
+
+    Parameters
+    ----------
+    input : array_like, shape (N, C_in, H, W)
+        The forward op's input.
+    weight_size : tuple of int
+        The full weight shape ``(C_out, C_in/groups, kH, kW)``.
+    grad_output : array_like, shape (N, C_out, H_out, W_out)
+    stride, padding, dilation, groups
+        As given to :func:`fastconv.conv2d`.
+
+    Returns
+    -------
+    numpy.ndarray
+        The weight gradient, of shape ``weight_size``.
+
+    Shape
+    -----
+    ``grad_output`` must have the forward op's output shape
+    ``(N, C_out, H_out, W_out)``,
+    ``H_out = floor((H + pad_top + pad_bottom - d_h*(kH-1) - 1) / s_h) + 1``
+    (likewise ``W_out``); the result has ``weight_size``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((4, 3, 8, 8))
+    >>> dy = rng.standard_normal((4, 6, 8, 8))
+    >>> dw = fastconv.grad.conv2d_weight(x, (6, 3, 3, 3), dy, padding=1)
+    >>> dw.shape
+    (6, 3, 3, 3)
+    >>> np.allclose(dw, fastconv.reference.conv2d_weight(x, (6, 3, 3, 3), dy, padding=1))
+    True
     """
     return _conv_weight(2, input, weight_size, grad_output, stride, padding, dilation, groups)
 
@@ -105,14 +249,79 @@ def _conv_transpose_input(nd, input_size, weight, grad_output, stride, padding,
 
 def conv_transpose1d_input(input_size, weight, grad_output, stride=1, padding=0,
                            output_padding=0, groups=1, dilation=1):
-    """Gradient of ``conv_transpose1d`` with respect to its input: ``conv1d`` of ``grad_output``."""
+    """conv_transpose1d_input(input_size, weight, grad_output, stride=1, padding=0, output_padding=0, groups=1, dilation=1)
+
+    Gradient of :func:`fastconv.conv_transpose1d` with respect to its input: the
+    forward convolution :func:`fastconv.conv1d` of ``grad_output`` with the same
+    weight.
+
+    Parameters
+    ----------
+    input_size : tuple of int
+        The full input shape ``(N, C_in, L)``.
+    weight : array_like, shape (C_in, C_out/groups, k)
+    grad_output : array_like, shape (N, C_out, L_out)
+    stride, padding, output_padding, groups, dilation
+        As given to :func:`fastconv.conv_transpose1d`.
+
+    Returns
+    -------
+    numpy.ndarray
+        The input gradient, of shape ``input_size``.
+
+    Shape
+    -----
+    ``L_out = (L - 1)*stride - 2*padding + dilation*(k-1) + output_padding + 1``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> w = np.array([[[1., 10., 100.]]])
+    >>> dy = np.array([[[1., 0., 0., 2.]]])     # gradient of the (1, 1, 4) output
+    >>> fastconv.grad.conv_transpose1d_input((1, 1, 2), w, dy)
+    array([[[  1., 200.]]])
+    """
     return _conv_transpose_input(1, input_size, weight, grad_output, stride, padding,
                                  output_padding, groups, dilation)
 
 
 def conv_transpose2d_input(input_size, weight, grad_output, stride=1, padding=0,
                            output_padding=0, groups=1, dilation=1):
-    """Gradient of ``conv_transpose2d`` with respect to its input: ``conv2d`` of ``grad_output``."""
+    """conv_transpose2d_input(input_size, weight, grad_output, stride=1, padding=0, output_padding=0, groups=1, dilation=1)
+
+    Gradient of :func:`fastconv.conv_transpose2d` with respect to its input: the
+    forward convolution :func:`fastconv.conv2d` of ``grad_output`` with the same
+    weight.
+
+    Parameters
+    ----------
+    input_size : tuple of int
+        The full input shape ``(N, C_in, H, W)``.
+    weight : array_like, shape (C_in, C_out/groups, kH, kW)
+    grad_output : array_like, shape (N, C_out, H_out, W_out)
+    stride, padding, output_padding, groups, dilation
+        As given to :func:`fastconv.conv_transpose2d`.
+
+    Returns
+    -------
+    numpy.ndarray
+        The input gradient, of shape ``input_size``.
+
+    Shape
+    -----
+    ``H_out = (H - 1)*s_h - 2*p_h + d_h*(kH-1) + output_padding_h + 1`` (likewise
+    ``W_out``).
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> rng = np.random.default_rng(0)
+    >>> w = rng.standard_normal((8, 4, 2, 2))
+    >>> dy = rng.standard_normal((2, 4, 12, 12))      # conv_transpose2d of (2, 8, 6, 6), stride 2
+    >>> dx = fastconv.grad.conv_transpose2d_input((2, 8, 6, 6), w, dy, stride=2)
+    >>> dx.shape, np.allclose(dx, fastconv.conv2d(dy, w, stride=2))
+    ((2, 8, 6, 6), True)
+    """
     return _conv_transpose_input(2, input_size, weight, grad_output, stride, padding,
                                  output_padding, groups, dilation)
 
@@ -127,23 +336,111 @@ def _conv_transpose_weight(nd, x, weight_size, grad_output, stride, padding,
 
 def conv_transpose1d_weight(input, weight_size, grad_output, stride=1, padding=0,
                             output_padding=0, groups=1, dilation=1):
-    """Gradient of ``conv_transpose1d`` with respect to its weight."""
+    """conv_transpose1d_weight(input, weight_size, grad_output, stride=1, padding=0, output_padding=0, groups=1, dilation=1)
+
+    Gradient of :func:`fastconv.conv_transpose1d` with respect to its weight:
+    ``dw[i, j, k] = sum_{n, t} x[n, i, t] * dy[n, j', t*stride - padding + k*dilation]``
+    (the roles of input and output gradient of :func:`conv1d_weight` swapped).
+
+    Parameters
+    ----------
+    input : array_like, shape (N, C_in, L)
+        The forward op's input.
+    weight_size : tuple of int
+        The full weight shape ``(C_in, C_out/groups, k)``.
+    grad_output : array_like, shape (N, C_out, L_out)
+    stride, padding, output_padding, groups, dilation
+        As given to :func:`fastconv.conv_transpose1d`.
+
+    Returns
+    -------
+    numpy.ndarray
+        The weight gradient, of shape ``weight_size``.
+
+    Shape
+    -----
+    ``L_out = (L - 1)*stride - 2*padding + dilation*(k-1) + output_padding + 1``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.array([[[1., 2.]]])
+    >>> dy = np.array([[[1., 0., 0., 2.]]])
+    >>> fastconv.grad.conv_transpose1d_weight(x, (1, 1, 3), dy)
+    array([[[1., 0., 4.]]])
+    """
     return _conv_transpose_weight(1, input, weight_size, grad_output, stride, padding,
                                   output_padding, groups, dilation)
 
 
 def conv_transpose2d_weight(input, weight_size, grad_output, stride=1, padding=0,
                             output_padding=0, groups=1, dilation=1):
-    """Gradient of ``conv_transpose2d`` with respect to its weight."""
+    """conv_transpose2d_weight(input, weight_size, grad_output, stride=1, padding=0, output_padding=0, groups=1, dilation=1)
+
+    Gradient of :func:`fastconv.conv_transpose2d` with respect to its weight
+    (the roles of input and output gradient of :func:`conv2d_weight` swapped).
+
+    Parameters
+    ----------
+    input : array_like, shape (N, C_in, H, W)
+        The forward op's input.
+    weight_size : tuple of int
+        The full weight shape ``(C_in, C_out/groups, kH, kW)``.
+    grad_output : array_like, shape (N, C_out, H_out, W_out)
+    stride, padding, output_padding, groups, dilation
+        As given to :func:`fastconv.conv_transpose2d`.
+
+    Returns
+    -------
+    numpy.ndarray
+        The weight gradient, of shape ``weight_size``.
+
+    Shape
+    -----
+    ``H_out = (H - 1)*s_h - 2*p_h + d_h*(kH-1) + output_padding_h + 1`` (likewise
+    ``W_out``).
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((2, 8, 6, 6))
+    >>> dy = rng.standard_normal((2, 4, 12, 12))
+    >>> dw = fastconv.grad.conv_transpose2d_weight(x, (8, 4, 2, 2), dy, stride=2)
+    >>> dw.shape
+    (8, 4, 2, 2)
+    >>> np.allclose(dw, fastconv.grad.conv2d_weight(dy, (8, 4, 2, 2), x, stride=2))
+    True
+    """
     return _conv_transpose_weight(2, input, weight_size, grad_output, stride, padding,
                                   output_padding, groups, dilation)
 
 
 def conv_bias(grad_output):
-    """Gradient of any convolution with respect to its bias.
+    """conv_bias(grad_output)
+
+    Gradient of any convolution with respect to its bias.
 
     The sum of ``grad_output`` over every axis except the channel axis 1,
     accumulated in float64 and returned in ``grad_output``'s dtype.
+
+    Parameters
+    ----------
+    grad_output : array_like, shape (N, C_out, ...)
+
+    Returns
+    -------
+    numpy.ndarray, shape (C_out,)
+
+    Shape
+    -----
+    ``(N, C_out, L)`` or ``(N, C_out, H, W)`` -> ``(C_out,)``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.grad.conv_bias(np.ones((2, 3, 4, 4)))     # 2 * 4 * 4 per channel
+    array([32., 32., 32.])
     """
     return bias_grad(_preprocess.conv_bias(grad_output))
 
@@ -159,17 +456,71 @@ def _max_pool_grad(nd, grad_output, indices, input_size):
 
 
 def max_pool1d(grad_output, indices, input_size):
-    """Gradient of ``max_pool1d``: ``grad_output`` routed to ``indices``.
+    """max_pool1d(grad_output, indices, input_size)
+
+    Gradient of :func:`fastconv.max_pool1d`: ``grad_output`` routed to ``indices``.
 
     ``dx[n, c, indices[n, c, t]] += dy[n, c, t]``: each output's gradient goes
     to the position that won its window; positions that won several
-    overlapping windows accumulate. Indices are bounds-checked.
+    overlapping windows accumulate. Indices are bounds-checked: one outside
+    ``[0, L)`` raises ``ValueError`` and nothing is written there.
+
+    Parameters
+    ----------
+    grad_output : array_like, shape (N, C, L_out)
+    indices : array_like of int, shape (N, C, L_out)
+        The switches, from ``max_pool1d(..., return_indices=True)``.
+    input_size : tuple of int
+        The full input shape ``(N, C, L)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        The input gradient, of shape ``input_size``.
+
+    Shape
+    -----
+    ``grad_output`` and ``indices`` ``(N, C, L_out)``, output ``input_size``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.array([[[1., 3., 2., 0.]]])
+    >>> y, idx = fastconv.max_pool1d(x, 2, stride=1, return_indices=True)
+    >>> idx                                     # 3 wins two windows
+    array([[[1, 1, 2]]])
+    >>> fastconv.grad.max_pool1d(np.ones_like(y), idx, x.shape)
+    array([[[0., 2., 1., 0.]]])
     """
     return _max_pool_grad(1, grad_output, indices, input_size)
 
 
 def max_pool2d(grad_output, indices, input_size):
-    """Gradient of ``max_pool2d``: ``grad_output`` routed to ``indices`` (``h*W + w``).
+    """max_pool2d(grad_output, indices, input_size)
+
+    Gradient of :func:`fastconv.max_pool2d`: ``grad_output`` routed to ``indices``.
+
+    ``dx[n, c].flat[indices[n, c, i, j]] += dy[n, c, i, j]``, the indices being
+    flat positions ``h*W + w`` in the input plane; overlapping windows
+    accumulate. Indices are bounds-checked: one outside ``[0, H*W)`` raises
+    ``ValueError``.
+
+    Parameters
+    ----------
+    grad_output : array_like, shape (N, C, H_out, W_out)
+    indices : array_like of int, shape (N, C, H_out, W_out)
+        The switches, from ``max_pool2d(..., return_indices=True)``.
+    input_size : tuple of int
+        The full input shape ``(N, C, H, W)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        The input gradient, of shape ``input_size``.
+
+    Shape
+    -----
+    ``grad_output`` and ``indices`` ``(N, C, H_out, W_out)``, output ``input_size``.
 
     Examples
     --------
@@ -194,16 +545,80 @@ def _avg_pool_grad(nd, grad_output, input_size, kernel_size, stride, padding, ce
 
 def avg_pool1d(grad_output, input_size, kernel_size, stride=None, padding=0,
                ceil_mode=False, count_include_pad=True):
-    """Gradient of ``avg_pool1d``: each output's gradient, divided by its
-    window's divisor, is added to every input position of the window."""
+    """avg_pool1d(grad_output, input_size, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True)
+
+    Gradient of :func:`fastconv.avg_pool1d`: each output's gradient, divided by
+    its window's divisor, is added to every input position of the window;
+    padding receives nothing.
+
+    Parameters
+    ----------
+    grad_output : array_like, shape (N, C, L_out)
+    input_size : tuple of int
+        The full input shape ``(N, C, L)``.
+    kernel_size, stride, padding, ceil_mode, count_include_pad
+        As given to :func:`fastconv.avg_pool1d`.
+
+    Returns
+    -------
+    numpy.ndarray
+        The input gradient, of shape ``input_size``.
+
+    Shape
+    -----
+    ``L_out = floor_or_ceil((L + 2*padding - k) / stride) + 1``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.grad.avg_pool1d(np.array([[[1., 2.]]]), (1, 1, 4), 2)
+    array([[[0.5, 0.5, 1. , 1. ]]])
+    """
     return _avg_pool_grad(1, grad_output, input_size, kernel_size, stride, padding,
                           ceil_mode, count_include_pad)
 
 
 def avg_pool2d(grad_output, input_size, kernel_size, stride=None, padding=0,
                ceil_mode=False, count_include_pad=True):
-    """Gradient of ``avg_pool2d``: each output's gradient, divided by its
-    window's divisor, is added to every input position of the window."""
+    """avg_pool2d(grad_output, input_size, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True)
+
+    Gradient of :func:`fastconv.avg_pool2d`: each output's gradient, divided by
+    its window's divisor, is added to every input position of the window;
+    padding receives nothing.
+
+    Parameters
+    ----------
+    grad_output : array_like, shape (N, C, H_out, W_out)
+    input_size : tuple of int
+        The full input shape ``(N, C, H, W)``.
+    kernel_size, stride, padding, ceil_mode, count_include_pad
+        As given to :func:`fastconv.avg_pool2d`.
+
+    Returns
+    -------
+    numpy.ndarray
+        The input gradient, of shape ``input_size``.
+
+    Shape
+    -----
+    ``H_out = floor_or_ceil((H + 2*p_h - kH) / s_h) + 1`` (likewise ``W_out``).
+
+    Examples
+    --------
+    With ``count_include_pad=False`` a corner window, which holds one real
+    element, gives it its whole gradient:
+
+    >>> import numpy as np, fastconv
+    >>> dy = np.ones((1, 1, 2, 2))
+    >>> fastconv.grad.avg_pool2d(dy, (1, 1, 3, 3), 2, padding=1)[0, 0]
+    array([[0.25, 0.25, 0.25],
+           [0.25, 0.25, 0.25],
+           [0.25, 0.25, 0.25]])
+    >>> fastconv.grad.avg_pool2d(dy, (1, 1, 3, 3), 2, padding=1, count_include_pad=False)[0, 0]
+    array([[1.  , 0.5 , 0.5 ],
+           [0.5 , 0.25, 0.25],
+           [0.5 , 0.25, 0.25]])
+    """
     return _avg_pool_grad(2, grad_output, input_size, kernel_size, stride, padding,
                           ceil_mode, count_include_pad)
 

@@ -146,6 +146,22 @@ class Parameter:
     Layers *add* into ``grad`` in ``backward``; optimisers update ``data`` in
     place and ``zero_grad`` zeroes ``grad`` in place, so the arrays a
     ``Parameter`` holds never change identity.
+
+    Parameters
+    ----------
+    data : array_like
+        The initial value; ``grad`` starts as zeros of the same shape and dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> p = nn.Parameter(np.zeros((2, 3), np.float32))
+    >>> p
+    Parameter(shape=(2, 3), dtype=float32)
+    >>> p.grad += 1.0                # what a layer's backward does
+    >>> float(p.grad.sum())
+    6.0
     """
 
     def __init__(self, data):
@@ -212,6 +228,33 @@ class Module:
     ``_buffer_names`` (BatchNorm's ``running_mean``, ``running_var`` and
     ``num_batches_tracked``; a buffer set to None is absent): state that is
     saved and loaded but not trained, so not in :meth:`parameters`.
+
+    A subclass implements ``forward`` (caching what its gradient needs) and
+    ``backward(grad_out)`` (returning the input gradient and adding the parameter
+    gradients into each ``Parameter.grad``).
+
+    Examples
+    --------
+    A layer of one's own: ``y = scale * x``, with a trainable scale.
+
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> class Scale(nn.Module):
+    ...     def __init__(self):
+    ...         self.scale = nn.Parameter(np.ones(1))
+    ...     def forward(self, x):
+    ...         self._cache = x
+    ...         return self.scale.data * x
+    ...     def backward(self, grad_out):
+    ...         x = self._saved()
+    ...         self.scale.grad += np.sum(grad_out * x)
+    ...         return self.scale.data * grad_out
+    >>> layer = Scale()
+    >>> y = layer(np.array([1., 2., 3.]))
+    >>> layer.backward(np.ones(3))
+    array([1., 1., 1.])
+    >>> layer.scale.grad, sorted(layer.state_dict())
+    (array([6.]), ['scale'])
     """
 
     training = True
@@ -222,9 +265,15 @@ class Module:
         return self.forward(*args)
 
     def forward(self, x):
+        """The layer's output for ``x``; caches what :meth:`backward` needs.
+        """
         raise NotImplementedError
 
     def backward(self, grad_out):
+        """The gradient with respect to the input of the last :meth:`forward`, given
+        the gradient ``grad_out`` of its output; adds the parameter gradients into
+        each ``Parameter.grad``.
+        """
         raise NotImplementedError
 
     def _saved(self):
@@ -248,6 +297,8 @@ class Module:
         return out
 
     def parameters(self):
+        """The :class:`Parameter` objects, in the order of :meth:`named_parameters`.
+        """
         return [p for _, p in self.named_parameters()]
 
     def _own_buffers(self):
@@ -263,6 +314,8 @@ class Module:
         return out
 
     def zero_grad(self):
+        """Set every parameter's ``grad`` to zero, in place.
+        """
         for p in self.parameters():
             p.grad[...] = 0
 
@@ -277,7 +330,8 @@ class Module:
         return self
 
     def eval(self):
-        """Set evaluation mode here and in every sub-module; returns ``self``."""
+        """Set evaluation mode (``train(False)``) here and in every sub-module;
+        returns the module."""
         return self.train(False)
 
     # -- state
@@ -468,8 +522,34 @@ class Conv1d(_ConvNd):
     both uniform in ``±1/sqrt((C_in/groups)*k)``. ``padding`` takes every form
     :func:`fastconv.conv1d` does: int, ``(left, right)``, ``'same'``, ``'valid'``.
 
-    Shape: ``(N, C_in, L) -> (N, C_out, L_out)``,
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, dilation : int or tuple of int
+    padding : int, tuple, 'valid' or 'same'
+        Every form the functional op takes: int, ``(left, right)``, ``'same'``, ``'valid'``.
+    groups : int
+    bias : bool
+        Whether to add a learnable bias.
+    rng : numpy.random.Generator, optional
+        Draws the initial weight and bias (a fresh ``default_rng()`` if omitted).
+    dtype : float32 or float64
+        The dtype of the parameters, and of the computation.
+
+    Shape
+    -----
+    ``(N, C_in, L) -> (N, C_out, L_out)``,
     ``L_out = floor((L + pad_left + pad_right - dilation*(k-1) - 1) / stride) + 1``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> layer = nn.Conv1d(1, 4, 5, stride=2, padding=1, rng=np.random.default_rng(0))
+    >>> layer
+    Conv1d(1, 4, kernel_size=(5,), stride=(2,), padding=(1,))
+    >>> layer(np.zeros((8, 1, 40))).shape           # floor((40 + 2 - 5) / 2) + 1 = 19
+    (8, 4, 19)
     """
 
     _nd, _op = 1, "conv1d"
@@ -488,11 +568,36 @@ class Conv2d(_ConvNd):
     takes every form :func:`fastconv.conv2d` does, asymmetric
     ``((top, bottom), (left, right))`` included.
 
-    Shape: ``(N, C_in, H, W) -> (N, C_out, H_out, W_out)``,
-    ``H_out = floor((H + pad_top + pad_bottom - d_h*(kH-1) - 1) / s_h) + 1``.
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, dilation : int or tuple of int
+    padding : int, tuple, 'valid' or 'same'
+        Every form the functional op takes, asymmetric ``((top, bottom), (left, right))`` included.
+    groups : int
+    bias : bool
+        Whether to add a learnable bias.
+    rng : numpy.random.Generator, optional
+        Draws the initial weight and bias (a fresh ``default_rng()`` if omitted).
+    dtype : float32 or float64
+        The dtype of the parameters, and of the computation.
 
-    >>> Conv2d(1, 16, 3, padding=1)
+    Shape
+    -----
+    ``(N, C_in, H, W) -> (N, C_out, H_out, W_out)``,
+    ``H_out = floor((H + pad_top + pad_bottom - d_h*(kH-1) - 1) / s_h) + 1``
+    (likewise ``W_out``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> layer = nn.Conv2d(1, 16, 3, padding=1, rng=np.random.default_rng(0))
+    >>> layer
     Conv2d(1, 16, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))
+    >>> y = layer(np.zeros((2, 1, 8, 8), np.float32))
+    >>> y.shape, layer.backward(np.ones_like(y)).shape, layer.weight.grad.shape
+    ((2, 16, 8, 8), (2, 1, 8, 8), (16, 1, 3, 3))
     """
 
     _nd, _op = 2, "conv2d"
@@ -509,8 +614,29 @@ class ConvTranspose1d(_ConvNd):
     ``y = conv_transpose1d(x, W, b)``: weight ``(C_in, C_out/groups, k)``; as in
     PyTorch, weight and bias are uniform in ``±1/sqrt((C_out/groups)*k)``.
 
-    Shape: ``(N, C_in, L) -> (N, C_out, L_out)``,
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, padding, output_padding, dilation : int or tuple of int
+    groups : int
+    bias : bool
+    rng : numpy.random.Generator, optional
+    dtype : float32 or float64
+
+    Shape
+    -----
+    ``(N, C_in, L) -> (N, C_out, L_out)``,
     ``L_out = (L - 1)*stride - 2*padding + dilation*(k-1) + output_padding + 1``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> layer = nn.ConvTranspose1d(8, 4, 2, stride=2)
+    >>> layer
+    ConvTranspose1d(8, 4, kernel_size=(2,), stride=(2,))
+    >>> layer(np.zeros((3, 8, 10))).shape             # (10 - 1)*2 + 1*(2 - 1) + 1 = 20
+    (3, 4, 20)
     """
 
     _nd, _op, _transposed = 1, "conv_transpose1d", True
@@ -528,8 +654,28 @@ class ConvTranspose2d(_ConvNd):
     ``y = conv_transpose2d(x, W, b)``: weight ``(C_in, C_out/groups, kH, kW)``;
     weight and bias uniform in ``±1/sqrt((C_out/groups)*kH*kW)``.
 
-    Shape: ``(N, C_in, H, W) -> (N, C_out, H_out, W_out)``,
-    ``H_out = (H - 1)*s_h - 2*p_h + d_h*(kH-1) + output_padding_h + 1``.
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, padding, output_padding, dilation : int or tuple of int
+    groups : int
+    bias : bool
+    rng : numpy.random.Generator, optional
+    dtype : float32 or float64
+
+    Shape
+    -----
+    ``(N, C_in, H, W) -> (N, C_out, H_out, W_out)``,
+    ``H_out = (H - 1)*s_h - 2*p_h + d_h*(kH-1) + output_padding_h + 1``
+    (likewise ``W_out``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> layer = nn.ConvTranspose2d(8, 4, 2, stride=2)      # upsampling by 2
+    >>> layer(np.zeros((1, 8, 16, 16))).shape
+    (1, 4, 32, 32)
     """
 
     _nd, _op, _transposed = 2, "conv_transpose2d", True
@@ -770,7 +916,34 @@ class _MaxPoolNd(_PoolNd):
 class MaxPool1d(_MaxPoolNd):
     """MaxPool1d(kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False)
 
-    See :func:`fastconv.max_pool1d`. Shape: ``(N, C, L) -> (N, C, L_out)``.
+    Max pooling; ``backward`` routes the gradient to the cached argmax indices
+    (the switches). Ties, NaN and ``ceil_mode`` as :func:`fastconv.max_pool1d`.
+
+    Parameters
+    ----------
+    kernel_size : int or tuple of int
+    stride : int or tuple of int, optional
+        Defaults to ``kernel_size``.
+    padding : int or tuple of int
+        At most half the kernel; the input is padded with ``-inf``.
+    dilation : int or tuple of int
+    ceil_mode : bool
+        Round the output size up (a last window starting in the padding is dropped).
+
+    Shape
+    -----
+    ``(N, C, L) -> (N, C, L_out)``,
+    ``L_out = floor_or_ceil((L + 2*padding - dilation*(k-1) - 1) / stride) + 1``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> pool = nn.MaxPool1d(2)
+    >>> pool(np.array([[[1., 3., 2., 5.]]]))
+    array([[[3., 5.]]])
+    >>> pool.backward(np.array([[[10., 20.]]]))
+    array([[[ 0., 10.,  0., 20.]]])
     """
 
     _nd = 1
@@ -779,7 +952,34 @@ class MaxPool1d(_MaxPoolNd):
 class MaxPool2d(_MaxPoolNd):
     """MaxPool2d(kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False)
 
-    See :func:`fastconv.max_pool2d`. Shape: ``(N, C, H, W) -> (N, C, H_out, W_out)``.
+    Max pooling; ``backward`` routes the gradient to the cached argmax indices
+    (the switches). Ties, NaN and ``ceil_mode`` as :func:`fastconv.max_pool2d`.
+
+    Parameters
+    ----------
+    kernel_size : int or tuple of int
+    stride : int or tuple of int, optional
+        Defaults to ``kernel_size``.
+    padding : int or tuple of int
+        At most half the kernel; the input is padded with ``-inf``.
+    dilation : int or tuple of int
+    ceil_mode : bool
+        Round the output size up (a last window starting in the padding is dropped).
+
+    Shape
+    -----
+    ``(N, C, H, W) -> (N, C, H_out, W_out)``,
+    ``H_out = floor_or_ceil((H + 2*p_h - d_h*(kH-1) - 1) / s_h) + 1`` (likewise ``W_out``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> pool = nn.MaxPool2d(3, stride=2, padding=1)
+    >>> pool
+    MaxPool2d(kernel_size=3, stride=2, padding=1, dilation=1, ceil_mode=False)
+    >>> pool(np.zeros((1, 64, 112, 112))).shape
+    (1, 64, 56, 56)
     """
 
     _nd = 2
@@ -815,7 +1015,34 @@ class _AvgPoolNd(_PoolNd):
 class AvgPool1d(_AvgPoolNd):
     """AvgPool1d(kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True)
 
-    See :func:`fastconv.avg_pool1d`. Shape: ``(N, C, L) -> (N, C, L_out)``.
+    Average pooling; ``backward`` spreads each output's gradient over its window.
+    The divisor rule is :func:`fastconv.avg_pool1d`'s.
+
+    Parameters
+    ----------
+    kernel_size : int or tuple of int
+    stride : int or tuple of int, optional
+        Defaults to ``kernel_size``.
+    padding : int or tuple of int
+        At most half the kernel; zeros.
+    ceil_mode : bool
+        Round the output size up (a last window starting in the padding is dropped).
+    count_include_pad : bool
+        Whether the padding zeros count in the divisor.
+
+    Shape
+    -----
+    ``(N, C, L) -> (N, C, L_out)``, ``L_out = floor_or_ceil((L + 2*padding - k) / stride) + 1``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> pool = nn.AvgPool1d(2)
+    >>> pool(np.array([[[1., 3., 2., 6.]]]))
+    array([[[2., 4.]]])
+    >>> pool.backward(np.array([[[1., 2.]]]))
+    array([[[0.5, 0.5, 1. , 1. ]]])
     """
 
     _nd = 1
@@ -824,7 +1051,32 @@ class AvgPool1d(_AvgPoolNd):
 class AvgPool2d(_AvgPoolNd):
     """AvgPool2d(kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True)
 
-    See :func:`fastconv.avg_pool2d`. Shape: ``(N, C, H, W) -> (N, C, H_out, W_out)``.
+    Average pooling; ``backward`` spreads each output's gradient over its window.
+    The divisor rule is :func:`fastconv.avg_pool2d`'s.
+
+    Parameters
+    ----------
+    kernel_size : int or tuple of int
+    stride : int or tuple of int, optional
+        Defaults to ``kernel_size``.
+    padding : int or tuple of int
+        At most half the kernel; zeros.
+    ceil_mode : bool
+        Round the output size up (a last window starting in the padding is dropped).
+    count_include_pad : bool
+        Whether the padding zeros count in the divisor.
+
+    Shape
+    -----
+    ``(N, C, H, W) -> (N, C, H_out, W_out)``,
+    ``H_out = floor_or_ceil((H + 2*p_h - kH) / s_h) + 1`` (likewise ``W_out``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> nn.AvgPool2d(2)(np.ones((4, 3, 8, 8))).shape
+    (4, 3, 4, 4)
     """
 
     _nd = 2
@@ -834,7 +1086,20 @@ class AvgPool2d(_AvgPoolNd):
 
 
 class ReLU(Module):
-    """``y = max(x, 0)``; ``dx = dy * (x > 0)`` (the gradient at 0 is 0)."""
+    """``y = max(x, 0)``; ``dx = dy * (x > 0)`` (the gradient at 0 is 0).
+
+    Shape
+    -----
+    Any shape; the output has the input's.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> relu = nn.ReLU()
+    >>> relu(np.array([[-1., 0., 2.]])), relu.backward(np.ones((1, 3)))
+    (array([[0., 0., 2.]]), array([[0., 0., 1.]]))
+    """
 
     def forward(self, x):
         x = np.asarray(x)
@@ -848,7 +1113,25 @@ class ReLU(Module):
 
 
 class LeakyReLU(Module):
-    """``y = x if x > 0 else negative_slope * x``; ``dx = dy`` or ``negative_slope * dy``."""
+    """``y = x if x > 0 else negative_slope * x``; ``dx = dy`` or ``negative_slope * dy``.
+
+    Parameters
+    ----------
+    negative_slope : float
+        The slope for ``x <= 0`` (default 0.01).
+
+    Shape
+    -----
+    Any shape; the output has the input's.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> layer = nn.LeakyReLU(0.1)
+    >>> layer(np.array([[-1., 0., 2.]])), layer.backward(np.ones((1, 3)))
+    (array([[-0.1,  0. ,  2. ]]), array([[0.1, 0.1, 1. ]]))
+    """
 
     def __init__(self, negative_slope=0.01):
         self.negative_slope = _real(negative_slope, "negative_slope")
@@ -870,7 +1153,21 @@ class LeakyReLU(Module):
 
 
 class Tanh(Module):
-    """``y = tanh(x)``; ``dx = dy * (1 - y^2)`` from the cached output."""
+    """``y = tanh(x)``; ``dx = dy * (1 - y^2)`` from the cached output.
+
+    Shape
+    -----
+    Any shape; the output has the input's.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> layer = nn.Tanh()
+    >>> y = layer(np.array([[0., 1.]]))
+    >>> np.allclose(layer.backward(np.ones((1, 2))), 1 - np.tanh([[0., 1.]]) ** 2)
+    True
+    """
 
     def forward(self, x):
         y = np.tanh(x)
@@ -888,6 +1185,20 @@ class Sigmoid(Module):
 
     Computed as ``1/(1+e)`` for ``x >= 0`` and ``e/(1+e)`` otherwise, with
     ``e = exp(-|x|)``, so no ``exp`` overflows.
+
+    Shape
+    -----
+    Any shape; the output has the input's.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> layer = nn.Sigmoid()
+    >>> layer(np.array([[0., 1000., -1000.]]))          # no overflow warning
+    array([[0.5, 1. , 0. ]])
+    >>> layer.backward(np.ones((1, 3)))
+    array([[0.25, 0.  , 0.  ]])
     """
 
     def forward(self, x):
@@ -904,7 +1215,20 @@ class Sigmoid(Module):
 
 
 class Flatten(Module):
-    """``(N, d1, d2, ...) -> (N, d1*d2*...)``; ``backward`` reshapes back."""
+    """``(N, d1, d2, ...) -> (N, d1*d2*...)``; ``backward`` reshapes back.
+
+    Shape
+    -----
+    ``(N, d1, d2, ...) -> (N, d1*d2*...)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> layer = nn.Flatten()
+    >>> layer(np.zeros((5, 32, 2, 2))).shape, layer.backward(np.zeros((5, 128))).shape
+    ((5, 128), (5, 32, 2, 2))
+    """
 
     def forward(self, x):
         x = np.asarray(x)
@@ -925,6 +1249,27 @@ class Dropout(Module):
     from the layer's ``rng``) and scaled by ``1/(1 - p)``, so ``E[y] = x``:
     ``y = x * m``, ``dx = dy * m`` with ``m`` in ``{0, 1/(1-p)}``. In eval mode
     (``layer.eval()``) it is the identity, forward and backward.
+
+    Parameters
+    ----------
+    p : float in [0, 1)
+        The probability of dropping an element.
+    rng : numpy.random.Generator, optional
+        Draws the masks.
+
+    Shape
+    -----
+    Any shape; the output has the input's.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> layer = nn.Dropout(0.5, rng=np.random.default_rng(0))
+    >>> layer(np.ones((1, 8)))                  # kept elements scaled by 2
+    array([[2., 0., 0., 0., 2., 2., 2., 2.]])
+    >>> layer.eval()(np.ones((1, 4)))
+    array([[1., 1., 1., 1.]])
     """
 
     def __init__(self, p=0.5, rng=None):
@@ -962,7 +1307,27 @@ class Linear(Module):
     ``±1/sqrt(in_features)``. ``backward``: ``dW += dy.T @ x``,
     ``db += dy.sum(0)``, ``dx = dy @ W``.
 
-    Shape: ``(N, in_features) -> (N, out_features)``.
+    Parameters
+    ----------
+    in_features, out_features : int
+    bias : bool
+    rng : numpy.random.Generator, optional
+    dtype : float32 or float64
+
+    Shape
+    -----
+    ``(N, in_features) -> (N, out_features)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> layer = nn.Linear(4, 2, rng=np.random.default_rng(0))
+    >>> layer
+    Linear(in_features=4, out_features=2, bias=True)
+    >>> y = layer(np.ones((3, 4)))
+    >>> layer.backward(np.ones((3, 2))).shape, layer.weight.grad.shape, layer.bias.grad
+    ((3, 4), (2, 4), array([3., 3.], dtype=float32))
     """
 
     def __init__(self, in_features, out_features, bias=True, rng=None, dtype=np.float32):
@@ -1004,9 +1369,29 @@ class Linear(Module):
 
 
 class Sequential(Module):
-    """Sequential(*layers): ``forward`` chains the layers, ``backward`` runs them
-    in reverse and returns the input gradient. Parameters are named
+    """Sequential(``*layers``): ``forward`` chains the layers, ``backward`` runs
+    them in reverse and returns the input gradient. Parameters are named
     ``"<index>.<name>"`` (``"0.weight"``, ``"3.bias"``), as in PyTorch.
+
+    Parameters
+    ----------
+    *layers : Module
+        The layers, applied in order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    >>> model
+    Sequential(
+      (0): Linear(in_features=4, out_features=3, bias=True)
+      (1): ReLU()
+      (2): Linear(in_features=3, out_features=2, bias=True)
+    )
+    >>> y = model(np.ones((5, 4)))
+    >>> model.backward(np.ones_like(y)).shape, list(model.state_dict())
+    ((5, 4), ['0.weight', '0.bias', '2.weight', '2.bias'])
     """
 
     def __init__(self, *layers):
@@ -1065,7 +1450,21 @@ class CrossEntropyLoss(Module):
     ``(softmax(logits) - onehot(labels)) / N`` in the logits' dtype, times
     ``grad_output`` (default 1).
 
-    Shape: logits ``(N, C)``, integer labels ``(N,)`` in ``[0, C)``.
+    Shape
+    -----
+    logits ``(N, C)``, integer labels ``(N,)`` in ``[0, C)``; the loss is a float.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> loss_fn = nn.CrossEntropyLoss()
+    >>> loss = loss_fn(np.array([[0., 0.], [2., 0.]]), np.array([0, 0]))
+    >>> round(loss, 6)                           # (log 2 + log(1 + e^-2)) / 2
+    0.410038
+    >>> loss_fn.backward()
+    array([[-0.25      ,  0.25      ],
+           [-0.05960146,  0.05960146]])
     """
 
     def forward(self, logits, labels):
@@ -1102,7 +1501,22 @@ class CrossEntropyLoss(Module):
 
 class MSELoss(Module):
     """``loss(pred, target) -> float = mean((pred - target)^2)``;
-    ``backward()`` returns ``2 * (pred - target) / pred.size`` in pred's dtype."""
+    ``backward()`` returns ``2 * (pred - target) / pred.size`` in pred's dtype.
+
+    Shape
+    -----
+    ``pred`` and ``target`` of the same shape; the loss is a float.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> loss_fn = nn.MSELoss()
+    >>> loss_fn(np.array([1., 2.]), np.array([0., 0.]))
+    2.5
+    >>> loss_fn.backward()
+    array([1., 2.])
+    """
 
     def forward(self, pred, target):
         pred = _float_array(pred, "pred")

@@ -43,7 +43,33 @@ def _hyper(value, name, low=0.0, high=math.inf, high_open=False):
 
 
 class Optimizer:
-    """Holds the parameter list; subclasses implement :meth:`step`."""
+    """Holds the parameter list; subclasses implement :meth:`step`.
+
+    Parameters
+    ----------
+    params : iterable of fastconv.nn.Parameter
+        Usually ``model.parameters()``; must not be empty.
+
+    Examples
+    --------
+    An optimiser of one's own, plain gradient descent:
+
+    >>> import numpy as np
+    >>> from fastconv import nn, optim
+    >>> class Descent(optim.Optimizer):
+    ...     def step(self):
+    ...         for p in self.params:
+    ...             p.data -= 0.5 * p.grad
+    >>> p = nn.Parameter(np.array([1.0, 2.0]))
+    >>> opt = Descent([p])
+    >>> p.grad[:] = [1.0, 1.0]
+    >>> opt.step()
+    >>> p.data
+    array([0.5, 1.5])
+    >>> opt.zero_grad()
+    >>> p.grad
+    array([0., 0.])
+    """
 
     def __init__(self, params):
         self.params = list(params)
@@ -59,6 +85,8 @@ class Optimizer:
             p.grad[...] = 0
 
     def step(self):
+        """Update every parameter's ``data`` in place from its ``grad``.
+        """
         raise NotImplementedError
 
 
@@ -72,6 +100,28 @@ class SGD(Optimizer):
         b = momentum * b + g       (later steps)       # only if momentum > 0
         g = g + momentum * b  if nesterov  else  b
         p = p - lr * g
+
+    Parameters
+    ----------
+    params : iterable of fastconv.nn.Parameter
+    lr : float >= 0
+    momentum : float >= 0
+    weight_decay : float >= 0
+        An L2 term added to the gradient.
+    nesterov : bool
+        Nesterov momentum (needs ``momentum > 0``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn, optim
+    >>> p = nn.Parameter(np.array([1.0, -2.0]))
+    >>> opt = optim.SGD([p], lr=0.1, momentum=0.9)
+    >>> p.grad[:] = 1.0
+    >>> opt.step(); p.data                       # b = 1
+    array([ 0.9, -2.1])
+    >>> opt.step(); p.data                       # b = 0.9 * 1 + 1 = 1.9
+    array([ 0.71, -2.29])
     """
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
@@ -113,6 +163,29 @@ class Adam(Optimizer):
         m = beta1 * m + (1 - beta1) * g
         v = beta2 * v + (1 - beta2) * g^2
         p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    Parameters
+    ----------
+    params : iterable of fastconv.nn.Parameter
+    lr : float >= 0
+    betas : (float, float), each in [0, 1)
+        The decay rates of the first and second moment estimates.
+    eps : float >= 0
+    weight_decay : float >= 0
+
+    Examples
+    --------
+    The first step moves every parameter by about ``lr``, whatever the scale of
+    its gradient:
+
+    >>> import numpy as np
+    >>> from fastconv import nn, optim
+    >>> p = nn.Parameter(np.array([1.0, -2.0]))
+    >>> opt = optim.Adam([p], lr=0.1)
+    >>> p.grad[:] = [3.0, -0.01]
+    >>> opt.step()
+    >>> np.round(p.data, 6)
+    array([ 0.9, -1.9])
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):

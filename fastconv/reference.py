@@ -183,12 +183,17 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, acti
     ``padding`` is an int, a ``(left, right)`` pair, ``'valid'`` or ``'same'``.
     ``activation='relu'`` returns ``max(y, 0)`` (NaN kept).
 
-    Shape:
-        x: (N, C_in, L); weight: (C_out, C_in/groups, k); bias: (C_out,)
-        out: (N, C_out, L_out) with
-        ``L_out = (L + pad_left + pad_right - dilation*(k-1) - 1) // stride + 1``.
+    Shape
+    -----
+    - x: (N, C_in, L); weight: (C_out, C_in/groups, k); bias: (C_out,)
+    - out: (N, C_out, L_out) with
+      ``L_out = (L + pad_left + pad_right - dilation*(k-1) - 1) // stride + 1``.
 
-    >>> conv1d([[[3, 4, 5]]], [[[1, 2]]])
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> reference.conv1d([[[3, 4, 5]]], [[[1, 2]]])
     array([[[11., 14.]]])
     """
     return _conv(1, x, weight, bias, stride, padding, dilation, groups, activation)
@@ -206,13 +211,18 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, acti
     an even effective kernel goes at the end). ``activation='relu'`` returns
     ``max(y, 0)`` (NaN kept).
 
-    Shape:
-        x: (N, C_in, H, W); weight: (C_out, C_in/groups, kH, kW); bias: (C_out,)
-        out: (N, C_out, H_out, W_out) with
-        ``H_out = (H + pad_top + pad_bottom - dH*(kH-1) - 1) // sH + 1``
-        and likewise for ``W_out``.
+    Shape
+    -----
+    - x: (N, C_in, H, W); weight: (C_out, C_in/groups, kH, kW); bias: (C_out,)
+    - out: (N, C_out, H_out, W_out) with
+      ``H_out = (H + pad_top + pad_bottom - dH*(kH-1) - 1) // sH + 1``
+      and likewise for ``W_out``.
 
-    >>> conv2d(np.ones((2, 3, 8, 8)), np.ones((4, 3, 3, 3)), stride=2, padding=1).shape
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> reference.conv2d(np.ones((2, 3, 8, 8)), np.ones((4, 3, 3, 3)), stride=2, padding=1).shape
     (2, 4, 4, 4)
     """
     return _conv(2, x, weight, bias, stride, padding, dilation, groups, activation)
@@ -237,12 +247,17 @@ def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     ``bias``. Every ``x[n, c, l]`` adds ``x[n, c, l] * w[c, o, t]`` at output
     position ``l*s + t*d - padding``.
 
-    Shape:
-        x: (N, C_in, L); weight: (C_in, C_out/groups, k); bias: (C_out,)
-        out: (N, C_out, L_out) with
-        ``L_out = (L-1)*stride - 2*padding + dilation*(k-1) + output_padding + 1``.
+    Shape
+    -----
+    - x: (N, C_in, L); weight: (C_in, C_out/groups, k); bias: (C_out,)
+    - out: (N, C_out, L_out) with
+      ``L_out = (L-1)*stride - 2*padding + dilation*(k-1) + output_padding + 1``.
 
-    >>> conv_transpose1d(np.ones((1, 2, 5)), np.ones((2, 3, 3)), stride=2).shape
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> reference.conv_transpose1d(np.ones((1, 2, 5)), np.ones((2, 3, 3)), stride=2).shape
     (1, 3, 11)
     """
     return _conv_transpose(1, x, weight, bias, stride, padding, output_padding,
@@ -258,13 +273,18 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     ``bias``. Every ``x[n, c, i, j]`` adds ``x[n, c, i, j] * w[c, o, p, q]`` at
     output position ``(i*sH + p*dH - pH, j*sW + q*dW - pW)``.
 
-    Shape:
-        x: (N, C_in, H, W); weight: (C_in, C_out/groups, kH, kW); bias: (C_out,)
-        out: (N, C_out, H_out, W_out) with
-        ``H_out = (H-1)*sH - 2*pH + dH*(kH-1) + output_padding_H + 1``
-        and likewise for ``W_out``.
+    Shape
+    -----
+    - x: (N, C_in, H, W); weight: (C_in, C_out/groups, kH, kW); bias: (C_out,)
+    - out: (N, C_out, H_out, W_out) with
+      ``H_out = (H-1)*sH - 2*pH + dH*(kH-1) + output_padding_H + 1``
+      and likewise for ``W_out``.
 
-    >>> conv_transpose2d(np.ones((1, 4, 3, 3)), np.ones((4, 2, 2, 2)), stride=2).shape
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> reference.conv_transpose2d(np.ones((1, 4, 3, 3)), np.ones((4, 2, 2, 2)), stride=2).shape
     (1, 2, 6, 6)
     """
     return _conv_transpose(2, x, weight, bias, stride, padding, output_padding,
@@ -289,10 +309,19 @@ def conv1d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
     ``gx[n, c, l] = sum_{o, t, j : j*s + t*d - pad_left = l} gy[n, o, j] * w[o, c, t]``.
     Input positions no window reaches get 0.
 
-    Shape:
-        input_size: (N, C_in, L); weight: (C_out, C_in/groups, k)
-        grad_output: (N, C_out, L_out) as computed by ``conv1d``
-        out: input_size
+    Shape
+    -----
+    - input_size: (N, C_in, L); weight: (C_out, C_in/groups, k)
+    - grad_output: (N, C_out, L_out) as computed by ``conv1d``
+    - out: input_size
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> w = np.array([[[1., 2.]]])
+    >>> reference.conv1d_input((1, 1, 3), w, np.array([[[1., 10.]]]))
+    array([[[ 1., 12., 20.]]])
     """
     return _conv_input_grad(1, input_size, weight, grad_output, stride, padding,
                             dilation, groups)
@@ -307,10 +336,21 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
     ``(i*sH + p*dH - pad_top, j*sW + q*dW - pad_left)`` of channel
     ``g*C_in/groups + c``. Input positions no window reaches get 0.
 
-    Shape:
-        input_size: (N, C_in, H, W); weight: (C_out, C_in/groups, kH, kW)
-        grad_output: (N, C_out, H_out, W_out) as computed by ``conv2d``
-        out: input_size
+    Shape
+    -----
+    - input_size: (N, C_in, H, W); weight: (C_out, C_in/groups, kH, kW)
+    - grad_output: (N, C_out, H_out, W_out) as computed by ``conv2d``
+    - out: input_size
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> from fastconv import reference
+    >>> rng = np.random.default_rng(0)
+    >>> w, dy = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal((2, 4, 4, 4))
+    >>> dx = reference.conv2d_input((2, 3, 8, 8), w, dy, stride=2, padding=1)
+    >>> dx.shape, np.allclose(dx, fastconv.grad.conv2d_input((2, 3, 8, 8), w, dy, stride=2, padding=1))
+    ((2, 3, 8, 8), True)
     """
     return _conv_input_grad(2, input_size, weight, grad_output, stride, padding,
                             dilation, groups)
@@ -330,10 +370,18 @@ def conv1d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     Gradient of ``conv1d`` with respect to its weight:
     ``gw[o, c, t] = sum_{n, j} gy[n, o, j] * x_pad[n, g*C_in/groups + c, j*s + t*d]``.
 
-    Shape:
-        input: (N, C_in, L); weight_size: (C_out, C_in/groups, k)
-        grad_output: (N, C_out, L_out) as computed by ``conv1d``
-        out: weight_size
+    Shape
+    -----
+    - input: (N, C_in, L); weight_size: (C_out, C_in/groups, k)
+    - grad_output: (N, C_out, L_out) as computed by ``conv1d``
+    - out: weight_size
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> reference.conv1d_weight(np.array([[[3., 4., 5.]]]), (1, 1, 2), np.array([[[1., 10.]]]))
+    array([[[43., 54.]]])
     """
     return _conv_weight_grad(1, input, weight_size, grad_output, stride, padding,
                              dilation, groups)
@@ -347,10 +395,21 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     ``gw[o, c, p, q] = sum_{n, i, j} gy[n, o, i, j]
     * x_pad[n, g*C_in/groups + c, i*sH + p*dH, j*sW + q*dW]``.
 
-    Shape:
-        input: (N, C_in, H, W); weight_size: (C_out, C_in/groups, kH, kW)
-        grad_output: (N, C_out, H_out, W_out) as computed by ``conv2d``
-        out: weight_size
+    Shape
+    -----
+    - input: (N, C_in, H, W); weight_size: (C_out, C_in/groups, kH, kW)
+    - grad_output: (N, C_out, H_out, W_out) as computed by ``conv2d``
+    - out: weight_size
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> from fastconv import reference
+    >>> rng = np.random.default_rng(0)
+    >>> x, dy = rng.standard_normal((2, 4, 6, 6)), rng.standard_normal((2, 8, 6, 6))
+    >>> dw = reference.conv2d_weight(x, (8, 2, 3, 3), dy, padding="same", groups=2)
+    >>> dw.shape, np.allclose(dw, fastconv.grad.conv2d_weight(x, (8, 2, 3, 3), dy, padding="same", groups=2))
+    ((8, 2, 3, 3), True)
     """
     return _conv_weight_grad(2, input, weight_size, grad_output, stride, padding,
                              dilation, groups)
@@ -372,10 +431,19 @@ def conv_transpose1d_input(input_size, weight, grad_output, stride=1, padding=0,
     of ``grad_output`` with the same weight, stride, dilation and groups, padded
     by ``padding`` on the left and ``padding - output_padding`` on the right.
 
-    Shape:
-        input_size: (N, C_in, L); weight: (C_in, C_out/groups, k)
-        grad_output: (N, C_out, L_out) as computed by ``conv_transpose1d``
-        out: input_size
+    Shape
+    -----
+    - input_size: (N, C_in, L); weight: (C_in, C_out/groups, k)
+    - grad_output: (N, C_out, L_out) as computed by ``conv_transpose1d``
+    - out: input_size
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> w = np.array([[[1., 10., 100.]]])
+    >>> reference.conv_transpose1d_input((1, 1, 2), w, np.array([[[1., 0., 0., 2.]]]))
+    array([[[  1., 200.]]])
     """
     return _conv_transpose_input_grad(1, input_size, weight, grad_output, stride,
                                       padding, output_padding, groups, dilation)
@@ -390,10 +458,21 @@ def conv_transpose2d_input(input_size, weight, grad_output, stride=1, padding=0,
     by ``padding`` at the beginning and ``padding - output_padding`` at the end
     of each axis.
 
-    Shape:
-        input_size: (N, C_in, H, W); weight: (C_in, C_out/groups, kH, kW)
-        grad_output: (N, C_out, H_out, W_out) as computed by ``conv_transpose2d``
-        out: input_size
+    Shape
+    -----
+    - input_size: (N, C_in, H, W); weight: (C_in, C_out/groups, kH, kW)
+    - grad_output: (N, C_out, H_out, W_out) as computed by ``conv_transpose2d``
+    - out: input_size
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> rng = np.random.default_rng(0)
+    >>> w, dy = rng.standard_normal((8, 4, 2, 2)), rng.standard_normal((2, 4, 12, 12))
+    >>> dx = reference.conv_transpose2d_input((2, 8, 6, 6), w, dy, stride=2)
+    >>> dx.shape, np.allclose(dx, reference.conv2d(dy, w, stride=2))
+    ((2, 8, 6, 6), True)
     """
     return _conv_transpose_input_grad(2, input_size, weight, grad_output, stride,
                                       padding, output_padding, groups, dilation)
@@ -415,10 +494,18 @@ def conv_transpose1d_weight(input, weight_size, grad_output, stride=1, padding=0
     i.e. the ``conv1d`` weight gradient with the roles of input and output
     gradient exchanged.
 
-    Shape:
-        input: (N, C_in, L); weight_size: (C_in, C_out/groups, k)
-        grad_output: (N, C_out, L_out) as computed by ``conv_transpose1d``
-        out: weight_size
+    Shape
+    -----
+    - input: (N, C_in, L); weight_size: (C_in, C_out/groups, k)
+    - grad_output: (N, C_out, L_out) as computed by ``conv_transpose1d``
+    - out: weight_size
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> reference.conv_transpose1d_weight(np.array([[[1., 2.]]]), (1, 1, 3), np.array([[[1., 0., 0., 2.]]]))
+    array([[[1., 0., 4.]]])
     """
     return _conv_transpose_weight_grad(1, input, weight_size, grad_output, stride,
                                        padding, output_padding, groups, dilation)
@@ -434,10 +521,20 @@ def conv_transpose2d_weight(input, weight_size, grad_output, stride=1, padding=0
     i.e. the ``conv2d`` weight gradient with the roles of input and output
     gradient exchanged.
 
-    Shape:
-        input: (N, C_in, H, W); weight_size: (C_in, C_out/groups, kH, kW)
-        grad_output: (N, C_out, H_out, W_out) as computed by ``conv_transpose2d``
-        out: weight_size
+    Shape
+    -----
+    - input: (N, C_in, H, W); weight_size: (C_in, C_out/groups, kH, kW)
+    - grad_output: (N, C_out, H_out, W_out) as computed by ``conv_transpose2d``
+    - out: weight_size
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> rng = np.random.default_rng(0)
+    >>> x, dy = rng.standard_normal((2, 8, 6, 6)), rng.standard_normal((2, 4, 12, 12))
+    >>> reference.conv_transpose2d_weight(x, (8, 4, 2, 2), dy, stride=2).shape
+    (8, 4, 2, 2)
     """
     return _conv_transpose_weight_grad(2, input, weight_size, grad_output, stride,
                                        padding, output_padding, groups, dilation)
@@ -449,9 +546,17 @@ def conv_bias(grad_output):
     Gradient of any convolution with respect to its bias: ``grad_output``
     summed over every axis except the channel axis 1.
 
-    Shape:
-        grad_output: (N, C_out, *spatial)
-        out: (C_out,)
+    Shape
+    -----
+    - grad_output: ``(N, C_out, *spatial)``
+    - out: ``(C_out,)``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> reference.conv_bias(np.ones((2, 3, 4, 4)))
+    array([32., 32., 32.])
     """
     gy = _preprocess.conv_bias(grad_output)
     return gy.sum(axis=(0,) + tuple(range(2, gy.ndim)))
@@ -562,13 +667,18 @@ def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     ``indices`` are int64 positions in the unpadded input. ``stride``
     defaults to ``kernel_size``.
 
-    Shape:
-        x: (N, C, L)
-        out (and indices): (N, C, L_out) with
-        ``L_out = floor_or_ceil((L + 2*padding - dilation*(k-1) - 1) / stride) + 1``;
-        in ceil mode a last window starting in the right padding is dropped.
+    Shape
+    -----
+    - x: (N, C, L)
+    - out (and indices): (N, C, L_out) with
+      ``L_out = floor_or_ceil((L + 2*padding - dilation*(k-1) - 1) / stride) + 1``;
+      in ceil mode a last window starting in the right padding is dropped.
 
-    >>> max_pool1d([[[1, 3, 2, 5, 4]]], 2, return_indices=True)
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> reference.max_pool1d([[[1, 3, 2, 5, 4]]], 2, return_indices=True)
     (array([[[3., 5.]]]), array([[[1, 3]]]))
     """
     return _max_pool(1, x, kernel_size, stride, padding, dilation, ceil_mode,
@@ -586,13 +696,18 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     ``h*W + w`` in the unpadded input plane. ``stride`` defaults to
     ``kernel_size``.
 
-    Shape:
-        x: (N, C, H, W)
-        out (and indices): (N, C, H_out, W_out) with
-        ``H_out = floor_or_ceil((H + 2*pH - dH*(kH-1) - 1) / sH) + 1``, likewise
-        ``W_out``; in ceil mode a last window starting in the padding is dropped.
+    Shape
+    -----
+    - x: (N, C, H, W)
+    - out (and indices): (N, C, H_out, W_out) with
+      ``H_out = floor_or_ceil((H + 2*pH - dH*(kH-1) - 1) / sH) + 1``, likewise
+      ``W_out``; in ceil mode a last window starting in the padding is dropped.
 
-    >>> max_pool2d(np.zeros((2, 3, 7, 7)), 3, stride=2, ceil_mode=True).shape
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> reference.max_pool2d(np.zeros((2, 3, 7, 7)), 3, stride=2, ceil_mode=True).shape
     (2, 3, 3, 3)
     """
     return _max_pool(2, x, kernel_size, stride, padding, dilation, ceil_mode,
@@ -621,13 +736,18 @@ def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     number of window elements inside the input. ``stride`` defaults to
     ``kernel_size``.
 
-    Shape:
-        x: (N, C, L)
-        out: (N, C, L_out) with
-        ``L_out = floor_or_ceil((L + 2*padding - k) / stride) + 1``;
-        in ceil mode a last window starting in the right padding is dropped.
+    Shape
+    -----
+    - x: (N, C, L)
+    - out: (N, C, L_out) with
+      ``L_out = floor_or_ceil((L + 2*padding - k) / stride) + 1``;
+      in ceil mode a last window starting in the right padding is dropped.
 
-    >>> avg_pool1d([[[1, 3, 2, 6]]], 2)
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> reference.avg_pool1d([[[1, 3, 2, 6]]], 2)
     array([[[2., 4.]]])
     """
     return _avg_pool(1, x, kernel_size, stride, padding, ceil_mode, count_include_pad)
@@ -643,13 +763,18 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     otherwise of the number of window elements inside the input. ``stride``
     defaults to ``kernel_size``.
 
-    Shape:
-        x: (N, C, H, W)
-        out: (N, C, H_out, W_out) with
-        ``H_out = floor_or_ceil((H + 2*pH - kH) / sH) + 1``, likewise ``W_out``;
-        in ceil mode a last window starting in the padding is dropped.
+    Shape
+    -----
+    - x: (N, C, H, W)
+    - out: (N, C, H_out, W_out) with
+      ``H_out = floor_or_ceil((H + 2*pH - kH) / sH) + 1``, likewise ``W_out``;
+      in ceil mode a last window starting in the padding is dropped.
 
-    >>> avg_pool2d(np.zeros((2, 3, 6, 6)), 2).shape
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> reference.avg_pool2d(np.zeros((2, 3, 6, 6)), 2).shape
     (2, 3, 3, 3)
     """
     return _avg_pool(2, x, kernel_size, stride, padding, ceil_mode, count_include_pad)
@@ -682,9 +807,19 @@ def max_pool1d_grad(grad_output, indices, input_size):
     ``grad_output[n, c, l]`` is added at position ``indices[n, c, l]`` of
     plane ``(n, c)``; overlapping windows accumulate.
 
-    Shape:
-        grad_output, indices: (N, C, L_out); indices integer, in [0, L)
-        input_size: (N, C, L); out: input_size
+    Shape
+    -----
+    - grad_output, indices: (N, C, L_out); indices integer, in [0, L)
+    - input_size: (N, C, L); out: input_size
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> x = np.array([[[1., 3., 2., 0.]]])
+    >>> y, idx = reference.max_pool1d(x, 2, stride=1, return_indices=True)
+    >>> reference.max_pool1d_grad(np.ones_like(y), idx, x.shape)      # 3 won two windows
+    array([[[0., 2., 1., 0.]]])
     """
     return _max_pool_grad(1, grad_output, indices, input_size)
 
@@ -696,9 +831,22 @@ def max_pool2d_grad(grad_output, indices, input_size):
     ``grad_output[n, c, i, j]`` is added at flat position ``indices[n, c, i, j]``
     (``h*W + w``) of plane ``(n, c)``; overlapping windows accumulate.
 
-    Shape:
-        grad_output, indices: (N, C, H_out, W_out); indices integer, in [0, H*W)
-        input_size: (N, C, H, W); out: input_size
+    Shape
+    -----
+    - grad_output, indices: (N, C, H_out, W_out); indices integer, in [0, H*W)
+    - input_size: (N, C, H, W); out: input_size
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> x = np.array([[[[1, 3, 2, 4], [5, 6, 7, 8], [9, 2, 1, 0], [4, 5, 6, 7]]]], float)
+    >>> y, idx = reference.max_pool2d(x, 2, return_indices=True)
+    >>> reference.max_pool2d_grad(np.array([[[[1., 2.], [3., 4.]]]]), idx, x.shape)[0, 0]
+    array([[0., 0., 0., 0.],
+           [0., 1., 0., 2.],
+           [3., 0., 0., 0.],
+           [0., 0., 0., 4.]])
     """
     return _max_pool_grad(2, grad_output, indices, input_size)
 
@@ -725,9 +873,17 @@ def avg_pool1d_grad(grad_output, input_size, kernel_size, stride=None, padding=0
     ``grad_output[n, c, l] / divisor[l]`` is added to each input element of
     window ``l``; padding receives nothing.
 
-    Shape:
-        grad_output: (N, C, L_out) as computed by ``avg_pool1d``
-        input_size: (N, C, L); out: input_size
+    Shape
+    -----
+    - grad_output: (N, C, L_out) as computed by ``avg_pool1d``
+    - input_size: (N, C, L); out: input_size
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> reference.avg_pool1d_grad(np.array([[[1., 2.]]]), (1, 1, 4), 2)
+    array([[[0.5, 0.5, 1. , 1. ]]])
     """
     return _avg_pool_grad(1, grad_output, input_size, kernel_size, stride, padding,
                           ceil_mode, count_include_pad)
@@ -741,9 +897,20 @@ def avg_pool2d_grad(grad_output, input_size, kernel_size, stride=None, padding=0
     ``grad_output[n, c, i, j] / divisor[i, j]`` is added to each input element
     of window ``(i, j)``; padding receives nothing.
 
-    Shape:
-        grad_output: (N, C, H_out, W_out) as computed by ``avg_pool2d``
-        input_size: (N, C, H, W); out: input_size
+    Shape
+    -----
+    - grad_output: (N, C, H_out, W_out) as computed by ``avg_pool2d``
+    - input_size: (N, C, H, W); out: input_size
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> dy = np.ones((1, 1, 2, 2))
+    >>> reference.avg_pool2d_grad(dy, (1, 1, 3, 3), 2, padding=1, count_include_pad=False)[0, 0]
+    array([[1.  , 0.5 , 0.5 ],
+           [0.5 , 0.25, 0.25],
+           [0.5 , 0.25, 0.25]])
     """
     return _avg_pool_grad(2, grad_output, input_size, kernel_size, stride, padding,
                           ceil_mode, count_include_pad)
