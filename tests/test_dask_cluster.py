@@ -21,11 +21,11 @@ da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 cloudpickle = pytest.importorskip("cloudpickle")
 
+from conftest import assert_close  # noqa: E402
+
 import fastconv  # noqa: E402
 import fastconv.dask as fd  # noqa: E402
 from fastconv import nn, optim  # noqa: E402
-
-from conftest import assert_close  # noqa: E402
 
 # the workers cannot import this test module: send its functions by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

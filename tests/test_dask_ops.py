@@ -13,11 +13,11 @@ import pytest
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
 
+from conftest import assert_close  # noqa: E402
+
 import fastconv  # noqa: E402
 import fastconv.dask as fd  # noqa: E402
 from fastconv.dask import planner  # noqa: E402
-
-from conftest import assert_close  # noqa: E402
 
 SEEDS = range(24)
 

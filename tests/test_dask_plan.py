@@ -163,3 +163,11 @@ def test_core_import_imports_no_dask():
 def test_plan_rejects_bad_geometry():
     with pytest.raises(ValueError, match="Expected"):
         planner.plan_conv((1, 1, 4), (1, 1, 9))
+
+
+def test_task_bytes_cap():
+    capped = planner.plan_conv((1, 3, 16384, 16384), (8, 3, 3, 3), padding=1,
+                               max_task_bytes=64 * 2**20)
+    out_tile = max(capped.output_chunks(8)[2]) * max(capped.output_chunks(8)[3])
+    in_tile = max(capped.input_chunks()[2]) * max(capped.input_chunks()[3])
+    assert (8 * out_tile + 3 * in_tile) * 4 <= 1.1 * 64 * 2**20

@@ -278,7 +278,8 @@ def _axes(geo):
     )
 
 
-def _plan(axes, n, c_in, seconds_per_output, chunks, outputs, batch, task_seconds):
+def _plan(axes, n, c_in, seconds_per_output, chunks, outputs, batch, task_seconds,
+          bytes_per_output=0.0, max_task_bytes=None):
     if chunks is not None:
         tiles = tuple(a.tiles_from_input_chunks(tuple(c)) for a, c in zip(axes, chunks[2:]))
         batch = max(chunks[0]) if batch is None else batch
@@ -291,7 +292,9 @@ def _plan(axes, n, c_in, seconds_per_output, chunks, outputs, batch, task_second
         if batch is None:
             batch = max(1, min(n, int(task_seconds // per_sample))) if per_sample else n
         need = task_seconds / max(seconds_per_output * batch, 1e-30)
-        side = need ** (1 / len(axes))
+        if max_task_bytes is not None and bytes_per_output:
+            need = min(need, max_task_bytes / (bytes_per_output * batch))
+        side = max(1.0, need) ** (1 / len(axes))
         tiles = tuple(a.tiles_of(math.ceil(side)) for a in axes)
     return Plan(axes=axes, tiles=tiles, n=n, c_in=c_in,
                 batch=n if batch is None else max(1, int(batch)),
@@ -300,7 +303,7 @@ def _plan(axes, n, c_in, seconds_per_output, chunks, outputs, batch, task_second
 
 def plan_conv(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
               chunks=None, outputs=None, batch=None, task_seconds=TASK_SECONDS,
-              flop_rate=FLOP_RATE):
+              flop_rate=FLOP_RATE, itemsize=4, max_task_bytes=None):
     """Plan the chunks of ``conv{1,2}d`` (and of its gradients).
 
     Parameters
@@ -318,6 +321,9 @@ def plan_conv(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups
         Samples per task.
     task_seconds, flop_rate : float
         The default task size is ``task_seconds`` of work at ``flop_rate``.
+    itemsize, max_task_bytes : int, optional
+        Cap the default task so that its input and output tiles
+        (``itemsize`` bytes an element) take at most ``max_task_bytes``.
 
     Returns
     -------
@@ -334,8 +340,9 @@ def plan_conv(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups
     geo = conv_geometry(tuple(input_shape), tuple(weight_shape), nd, stride, padding,
                         dilation, groups)
     flops = 2 * geo.c_out * (geo.c_in // geo.groups) * math.prod(geo.kernel)
+    per_output = (geo.c_in * math.prod(geo.stride) + geo.c_out) * itemsize
     return _plan(_axes(geo), geo.n, geo.c_in, flops / flop_rate, chunks, outputs, batch,
-                 task_seconds)
+                 task_seconds, per_output, max_task_bytes)
 
 
 def plan_conv_transpose(input_shape, weight_shape, stride=1, padding=0, output_padding=0,
@@ -369,7 +376,7 @@ def plan_conv_transpose(input_shape, weight_shape, stride=1, padding=0, output_p
 
 def plan_pool(input_shape, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
               *, chunks=None, outputs=None, batch=None, itemsize=4,
-              task_seconds=TASK_SECONDS, byte_rate=BYTE_RATE):
+              task_seconds=TASK_SECONDS, byte_rate=BYTE_RATE, max_task_bytes=None):
     """Plan the chunks of ``max_pool`` / ``avg_pool`` (and of their gradients).
 
     Parameters
@@ -380,8 +387,9 @@ def plan_pool(input_shape, kernel_size, stride=None, padding=0, dilation=1, ceil
         As :func:`fastconv.max_pool2d` (average pooling: dilation 1).
     chunks, outputs, batch, task_seconds
         As :func:`plan_conv`.
-    itemsize, byte_rate
-        The default task size assumes ``byte_rate`` input bytes per second.
+    itemsize, byte_rate, max_task_bytes
+        The default task size assumes ``byte_rate`` input bytes per second,
+        capped at ``max_task_bytes`` of input and output.
 
     Returns
     -------
@@ -398,6 +406,6 @@ def plan_pool(input_shape, kernel_size, stride=None, padding=0, dilation=1, ceil
     geo = pool_geometry(tuple(input_shape[2:]), nd, kernel_size, stride, padding, dilation,
                         ceil_mode)
     c = input_shape[1]
-    per_output = c * math.prod(geo.stride) * itemsize / byte_rate
-    return _plan(_axes(geo), input_shape[0], c, per_output, chunks, outputs, batch,
-                 task_seconds)
+    per_output = c * math.prod(geo.stride) * itemsize
+    return _plan(_axes(geo), input_shape[0], c, per_output / byte_rate, chunks, outputs, batch,
+                 task_seconds, per_output + c * itemsize, max_task_bytes)
