@@ -249,3 +249,14 @@ def test_data_parallel_step_rejects_numpy(client):
         fd.data_parallel_step(client, model, nn.CrossEntropyLoss(),
                               optim.SGD(model.parameters(), lr=0.1), np.ones((2, 2, 16)),
                               da.zeros(2, dtype=int))
+
+
+def test_the_scale_command_on_the_cluster(client, capsys):
+    from fastconv.__main__ import main
+
+    rc = main(["scale", "--scheduler", client.scheduler.address, "--size", "96", "--tile", "32",
+               "--samples", "2"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert out.count("pooling bitwise equal") == 2
+    assert "scaling efficiency" in out and "peak worker memory" in out

@@ -187,7 +187,7 @@ class AxisGeometry:
 
 
 def _tiles_str(chunks):
-    return f"{len(chunks)} x {chunks[0]}" if len(set(chunks)) == 1 else str(chunks)
+    return f"{len(chunks)} of {chunks[0]}" if len(set(chunks)) == 1 else str(chunks)
 
 
 @dataclass(frozen=True)
@@ -262,7 +262,7 @@ class Plan:
 
     def describe(self):
         """One line: the tiles per axis, halos and the estimated task time."""
-        tiles = " x ".join(_tiles_str(a.output_chunks(t)) for a, t in zip(self.axes, self.tiles))
+        tiles = " by ".join(_tiles_str(a.output_chunks(t)) for a, t in zip(self.axes, self.tiles))
         return (f"batch {self.batch}, output tiles {tiles}, halo {self.halo}, "
                 f"min chunk {self.min_chunk}, ~{self.seconds_per_task * 1e3:.0f} ms/task")
 
