@@ -147,7 +147,8 @@ def _mnist1d(args, client):
     models = {k: T.build_model("cnn", shape, seed=0) for k in ("single", "dask")}
     opts = {k: optim.Adam(m.parameters(), lr=recipe["lr"]) for k, m in models.items()}
     losses = {k: nn.CrossEntropyLoss() for k in models}
-    order = T.batch_schedule(len(data.x_train), batch, args.steps, recipe["batch_order"])
+    order = [idx for epoch in T.batch_schedule(len(data.x_train), batch, args.steps,
+                                               recipe["batch_order"]) for idx in epoch]
     times = {"single": [], "dask": []}
     shard = math.ceil(batch / args.workers)
     for step, idx in enumerate(order):
