@@ -59,8 +59,9 @@ def client():
 
 
 @pytest.fixture
-def small_client():
-    """A cluster of its own whose workers may use MEMORY_LIMIT bytes each."""
+def own_client():
+    """A cluster of its own (for tests that leave dead workers behind), whose
+    workers may use MEMORY_LIMIT bytes each."""
     yield from _cluster(memory_limit=MEMORY_LIMIT)
 
 
@@ -68,25 +69,25 @@ def _pids(client):
     return client.run(os.getpid)
 
 
-def _settle(client, old=None, timeout=60):
-    """Wait for two live workers (new ones if ``old`` pids are given)."""
+def _settle(client, old=None, n=2, timeout=60):
+    """Wait for ``n`` live workers, one of them new if ``old`` pids are given."""
     end = time.time() + timeout
     while time.time() < end:
         try:
             pids = _pids(client)
         except Exception:  # a worker between death and restart
             pids = {}
-        if len(pids) == 2 and (old is None or set(pids.values()) - set(old.values())):
+        if len(pids) >= n and (old is None or set(pids.values()) - set(old.values())):
             return pids
         time.sleep(0.2)
-    raise AssertionError(f"Expected 2 workers to come back, got {pids}")
+    raise AssertionError(f"Expected {n} workers (a new one among them) to come back, got {pids}")
 
 
 def test_ops_on_the_cluster(client):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 4, 23, 19)).astype(np.float32)
     w = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
-    xd = da.from_array(x, chunks=(2, 2, 12, 10))
+    xd = da.from_array(x, chunks=(3, 2, 12, 10))
     y = fd.conv2d(xd, w, stride=(2, 1), padding=((1, 2), (1, 1)), groups=2)
     v, i = fd.max_pool2d(xd, 3, 2, 1, ceil_mode=True, return_indices=True)
     dw = fd.grad.conv2d_weight(xd, w.shape, da.ones(y.shape, chunks=y.chunks, dtype=y.dtype),
@@ -109,7 +110,7 @@ def test_set_worker_threads(client):
 
 
 def _slow(block):
-    time.sleep(0.25)
+    time.sleep(0.4)
     return block
 
 
@@ -117,10 +118,10 @@ def test_sigkill_a_worker_mid_computation(client):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 3, 32, 32))
     w = rng.standard_normal((4, 3, 3, 3))
-    xd = da.from_array(x, chunks=(1, 3, 8, 8)).map_blocks(_slow, meta=np.empty((0,) * 4))
+    xd = da.from_array(x, chunks=(1, 3, 16, 16)).map_blocks(_slow, meta=np.empty((0,) * 4))
     y = fd.conv2d(xd, w, padding=1)
     future = client.compute(y)
-    time.sleep(1.0)
+    time.sleep(0.8)
     assert not future.done()
     pids = _pids(client)
     os.kill(next(iter(pids.values())), signal.SIGKILL)
@@ -134,13 +135,13 @@ def _crash(block):
     return block
 
 
-def test_a_task_that_kills_its_worker_ends_in_a_clear_error(client):
-    _settle(client)
-    xd = da.ones((2, 1, 8), chunks=(1, 1, 8)).map_blocks(_crash, meta=np.empty((0,) * 3))
+@pytest.mark.slow
+def test_a_task_that_kills_its_worker_ends_in_a_clear_error(own_client):
+    client = own_client
+    xd = da.ones((1, 1, 8), chunks=(1, 1, 8)).map_blocks(_crash, meta=np.empty((0,) * 3))
     future = client.compute(fd.conv1d(xd, np.ones((1, 1, 3))))
     with pytest.raises(distributed.KilledWorker, match="workers died while running it"):
         future.result(timeout=120)
-    _settle(client)
 
 
 def _hog(block):
@@ -152,15 +153,15 @@ def _hog(block):
 
 
 @pytest.mark.slow
-def test_a_worker_over_its_memory_limit_is_restarted(small_client):
-    client = small_client
+def test_a_worker_over_its_memory_limit_is_restarted(own_client):
+    client = own_client
     before = _settle(client)
     xd = da.ones((1, 1, 8), chunks=(1, 1, 8)).map_blocks(_hog, meta=np.empty((0,) * 3))
     future = client.compute(fd.avg_pool1d(xd, 2))
     with pytest.raises(distributed.KilledWorker):
         future.result(timeout=120)
-    after = _settle(client, before)
-    assert set(after.values()) != set(before.values())
+    after = _settle(client, before, n=1)  # the nanny restarted a killed worker
+    assert set(after.values()) - set(before.values())
     # and the restarted workers compute
     x = np.arange(16.).reshape(1, 1, 16)
     out = fd.avg_pool1d(da.from_array(x, chunks=5), 2).compute()

@@ -259,7 +259,7 @@ def adjoint_tile(gb, w, b, *, nd, tables, stride, dilation, groups_of, rows_per_
     return out
 
 
-def weight_tile(xb, gb, *, nd, tables, g_tables, stride, dilation, groups, weight_shape,
+def weight_tile(xb, gb, *, nd, tables, stride, dilation, groups, weight_shape,
                 block_id):
     """The weight gradient of one block pair: x tile (with halo) and its output tile."""
     from .._validation import conv_geometry

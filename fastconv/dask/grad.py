@@ -133,7 +133,7 @@ def weight_grad(x, gy, geo, weight_shape, rechunk, names=("input", "grad_output"
     parts = []
     for index in np.ndindex(xb.shape):
         parts.append(dask.delayed(_blocks.weight_tile, pure=True)(
-            xb[index], gb[index], nd=nd, tables=tables, g_tables=None,
+            xb[index], gb[index], nd=nd, tables=tables,
             stride=geo.stride[2 - nd:], dilation=geo.dilation[2 - nd:], groups=geo.groups,
             weight_shape=tuple(weight_shape), block_id=index))
     total = _blocks.tree_sum(parts)
