@@ -171,3 +171,22 @@ def test_task_bytes_cap():
     out_tile = max(capped.output_chunks(8)[2]) * max(capped.output_chunks(8)[3])
     in_tile = max(capped.input_chunks()[2]) * max(capped.input_chunks()[3])
     assert (8 * out_tile + 3 * in_tile) * 4 <= 1.1 * 64 * 2**20
+
+
+@pytest.mark.parametrize("name", ["fastconv.dask.planner", "fastconv.dask._ops",
+                                  "fastconv.dask.grad", "fastconv.dask._train"])
+def test_docstring_examples(name):
+    """The examples in fastconv.dask's docstrings run and print what they say."""
+    import doctest
+    import importlib
+
+    import numpy as np
+
+    if name != "fastconv.dask.planner":
+        pytest.importorskip("dask.array")
+        pytest.importorskip("distributed")
+    module = importlib.import_module(name)
+    with np.printoptions(legacy=False):
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0, f"{result.failed} doctest(s) failed in {name}"
+    assert result.attempted > 0

@@ -144,7 +144,7 @@ def block_starts(a, tiles, space, left):
     return [s - (left if (j > 0 and many) else 0) for j, s in enumerate(starts)]
 
 
-def forward_table(a, tiles, halo_applied=True):
+def forward_table(a, tiles):
     """Per output tile j along one axis, for ops reading the input forward:
     (lo, hi) of the tile's input inside the overlapped block, pads (begin, end),
     the global start of that slice and the tile's output count."""

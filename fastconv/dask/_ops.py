@@ -22,14 +22,6 @@ __all__ = [
     "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
 ]
 
-_CHUNKS_DOC = """
-    Chunks: the input may be chunked along the batch and the spatial axes.
-    Spatial chunk boundaries are snapped to the nearest legal ones (see
-    :mod:`fastconv.dask.planner`; ``rechunk=False`` raises instead), and the
-    output's chunks are the tiles of those. {channels}
-"""
-
-
 def _meta(nd, dtype):
     return np.empty((0,) * (nd + 2), dtype=dtype)
 
