@@ -40,11 +40,14 @@ __all__ = [
 #: so 100 ms keeps it near 1%.
 TASK_SECONDS = 0.1
 #: Assumed convolution throughput of one worker thread (FLOP/s), for the
-#: default task size; measured on the benchmark machine (about 30-60 GFLOP/s
-#: per AVX2/AVX-512 core in float32); pass ``flop_rate`` to use your own.
-FLOP_RATE = 30e9
-#: Assumed pooling throughput of one worker thread (input bytes/s).
-BYTE_RATE = 2e9
+#: default task size. benchmarks/results-*.txt measured 70-190 GFLOP/s a
+#: thread for float32 layers of 6-64 input channels on the benchmark machine
+#: (less with few input channels, and on older cores): 50e9 is a middle
+#: assumption. Pass ``flop_rate`` measured on your machine to plan for it.
+FLOP_RATE = 50e9
+#: Assumed pooling throughput of one worker thread (input bytes/s); the same
+#: results measured 14-44 GB/s for float32 max and average pooling.
+BYTE_RATE = 10e9
 
 
 @dataclass(frozen=True)
