@@ -1,10 +1,12 @@
-"""Command line: ``python -m fastconv [demo|train|bench|info]``.
+"""Command line: ``python -m fastconv [demo|train|bench|scale|info]``.
 
 ``demo`` (the default) runs a small CNN's forward and backward ops, checks each
 result against the NumPy reference and times both side by side. ``train``
 trains a CNN on real data (``python -m fastconv train --help``; needs the
 ``demo`` extra). ``bench`` runs the benchmark suite
-(``python -m fastconv bench --help``). ``info`` prints the build configuration.
+(``python -m fastconv bench --help``). ``scale`` convolves and pools an image
+larger than any worker's memory on a Dask cluster (``python -m fastconv scale
+--help``; needs the ``dask`` extra). ``info`` prints the build configuration.
 """
 
 import argparse
@@ -80,6 +82,7 @@ def main(argv=None):
     sub.add_parser("info", help="print the build configuration").set_defaults(func=info)
     sub.add_parser("train", help="train a CNN on real data (digits, MNIST-1D)", add_help=False)
     sub.add_parser("bench", help="run the benchmark suite", add_help=False)
+    sub.add_parser("scale", help="convolve an image larger than memory on Dask", add_help=False)
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"]:
         from fastconv import train
@@ -89,6 +92,10 @@ def main(argv=None):
         from fastconv import bench
 
         return bench.main(argv[1:])
+    if argv[:1] == ["scale"]:
+        from fastconv.dask import scale
+
+        return scale.main(argv[1:])
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["demo"] + argv)
