@@ -21,6 +21,8 @@ from ._config import get_num_threads, set_num_threads, show_config
 from ._plan import conv_plan
 from ._version import __version__
 from .functional import (
+    adaptive_avg_pool1d,
+    adaptive_avg_pool2d,
     avg_pool1d,
     avg_pool2d,
     conv1d,
@@ -41,6 +43,8 @@ __all__ = [
     "max_pool2d",
     "avg_pool1d",
     "avg_pool2d",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
     "grad",
     "nn",
     "optim",

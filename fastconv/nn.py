@@ -860,3 +860,193 @@ class MSELoss(Module):
     def backward(self, grad_output=1.0):
         (diff,) = self._saved()
         return diff * (2 * float(grad_output) / diff.size)
+
+
+# -- adaptive pooling, identity and residual blocks -----------------------------
+# (Kept in their own section, with their own __all__ entries.)
+
+__all__ += ["AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "Identity", "Residual"]
+
+
+class _AdaptiveAvgPoolNd(Module):
+    """``y = the mean of each of PyTorch's adaptive bins``; ``backward`` spreads
+    ``dy / bin size`` over each bin: ``ops().grad.adaptive_avg_pool{nd}d``."""
+
+    _nd = 2
+
+    def __init__(self, output_size):
+        from ._preprocess import adaptive_output_size
+
+        adaptive_output_size(output_size, self._nd)  # checks it now
+        self.output_size = output_size
+
+    def forward(self, x):
+        y = getattr(_backend.ops(), f"adaptive_avg_pool{self._nd}d")(x, self.output_size)
+        self._cache = (np.shape(x),)
+        return y
+
+    def backward(self, grad_out):
+        (shape,) = self._saved()
+        return getattr(_backend.ops().grad, f"adaptive_avg_pool{self._nd}d")(grad_out, shape)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size!r}"
+
+
+class AdaptiveAvgPool1d(_AdaptiveAvgPoolNd):
+    """AdaptiveAvgPool1d(output_size)
+
+    Average pooling to a fixed length, with PyTorch's bins
+    (:func:`fastconv.adaptive_avg_pool1d`).
+
+    Parameters
+    ----------
+    output_size : int, (int,) or None
+        ``L_out``; None keeps the input's length.
+
+    Shape
+    -----
+    ``(N, C, L) -> (N, C, L_out)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> pool = nn.AdaptiveAvgPool1d(3)
+    >>> pool(np.ones((2, 4, 10), np.float32)).shape
+    (2, 4, 3)
+    >>> pool.backward(np.ones((2, 4, 3), np.float32)).shape
+    (2, 4, 10)
+    """
+
+    _nd = 1
+
+
+class AdaptiveAvgPool2d(_AdaptiveAvgPoolNd):
+    """AdaptiveAvgPool2d(output_size)
+
+    Average pooling to a fixed ``(H_out, W_out)``, with PyTorch's bins
+    (:func:`fastconv.adaptive_avg_pool2d`); ``AdaptiveAvgPool2d(1)`` is the
+    global average pooling before a ResNet's classifier.
+
+    Parameters
+    ----------
+    output_size : int, (int or None, int or None) or None
+        An int means a square output; None keeps that size.
+
+    Shape
+    -----
+    ``(N, C, H, W) -> (N, C, H_out, W_out)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> nn.AdaptiveAvgPool2d((1, 1))(np.ones((2, 8, 7, 7), np.float32)).shape
+    (2, 8, 1, 1)
+    >>> nn.AdaptiveAvgPool2d((None, 2))(np.ones((2, 8, 7, 6))).shape
+    (2, 8, 7, 2)
+    """
+
+    _nd = 2
+
+
+class Identity(Module):
+    """Identity(*args, **kwargs)
+
+    ``y = x`` and ``dx = dy``; the arguments are ignored, as in PyTorch. It
+    holds the place of a module that :func:`fuse` folded into another.
+
+    Shape
+    -----
+    Any; the output has the input's shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> nn.Identity()(np.arange(3.))
+    array([0., 1., 2.])
+    """
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def forward(self, x):
+        self._cache = ()
+        return x
+
+    def backward(self, grad_out):
+        self._saved()
+        return grad_out
+
+
+class Residual(Module):
+    """Residual(body, shortcut=None)
+
+    A residual block: ``y = body(x) + shortcut(x)``, the shortcut being the
+    identity when None (or a module such as a strided 1x1 ``Conv2d`` followed
+    by ``BatchNorm2d`` when the body changes the shape). ``backward`` sums the
+    two branches' input gradients:
+    ``dx = body.backward(dy) + shortcut.backward(dy)`` (``+ dy`` for the
+    identity). A ReLU after the sum, as in a ResNet, is a separate layer.
+
+    Parameters
+    ----------
+    body : Module
+    shortcut : Module or None
+
+    Shape
+    -----
+    ``body(x)`` and ``shortcut(x)`` must have the same shape, the output's.
+    Parameters are named ``body.<name>`` and ``shortcut.<name>``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> rng = np.random.default_rng(0)
+    >>> block = nn.Residual(nn.Sequential(nn.Conv2d(4, 8, 3, stride=2, padding=1, rng=rng),
+    ...                                   nn.ReLU(),
+    ...                                   nn.Conv2d(8, 8, 3, padding=1, rng=rng)),
+    ...                     shortcut=nn.Conv2d(4, 8, 1, stride=2, rng=rng))
+    >>> x = rng.standard_normal((2, 4, 6, 6)).astype(np.float32)
+    >>> block(x).shape
+    (2, 8, 3, 3)
+    >>> block.backward(np.ones((2, 8, 3, 3), np.float32)).shape
+    (2, 4, 6, 6)
+    >>> [name for name, _ in block.named_parameters()][:2]
+    ['body.0.weight', 'body.0.bias']
+    """
+
+    def __init__(self, body, shortcut=None):
+        for name, m in (("body", body), ("shortcut", shortcut)):
+            if not (isinstance(m, Module) or (name == "shortcut" and m is None)):
+                raise TypeError(f"Expected {name} to be a fastconv.nn module, got {m!r}")
+        self.body = body
+        self.shortcut = shortcut
+
+    def forward(self, x):
+        y = self.body(x)
+        s = x if self.shortcut is None else self.shortcut(x)
+        if np.shape(y) != np.shape(s):
+            raise ValueError(
+                f"Expected body and shortcut outputs of the same shape, got {np.shape(y)} "
+                f"and {np.shape(s)}"
+            )
+        self._cache = ()
+        return y + s
+
+    def backward(self, grad_out):
+        self._saved()
+        grad_in = self.body.backward(grad_out)
+        if self.shortcut is None:
+            return grad_in + grad_out
+        return grad_in + self.shortcut.backward(grad_out)
+
+    def __repr__(self):
+        body = "\n  ".join(f"(body): {self.body!r}".splitlines())
+        out = f"Residual(\n  {body}"
+        if self.shortcut is not None:
+            out += "\n  " + "\n  ".join(f"(shortcut): {self.shortcut!r}".splitlines())
+        return out + "\n)"

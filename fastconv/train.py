@@ -53,7 +53,6 @@ __all__ = [
     "RECIPES",
     "PAPER_ACCURACY",
     "Dataset",
-    "Residual",
     "rng",
     "load_dataset",
     "build_model",
@@ -183,24 +182,6 @@ def load_dataset(name="digits", seed=0, shuffle=False, test_size=0.25):
 # -- models -------------------------------------------------------------------
 
 
-class Residual(nn.Module):
-    """``y = x + body(x)``; ``backward``: ``dx = dy + body.backward(dy)``."""
-
-    def __init__(self, *layers):
-        self.body = nn.Sequential(*layers)
-
-    def forward(self, x):
-        self._cache = ()
-        return x + self.body(x)
-
-    def backward(self, grad_out):
-        self._saved()
-        return grad_out + self.body.backward(grad_out)
-
-    def __repr__(self):
-        return "Residual(" + repr(self.body)[len("Sequential("):]
-
-
 def build_model(name, input_shape, seed=0, n_classes=10):
     """The network ``name`` (``cnn``, ``mlp``, ``logistic``) for inputs of
     ``input_shape`` (without the batch axis), initialised from ``rng(seed, "init")``.
@@ -225,7 +206,7 @@ def build_model(name, input_shape, seed=0, n_classes=10):
     if name == "mlp":
         return nn.Sequential(
             nn.Flatten(), nn.Linear(features, 100, rng=init), nn.ReLU(),
-            Residual(nn.Linear(100, 100, rng=init), nn.ReLU()),
+            nn.Residual(nn.Sequential(nn.Linear(100, 100, rng=init), nn.ReLU())),
             nn.Linear(100, n_classes, rng=init))
     if name != "cnn":
         raise ValueError(f"Expected model 'cnn', 'mlp' or 'logistic', got {name!r}")
