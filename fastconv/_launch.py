@@ -37,19 +37,21 @@ def _bias_or_empty(b, dtype):
 # -- convolution ------------------------------------------------------------------
 
 
-def conv_forward(x, w, b, geo):
-    """``conv{nd}d`` of ``x`` with ``w`` (and bias ``b`` or None) for geometry ``geo``."""
+def conv_forward(x, w, b, geo, relu=False):
+    """``conv{nd}d`` of ``x`` with ``w`` (and bias ``b`` or None) for geometry
+    ``geo``; with ``relu``, max(., 0) applied as the kernel stores the output."""
     out = np.empty(geo.output_shape(), dtype=x.dtype)
     plan = _plan.plan_for("forward", geo, x.dtype.itemsize)
     x4, w4, out4 = _as4d(x, geo.nd), _as4d(w, geo.nd), _as4d(out, geo.nd)
     bias = _bias_or_empty(b, x.dtype)
     kernels = _config.conv_kernels
-    if plan.path == "depthwise":
+    if plan.path.startswith("depthwise"):
         kernels.depthwise_forward_or_input_grad(
-            x4, w4, bias, out4, *geo.kernel_args()[:-1], False, plan.n_threads)
+            x4, w4, bias, out4, *geo.kernel_args()[:-1], False, plan.path == "depthwise_flat",
+            relu, plan.n_threads)
     else:
         kernels.conv2d_forward(x4, w4, bias, out4, *geo.kernel_args(), plan.path, *plan.tile,
-                               plan.n_threads)
+                               relu, plan.n_threads)
     return out
 
 
@@ -61,9 +63,10 @@ def conv_input_grad(grad_out, w, b, geo):
     bias = _bias_or_empty(b, grad_out.dtype)
     gy4, w4, gx4 = _as4d(grad_out, geo.nd), _as4d(w, geo.nd), _as4d(grad_in, geo.nd)
     kernels = _config.conv_kernels
-    if plan.path == "depthwise":
+    if plan.path.startswith("depthwise"):
         kernels.depthwise_forward_or_input_grad(
-            gy4, w4, bias, gx4, *geo.kernel_args()[:-1], True, plan.n_threads)
+            gy4, w4, bias, gx4, *geo.kernel_args()[:-1], True, plan.path == "depthwise_flat",
+            False, plan.n_threads)
     else:
         kernels.conv2d_input_grad(gy4, w4, bias, gx4, *geo.kernel_args(), plan.path,
                                   *plan.tile, plan.n_threads)
@@ -78,9 +81,10 @@ def conv_weight_grad(x, grad_out, geo):
     partial = np.zeros((plan.n_threads, math.prod(shape)), dtype=x.dtype)
     rows = plan.n_threads  # of partial that hold sums
     x4, gy4 = _as4d(x, geo.nd), _as4d(grad_out, geo.nd)
-    if plan.path == "depthwise":
+    if plan.path.startswith("depthwise"):
         _config.conv_kernels.depthwise_weight_grad(
-            x4, gy4, partial, *geo.kernel, *geo.kernel_args()[:-1], plan.n_threads)
+            x4, gy4, partial, *geo.kernel, *geo.kernel_args()[:-1],
+            plan.path == "depthwise_flat", plan.tile[0], plan.n_threads)
     else:
         rows = _config.conv_kernels.conv2d_weight_grad(
             x4, gy4, partial, *geo.kernel, *geo.kernel_args(), plan.path, *plan.tile,

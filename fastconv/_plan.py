@@ -12,17 +12,23 @@ Paths (kernels in ``fastconv/_kernels/_conv.pxi``):
 ==============  ==================  ==========================================
 op              path                kernel
 ==============  ==================  ==========================================
-forward         ``depthwise``       ``depthwise_forward_or_input_grad``
+forward         ``depthwise_flat``  ``depthwise_forward_or_input_grad``: flat
+                                    scratch planes (stride 1)
+                ``depthwise_rows``  ``depthwise_forward_or_input_grad``: row
+                                    passes, no scratch
                 ``implicit_row``    ``conv2d_forward``: implicit tiles, one
                                     output channel at a time
                 ``implicit``        ``conv2d_forward``: implicit tiles (B read
                                     in place from a padded input copy)
                 ``im2col``          ``conv2d_forward``: patch tiles
-input_grad      ``depthwise``       ``depthwise_forward_or_input_grad``
+input_grad      ``depthwise_flat``, as for forward
+                ``depthwise_rows``
                 ``implicit_adjoint`` ``conv2d_input_grad``: adjoint of the
                                     implicit forward (1-D, images as rows)
                 ``col2im``          ``conv2d_input_grad``: GEMM + scatter
-weight_grad     ``depthwise``       ``depthwise_weight_grad``
+weight_grad     ``depthwise_flat``  ``depthwise_weight_grad``: dot products
+                                    over flat planes (stride 1)
+                ``depthwise_rows``  ``depthwise_weight_grad``: by rows
                 ``direct``          ``conv2d_weight_grad``: dot products over
                                     flat planes (stride 1)
                 ``implicit``        ``conv2d_weight_grad``: implicit tiles
@@ -66,9 +72,10 @@ __all__ = ["Plan", "PATHS", "CONV_OPS", "plan_for", "pool_plan", "conv_plan", "c
 
 CONV_OPS = ("forward", "input_grad", "weight_grad")
 PATHS = {
-    "forward": ("depthwise", "implicit_row", "implicit", "im2col"),
-    "input_grad": ("depthwise", "implicit_adjoint", "col2im"),
-    "weight_grad": ("depthwise", "direct", "implicit", "im2col_by_columns", "im2col"),
+    "forward": ("depthwise_flat", "depthwise_rows", "implicit_row", "implicit", "im2col"),
+    "input_grad": ("depthwise_flat", "depthwise_rows", "implicit_adjoint", "col2im"),
+    "weight_grad": ("depthwise_flat", "depthwise_rows", "direct", "implicit",
+                    "im2col_by_columns", "im2col"),
     "max_pool": ("flat", "rows", "windows"),
     "avg_pool": ("flat", "rows"),
     "avg_pool_grad": ("tiled", "rows"),
@@ -116,12 +123,19 @@ WEIGHT_IMPLICIT_MIN_SHARE = 1 / 4
 # positions that walk all of dW (8x slower than PyTorch on a 7x7 map with
 # 512 channels).
 DW_CACHED = 1 << 20
+# Bytes of per-thread scratch of the kernels over flat planes. The weight
+# gradient's (direct, depthwise_flat) go over bands of output rows that fit;
+# the forward and input gradient (depthwise_flat) hold two whole padded
+# planes, and beyond this give way to depthwise_rows, which needs no scratch
+# (before the bound: 6 GiB of scratch for one 20000 x 20000 plane).
+FLAT_MAX_BYTES = 1 << 22
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The path of one op, its thread count, and the implicit kernels' tile
-    (rows x cols of outputs) where the path takes one."""
+    """The path of one op, its thread count, and the tile where the path
+    takes one: rows x cols of outputs of the implicit kernels, or (rows, 0)
+    of a band of the direct weight gradient."""
 
     path: str
     n_threads: int
@@ -147,6 +161,46 @@ def conv_threads(geo):
 
 def _depthwise(geo):
     return geo.c_in == geo.groups == geo.c_out
+
+
+def _flat_width(geo):
+    """Wp of _Flat (_conv_direct.pxi): the row stride of the flat planes."""
+    return max(geo.out_size[1] + (geo.kernel[1] - 1) * geo.dilation[1],
+               geo.in_size[1] + geo.pad_begin[1])
+
+
+def _flat_bytes(geo, itemsize):
+    """Per-thread scratch of the forward and input gradient over flat planes:
+    two padded planes of Hp x Wp."""
+    (h, _), (kh, _), (oh, _) = geo.in_size, geo.kernel, geo.out_size
+    hp = max(oh + (kh - 1) * geo.dilation[0], h + geo.pad_begin[0])
+    return 2 * hp * _flat_width(geo) * itemsize
+
+
+def _direct_band(geo, itemsize, n_threads):
+    """Output rows per band of the direct weight gradient (and of
+    depthwise_flat's): as many as FLAT_MAX_BYTES of scratch holds (a band of
+    the input with its halo, and one of grad_out per output channel of a
+    group), and few enough for two bands per thread where (image, group)
+    items are fewer than the threads. 0 where not even one row fits."""
+    oh, halo = geo.out_size[0], (geo.kernel[0] - 1) * geo.dilation[0]
+    row = _flat_width(geo) * itemsize
+    per_band_row = (1 + geo.c_out // geo.groups) * row
+    rows = (FLAT_MAX_BYTES - halo * row) // per_band_row
+    if rows < 1:
+        return 0
+    items = geo.n * geo.groups
+    if items < n_threads:
+        rows = min(rows, -(-oh // -(-2 * n_threads // items)))
+    return min(rows, oh)
+
+
+def _flat_applies(op, geo, itemsize, n_threads):
+    if geo.stride != (1, 1):
+        return False
+    if op == "weight_grad":
+        return _direct_band(geo, itemsize, n_threads) > 0
+    return _flat_bytes(geo, itemsize) <= FLAT_MAX_BYTES
 
 
 def _images_as_rows(geo):
@@ -178,10 +232,12 @@ def _implicit_tile(geo, itemsize, n_threads):
 # -- the plans ----------------------------------------------------------------------
 
 
-def _applies(path, geo, itemsize, n_threads):
+def _applies(op, path, geo, itemsize, n_threads):
     """Whether ``path`` computes ``op`` of this geometry correctly (the
     kernels' preconditions, not their speed)."""
-    if path == "depthwise":
+    if path == "depthwise_flat":
+        return _depthwise(geo) and _flat_applies(op, geo, itemsize, n_threads)
+    if path == "depthwise_rows":
         return _depthwise(geo)
     if path in ("implicit", "implicit_row"):
         return _implicit_tile(geo, itemsize, n_threads) is not None
@@ -189,7 +245,7 @@ def _applies(path, geo, itemsize, n_threads):
         tile = _implicit_tile(geo, itemsize, n_threads)
         return _images_as_rows(geo) and tile is not None and tile[1] == geo.out_size[1]
     if path == "direct":
-        return geo.stride == (1, 1)
+        return _flat_applies(op, geo, itemsize, n_threads)
     return True  # im2col, col2im, im2col_by_columns
 
 
@@ -199,7 +255,13 @@ def _auto(op, geo, itemsize, n_threads):
     mr, nr = blk["MR"], blk["NR"][itemsize]
     cg, mg = geo.c_in // geo.groups, geo.c_out // geo.groups
     if _depthwise(geo):
-        return "depthwise"
+        if _flat_applies(op, geo, itemsize, n_threads):
+            return "depthwise_flat"
+        # planes too large for flat scratch: by rows, where the threads have
+        # planes to share (the weight gradient's are its channels)
+        planes = geo.c_in if op == "weight_grad" else geo.n * geo.c_in
+        if planes >= n_threads:
+            return "depthwise_rows"
 
     tile = _implicit_tile(geo, itemsize, n_threads)
     implicit = (tile is not None and tile[2] >= IMPLICIT_MIN_EFFICIENCY
@@ -211,11 +273,11 @@ def _auto(op, geo, itemsize, n_threads):
     if op == "input_grad":
         positions = geo.out_size[0] * geo.out_size[1]
         if (geo.n > 1 and 2 * positions < nr and implicit
-                and _applies("implicit_adjoint", geo, itemsize, n_threads)):
+                and _applies(op, "implicit_adjoint", geo, itemsize, n_threads)):
             return "implicit_adjoint"
         return "col2im"
     # weight_grad
-    if geo.stride == (1, 1) and mg <= DIRECT_MAX_SHARE * nr:
+    if mg <= DIRECT_MAX_SHARE * nr and _applies(op, "direct", geo, itemsize, n_threads):
         return "direct"
     implicit = implicit and mg >= WEIGHT_IMPLICIT_MIN_SHARE * nr
     k = cg * geo.kernel[0] * geo.kernel[1]
@@ -254,11 +316,13 @@ def _plan(op, geo, itemsize, n_threads):
     path = _forced.get(op)
     if path is None:
         path = _auto(op, geo, itemsize, n_threads)
-    elif not _applies(path, geo, itemsize, n_threads):
+    elif not _applies(op, path, geo, itemsize, n_threads):
         raise ValueError(f"the {op} path {path!r} does not apply to {geo}")
     tile = (0, 0)
     if path in ("implicit", "implicit_row", "implicit_adjoint"):
         tile = _implicit_tile(geo, itemsize, n_threads)[:2]
+    elif op == "weight_grad" and path in ("direct", "depthwise_flat"):
+        tile = (_direct_band(geo, itemsize, n_threads), 0)
     return Plan(path, n_threads, tile)
 
 
@@ -365,7 +429,7 @@ def conv_plan(input_shape, weight_shape, dtype=np.float32, stride=1, padding=0, 
     >>> fastconv.conv_plan((8, 64, 56, 56), (64, 64, 3, 3), padding=1)["weight_grad"]
     'implicit'
     >>> fastconv.conv_plan((8, 64, 56, 56), (64, 1, 3, 3), padding=1, groups=64)["forward"]
-    'depthwise'
+    'depthwise_flat'
     """
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):

@@ -70,12 +70,18 @@ def _forward_operands(nd, x, weight, bias, weight_layout):
 # -- convolution ---------------------------------------------------------------------
 
 
-def conv(nd, x, weight, bias, stride, padding, dilation, groups):
-    """``conv{nd}d``: (input, weight, bias or None, geometry)."""
+ACTIVATIONS = (None, "relu")
+
+
+def conv(nd, x, weight, bias, stride, padding, dilation, groups, activation=None):
+    """``conv{nd}d``: (input, weight, bias or None, geometry, whether a ReLU
+    follows)."""
+    if not (activation is None or isinstance(activation, str)) or activation not in ACTIVATIONS:
+        raise ValueError(f"Expected activation None or 'relu', got {activation!r}")
     x, w, b = _forward_operands(nd, x, weight, bias, WEIGHT_LAYOUT)
     geo = conv_geometry(x.shape, w.shape, nd, stride, padding, dilation, groups)
     _bias(b, geo.c_out)
-    return x, w, b, geo
+    return x, w, b, geo, activation == "relu"
 
 
 def conv_transpose(nd, x, weight, bias, stride, padding, output_padding, groups, dilation):

@@ -33,13 +33,13 @@ __all__ = [
 # -- convolution --------------------------------------------------------------
 
 
-def _conv(x, weight, bias, nd, stride, padding, dilation, groups):
+def _conv(x, weight, bias, nd, stride, padding, dilation, groups, activation):
     return conv_forward(*_preprocess.conv(nd, x, weight, bias, stride, padding, dilation,
-                                          groups))
+                                          groups, activation))
 
 
-def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1)
+def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, activation=None):
+    """conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, activation=None)
 
     1-D convolution (cross-correlation, the deep-learning convention): the
     scanning MLP / TDNN. For output channel ``j`` in group ``g``::
@@ -57,6 +57,10 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         pad of an even effective kernel at the end, as PyTorch does.
     groups : int
         Input and output channels are split into ``groups`` independent blocks.
+    activation : None or 'relu'
+        ``'relu'`` returns ``max(y, 0)`` (NaN stays NaN), applied by the
+        kernel as it stores the output: no second pass over it (the
+        inference path of ``nn.fuse``).
 
     Shape
     -----
@@ -69,11 +73,11 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     >>> fastconv.conv1d(np.array([[[3., 4., 5.]]]), np.array([[[1., 2.]]]))
     array([[[11., 14.]]])
     """
-    return _conv(x, weight, bias, 1, stride, padding, dilation, groups)
+    return _conv(x, weight, bias, 1, stride, padding, dilation, groups, activation)
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1)
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, activation=None):
+    """conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, activation=None)
 
     2-D convolution (cross-correlation). For output channel ``j`` in group ``g``::
 
@@ -90,6 +94,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         ``'same'`` needs stride 1; with an even effective kernel the extra
         pad goes at the bottom/right, as PyTorch does.
     groups : int
+    activation : None or 'relu'
+        As for ``conv1d``: ``max(y, 0)`` fused into the kernel's output store.
 
     Shape
     -----
@@ -104,7 +110,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     >>> fastconv.conv2d(x, w, stride=2, padding=3).shape
     (1, 64, 112, 112)
     """
-    return _conv(x, weight, bias, 2, stride, padding, dilation, groups)
+    return _conv(x, weight, bias, 2, stride, padding, dilation, groups, activation)
 
 
 def _conv_transpose(x, weight, bias, nd, stride, padding, output_padding, groups, dilation):

@@ -164,23 +164,26 @@ def _conv_weight(x4, gy4, g):
 # -- convolution ----------------------------------------------------------------
 
 
-def _conv(nd, x, weight, bias, stride, padding, dilation, groups):
-    x, weight, bias, g = _preprocess.conv(nd, x, weight, bias, stride, padding, dilation,
-                                          groups)
+def _conv(nd, x, weight, bias, stride, padding, dilation, groups, activation):
+    x, weight, bias, g, relu = _preprocess.conv(nd, x, weight, bias, stride, padding,
+                                                dilation, groups, activation)
     out = _conv_forward(_as4d(x, nd), _as4d(weight, nd), g)
     if bias is not None:
         out += bias[:, None, None]
+    if relu:
+        np.maximum(out, 0, out=out)
     return _from4d(out, nd)
 
 
-def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1)
+def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, activation=None):
+    """conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, activation=None)
 
     1-D cross-correlation of ``x`` with ``weight``, plus ``bias``:
     ``y[n, o, l] = b[o] + sum_{c, t} x_pad[n, g*C_in/groups + c, l*s + t*d] * w[o, c, t]``
     where ``g`` is the group of output channel ``o``.
 
     ``padding`` is an int, a ``(left, right)`` pair, ``'valid'`` or ``'same'``.
+    ``activation='relu'`` returns ``max(y, 0)`` (NaN kept).
 
     Shape:
         x: (N, C_in, L); weight: (C_out, C_in/groups, k); bias: (C_out,)
@@ -190,11 +193,11 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     >>> conv1d([[[3, 4, 5]]], [[[1, 2]]])
     array([[[11., 14.]]])
     """
-    return _conv(1, x, weight, bias, stride, padding, dilation, groups)
+    return _conv(1, x, weight, bias, stride, padding, dilation, groups, activation)
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1)
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, activation=None):
+    """conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, activation=None)
 
     2-D cross-correlation of ``x`` with ``weight``, plus ``bias``:
     ``y[n, o, i, j] = b[o] + sum_{c, p, q} x_pad[n, g*C_in/groups + c,
@@ -202,7 +205,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
     ``padding`` is an int, an ``(pH, pW)`` pair, ``((top, bottom), (left,
     right))``, ``'valid'`` or ``'same'`` (stride 1; the odd extra row/column of
-    an even effective kernel goes at the end).
+    an even effective kernel goes at the end). ``activation='relu'`` returns
+    ``max(y, 0)`` (NaN kept).
 
     Shape:
         x: (N, C_in, H, W); weight: (C_out, C_in/groups, kH, kW); bias: (C_out,)
@@ -213,7 +217,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     >>> conv2d(np.ones((2, 3, 8, 8)), np.ones((4, 3, 3, 3)), stride=2, padding=1).shape
     (2, 4, 4, 4)
     """
-    return _conv(2, x, weight, bias, stride, padding, dilation, groups)
+    return _conv(2, x, weight, bias, stride, padding, dilation, groups, activation)
 
 
 def _conv_transpose(nd, x, weight, bias, stride, padding, output_padding, groups,

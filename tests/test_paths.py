@@ -21,6 +21,7 @@ CASES = [
     ("3x3-s2", (3, 4, 11, 10), (8, 4, 3, 3), 2, 1, 1, 1),
     ("dilated-groups", (2, 6, 12, 9), (9, 2, 3, 2), (1, 2), (2, 1), (2, 1), 3),
     ("one-channel", (3, 1, 10, 12), (2, 1, 5, 5), 1, 2, 1, 1),
+    ("one-image", (1, 2, 9, 10), (3, 2, 3, 3), 1, 1, 1, 1),  # direct: bands for the threads
     ("depthwise", (2, 6, 8, 9), (6, 1, 3, 3), 1, 1, 1, 6),
     ("depthwise-s2", (2, 4, 9, 8), (4, 1, 3, 3), 2, 1, 1, 4),
     ("2x2-s2", (2, 3, 8, 10), (5, 3, 2, 2), 2, 0, 1, 1),
@@ -131,6 +132,7 @@ LOOP_CASES = [  # (input shape, weight shape, stride, padding, groups), all 4-D
     ((2, 4, 5, 6), (4, 2, 3, 2), (1, 1), (1, 1), 2),
     ((3, 3, 1, 7), (2, 3, 1, 3), (1, 1), (0, 1), 1),  # a 1-D convolution: images as rows
     ((2, 3, 6, 5), (3, 1, 3, 3), (2, 1), (1, 0), 3),  # depthwise
+    ((2, 3, 5, 6), (3, 1, 3, 3), (1, 1), (1, 1), 3),  # depthwise at stride 1: flat planes
 ]
 
 
@@ -174,7 +176,7 @@ def test_conv_plan_names_the_paths_a_call_takes():
         assert plan[op] in _plan.PATHS[op]
     assert plan["input_grad"] == "col2im"
     dw = fastconv.conv_plan((2, 8, 9, 9), (8, 1, 3, 3), np.float64, padding=1, groups=8)
-    assert (dw["forward"], dw["input_grad"], dw["weight_grad"]) == ("depthwise",) * 3
+    assert (dw["forward"], dw["input_grad"], dw["weight_grad"]) == ("depthwise_flat",) * 3
     with pytest.raises(TypeError, match="Expected dtype float32 or float64"):
         fastconv.conv_plan((1, 1, 4, 4), (1, 1, 3, 3), np.int32)
     with pytest.raises(ValueError, match="Expected an input shape of 3 or 4"):

@@ -29,21 +29,22 @@ cdef _Flat _flat(const Geometry* geo):
     return f
 
 
-cdef void _place(const floating* src, Py_ssize_t H, Py_ssize_t W, Py_ssize_t r0,
-                 Py_ssize_t c0, Py_ssize_t Hp, Py_ssize_t Wp, floating* dst) noexcept nogil:
-    """dst (Hp x Wp) = src (H x W) with its (0, 0) at (r0, c0) (both >= 0, and
-    it fits), zero elsewhere."""
-    cdef Py_ssize_t r, c
+cdef void _place(const floating* src, Py_ssize_t H, Py_ssize_t W, Py_ssize_t row0,
+                 Py_ssize_t nrows, Py_ssize_t c0, Py_ssize_t Wp, floating* dst) noexcept nogil:
+    """dst (nrows x Wp) = rows row0 .. row0 + nrows of src (H x W; rows outside
+    it are zeros), each at column c0 (c0 + W <= Wp), zeros elsewhere."""
+    cdef Py_ssize_t r, c, ih
     cdef floating* row
-    for r in range(Hp):
+    for r in range(nrows):
         row = dst + r * Wp
-        if r < r0 or r >= r0 + H:
+        ih = row0 + r
+        if ih < 0 or ih >= H:
             for c in range(Wp):
                 row[c] = 0
             continue
         for c in range(c0):
             row[c] = 0
-        memcpy(row + c0, src + (r - r0) * W, W * sizeof(floating))
+        memcpy(row + c0, src + ih * W, W * sizeof(floating))
         for c in range(c0 + W, Wp):
             row[c] = 0
 
@@ -76,17 +77,19 @@ cdef inline double _dot(const floating* a, const floating* b, Py_ssize_t n) noex
 
 cdef void _depthwise_plane_s1(const floating* src, floating* dst, const floating* w,
                               floating b, const Geometry* geo, const _Flat* f,
-                              bint transposed, floating* pad, floating* acc) noexcept nogil:
-    """_depthwise_plane at stride 1 (see _Flat), plus the bias b; `pad` and
-    `acc` are scratch for Hp*Wp values each."""
+                              bint transposed, bint relu, floating* pad,
+                              floating* acc) noexcept nogil:
+    """One plane at stride 1 over flat planes (see _Flat), plus the bias b
+    (and max(., 0) with `relu`, forward only); `pad` and `acc` are scratch
+    for Hp*Wp values each."""
     cdef Py_ssize_t kh, kw, j, r, c, off, Wp = f.Wp
-    cdef floating wv
+    cdef floating wv, v
     if transposed:
         # acc (Hp x Wp) += w * src, laid out with row stride Wp in `pad`
-        _place(src, geo.OH, geo.OW, 0, 0, geo.OH, Wp, pad)
+        _place(src, geo.OH, geo.OW, 0, geo.OH, 0, Wp, pad)
         memset(acc, 0, f.Hp * Wp * sizeof(floating))
     else:
-        _place(src, geo.H, geo.W, geo.ph, geo.pw, f.Hp, Wp, pad)
+        _place(src, geo.H, geo.W, -geo.ph, f.Hp, geo.pw, Wp, pad)
         memset(acc, 0, f.L * sizeof(floating))
     for kh in range(geo.KH):
         for kw in range(geo.KW):
@@ -108,20 +111,61 @@ cdef void _depthwise_plane_s1(const floating* src, floating* dst, const floating
         for r in range(geo.H):
             for c in range(geo.W):
                 dst[r * geo.W + c] = b + acc[(r + geo.ph) * Wp + c + geo.pw]
-    else:
-        for r in range(geo.OH):
-            for c in range(geo.OW):
-                dst[r * geo.OW + c] = b + acc[r * Wp + c]
+        return
+    for r in range(geo.OH):
+        for c in range(geo.OW):
+            v = b + acc[r * Wp + c]
+            dst[r * geo.OW + c] = 0 if relu and v < 0 else v  # NaN stays NaN
 
 
-cdef void _depthwise_plane(const floating* src, floating* dst, const floating* w,
-                           const Geometry* geo, bint transposed) noexcept nogil:
-    """Forward: dst (OH, OW) += sum of taps w * src (H, W); transposed: dst (H, W)
-    += the adjoint, from src (OH, OW). One strided pass per row and tap."""
+cdef void _depthwise_rows(const floating* src, floating* dst, const floating* w,
+                          floating b, const Geometry* geo, bint relu) noexcept nogil:
+    """The forward of one plane with no scratch: dst (OH, OW) = b + the sum of
+    taps w * src (H, W), one output row at a time (it stays in L1 over the
+    taps; then max(., 0) with `relu`), one strided pass per tap."""
     cdef Py_ssize_t kh, kw, oh, ih, iw0, ow, lo, hi
     cdef _Range rg
     cdef Py_ssize_t H = geo.H, W = geo.W, OW = geo.OW, sw = geo.sw
+    cdef const floating* xr
+    cdef floating* d
     cdef floating wv
+    for oh in range(geo.OH):
+        d = dst + oh * OW
+        for ow in range(OW):
+            d[ow] = b
+        for kh in range(geo.KH):
+            ih = oh * geo.sh - geo.ph + kh * geo.dh
+            if ih < 0 or ih >= H:
+                continue
+            for kw in range(geo.KW):
+                wv = w[kh * geo.KW + kw]
+                iw0 = kw * geo.dw - geo.pw
+                rg = _valid_range(iw0, sw, OW, W)
+                lo = rg.lo
+                hi = rg.hi
+                xr = src + ih * W + iw0
+                if sw == 1:  # a constant stride, which gcc vectorises
+                    for ow in range(lo, hi):
+                        d[ow] += wv * xr[ow]
+                else:
+                    for ow in range(lo, hi):
+                        d[ow] += wv * xr[ow * sw]
+        if relu:
+            for ow in range(OW):
+                d[ow] = 0 if d[ow] < 0 else d[ow]  # NaN stays NaN
+
+
+cdef void _depthwise_rows_transposed(const floating* src, floating* dst, const floating* w,
+                                     floating b, const Geometry* geo) noexcept nogil:
+    """The adjoint of _depthwise_rows with no scratch: dst (H, W) = b + the
+    sum of taps w * src (OH, OW) scattered to their inputs, one strided pass
+    per row and tap."""
+    cdef Py_ssize_t kh, kw, oh, ih, iw0, ow, lo, hi, q
+    cdef _Range rg
+    cdef Py_ssize_t H = geo.H, W = geo.W, OW = geo.OW, sw = geo.sw
+    cdef floating wv
+    for q in range(H * W):
+        dst[q] = b
     for kh in range(geo.KH):
         for kw in range(geo.KW):
             wv = w[kh * geo.KW + kw]
@@ -133,12 +177,8 @@ cdef void _depthwise_plane(const floating* src, floating* dst, const floating* w
                 ih = oh * geo.sh - geo.ph + kh * geo.dh
                 if ih < 0 or ih >= H:
                     continue
-                if transposed:
-                    for ow in range(lo, hi):
-                        dst[ih * W + iw0 + ow * sw] += wv * src[oh * OW + ow]
-                else:
-                    for ow in range(lo, hi):
-                        dst[oh * OW + ow] += wv * src[ih * W + iw0 + ow * sw]
+                for ow in range(lo, hi):
+                    dst[ih * W + iw0 + ow * sw] += wv * src[oh * OW + ow]
 
 
 def depthwise_forward_or_input_grad(
@@ -147,9 +187,13 @@ def depthwise_forward_or_input_grad(
         const floating[::1] bias,               # IN  (C,) or empty
         floating[:, :, :, ::1] dst,             # OUT out (N, C, OH, OW), or grad_in (N, C, H, W)
         Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
-        Py_ssize_t dh, Py_ssize_t dw, bint transposed, int n_threads):
-    """Depthwise conv2d (transposed=False) or its input gradient, which is also
-    the depthwise conv_transpose2d (transposed=True), plus bias."""
+        Py_ssize_t dh, Py_ssize_t dw, bint transposed, bint flat, bint relu, int n_threads):
+    """Depthwise conv2d (transposed=False; with `relu`, max(., 0) fused) or
+    its input gradient, which is also the depthwise conv_transpose2d
+    (transposed=True), plus bias. Parallel over (n, c) planes. With `flat`
+    (the path depthwise_flat, stride 1 only) each plane goes through two
+    scratch planes of Hp x Wp (see _Flat); otherwise by rows, with no
+    scratch."""
     cdef Py_ssize_t N = src.shape[0], C = src.shape[1]
     cdef Geometry geo
     if transposed:
@@ -158,12 +202,15 @@ def depthwise_forward_or_input_grad(
     else:
         geo = _geometry(src.shape[2], src.shape[3], weight.shape[2], weight.shape[3],
                         dst.shape[2], dst.shape[3], sh, sw, ph, pw, dh, dw)
-    cdef Py_ssize_t plane, c, q, size = dst.shape[2] * dst.shape[3], n_failed = 0
-    cdef bint has_bias = bias.shape[0] > 0, flat = sh == 1 and sw == 1
+    cdef Py_ssize_t plane, c, n_failed = 0
+    cdef bint has_bias = bias.shape[0] > 0
     cdef _Flat f = _flat(&geo)
     cdef floating b
     cdef floating* d
+    cdef const floating* s
     cdef floating* pad = NULL
+    if flat and not (sh == 1 and sw == 1):
+        raise ValueError("the flat depthwise kernel needs stride 1")
     if flat:
         _note_workspace(2 * f.Hp * f.Wp * sizeof(floating), n_threads)
     with nogil, parallel(num_threads=n_threads):
@@ -171,19 +218,19 @@ def depthwise_forward_or_input_grad(
             pad = <floating*> malloc(2 * f.Hp * f.Wp * sizeof(floating))
         for plane in prange(N * C, schedule='static'):
             c = plane % C
+            s = &src[plane // C, c, 0, 0]
             d = &dst[plane // C, c, 0, 0]
             b = bias[c] if has_bias else 0
             if flat:
                 if pad == NULL:
                     n_failed += 1
                     continue
-                _depthwise_plane_s1(&src[plane // C, c, 0, 0], d, &weight[c, 0, 0, 0], b,
-                                    &geo, &f, transposed, pad, pad + f.Hp * f.Wp)
-                continue
-            for q in range(size):
-                d[q] = b
-            _depthwise_plane(&src[plane // C, c, 0, 0], d, &weight[c, 0, 0, 0], &geo,
-                             transposed)
+                _depthwise_plane_s1(s, d, &weight[c, 0, 0, 0], b, &geo, &f, transposed, relu,
+                                    pad, pad + f.Hp * f.Wp)
+            elif transposed:
+                _depthwise_rows_transposed(s, d, &weight[c, 0, 0, 0], b, &geo)
+            else:
+                _depthwise_rows(s, d, &weight[c, 0, 0, 0], b, &geo, relu)
         free(pad)
     if n_failed:
         raise MemoryError("fastconv: could not allocate per-thread workspace")
@@ -194,12 +241,14 @@ def depthwise_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C, 
                           floating[:, ::1] partial,                # OUT (n_threads, C*kH*kW), zeroed
                           Py_ssize_t KH, Py_ssize_t KW,
                           Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
-                          Py_ssize_t dh, Py_ssize_t dw, int n_threads):
+                          Py_ssize_t dh, Py_ssize_t dw, bint flat, Py_ssize_t band,
+                          int n_threads):
     """Per-thread partial sums of the depthwise conv2d_weight; the caller sums
     axis 0: dW[c, kh, kw] = sum over (n, oh, ow) of grad_out[n, c, oh, ow] *
-    x[n, c, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw]. At stride 1 this is
-    _weight_grad_direct with one channel per group; otherwise one thread owns
-    each channel's taps (into partial[0]) and sums them a row at a time."""
+    x[n, c, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw]. With `flat` (the path
+    depthwise_flat, stride 1 only) this is _weight_grad_direct with one
+    channel per group, over bands of `band` output rows; otherwise one thread owns each channel's taps (into
+    partial[0]) and sums them a row at a time, with no scratch."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1]
     cdef Geometry geo = _geometry(x.shape[2], x.shape[3], KH, KW, grad_out.shape[2],
                                   grad_out.shape[3], sh, sw, ph, pw, dh, dw)
@@ -209,8 +258,10 @@ def depthwise_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C, 
     cdef floating row
     cdef const floating* xp
     cdef const floating* gp
-    if sh == 1 and sw == 1:
-        _weight_grad_direct(x, grad_out, partial, &geo, C, n_threads)
+    if flat and not (sh == 1 and sw == 1):
+        raise ValueError("the flat depthwise kernel needs stride 1")
+    if flat:
+        _weight_grad_direct(x, grad_out, partial, &geo, C, band, n_threads)
         return
     for c in prange(C, schedule='static', nogil=True, num_threads=n_threads):
         for kh in range(KH):

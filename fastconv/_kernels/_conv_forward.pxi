@@ -7,8 +7,9 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
                    floating[:, :, :, ::1] out,              # OUT (N, C_out, OH, OW)
                    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                    Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups,
-                   str path, Py_ssize_t rows, Py_ssize_t cw, int n_threads):
-    """out = conv2d(x, weight, bias): cross-correlation over padded patches.
+                   str path, Py_ssize_t rows, Py_ssize_t cw, bint relu, int n_threads):
+    """out = conv2d(x, weight, bias): cross-correlation over padded patches;
+    with `relu`, max(out, 0), applied as the last block of K is stored.
 
     `path` (chosen by fastconv._plan): "im2col", or "implicit" or
     "implicit_row" on tiles of rows x cw outputs.
@@ -33,23 +34,33 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
     cdef bint by_rows = path == "implicit_row"
     if path != "im2col":
         _forward_implicit(x, wpack, bias, out, &igeo, n_images, groups, rows, cw, by_rows,
-                          n_threads)
+                          relu, n_threads)
     else:
-        _forward_im2col(x, wpack, bias, out, &geo, groups, n_threads)
+        _forward_im2col(x, wpack, bias, out, &geo, groups, relu, n_threads)
 
 
 cdef inline void _store_block(const floating* ctile, Py_ssize_t nr, Py_ssize_t rows,
                               Py_ssize_t run, floating* dst, Py_ssize_t ld_dst,
-                              const floating[::1] bias, Py_ssize_t co, bint first) noexcept nogil:
+                              const floating[::1] bias, Py_ssize_t co, bint first,
+                              bint relu) noexcept nogil:
     """Write (first block of K: with the bias) or add `run` columns of `rows`
-    rows of an MR x nr result block to output rows ld_dst apart."""
+    rows of an MR x nr result block to output rows ld_dst apart; with `relu`
+    (the last block of K, of a fused ReLU), max(result, 0), NaN kept."""
     cdef Py_ssize_t i, jj
-    cdef floating b
+    cdef floating b, v
     for i in range(rows):
-        if first:
-            b = bias[co + i] if bias.shape[0] > 0 else 0
+        b = bias[co + i] if first and bias.shape[0] > 0 else 0
+        if first and relu:
+            for jj in range(run):
+                v = ctile[i * nr + jj] + b
+                dst[i * ld_dst + jj] = 0 if v < 0 else v  # NaN stays NaN
+        elif first:
             for jj in range(run):
                 dst[i * ld_dst + jj] = ctile[i * nr + jj] + b
+        elif relu:
+            for jj in range(run):
+                v = dst[i * ld_dst + jj] + ctile[i * nr + jj]
+                dst[i * ld_dst + jj] = 0 if v < 0 else v  # NaN stays NaN
         else:
             for jj in range(run):
                 dst[i * ld_dst + jj] += ctile[i * nr + jj]
@@ -57,7 +68,8 @@ cdef inline void _store_block(const floating* ctile, Py_ssize_t nr, Py_ssize_t r
 
 cdef void _forward_im2col(const floating[:, :, :, ::1] x, const floating[::1] wpack,
                           const floating[::1] bias, floating[:, :, :, ::1] out,
-                          const Geometry* geo, Py_ssize_t groups, int n_threads) except *:
+                          const Geometry* geo, Py_ssize_t groups, bint relu,
+                          int n_threads) except *:
     """The forward over tiles of TP positions that may span images, each built
     by _im2col KC rows at a time."""
     cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
@@ -106,7 +118,8 @@ cdef void _forward_im2col(const floating[:, :, :, ::1] x, const floating[::1] wp
                             run = min(cols - j, P - p)
                             _store_block(ctile + j, nr, rows, run,
                                          &out[n, g * Mg + mp * MR, 0, 0] + p, P,
-                                         bias, g * Mg + mp * MR, k0 == 0)
+                                         bias, g * Mg + mp * MR, k0 == 0,
+                                         relu and kb0 == nkb - 1)
                             j = j + run
                             p = 0
                             n = n + 1
@@ -119,7 +132,8 @@ cdef void _forward_im2col(const floating[:, :, :, ::1] x, const floating[::1] wp
 cdef void _forward_implicit(const floating[:, :, :, ::1] x, const floating[::1] wpack,
                             const floating[::1] bias, floating[:, :, :, ::1] out,
                             const Geometry* geo, Py_ssize_t N, Py_ssize_t groups,
-                            Py_ssize_t R, Py_ssize_t cw, bint by_rows, int n_threads) except *:
+                            Py_ssize_t R, Py_ssize_t cw, bint by_rows, bint relu,
+                            int n_threads) except *:
     """The forward with no im2col: the B operand is read in place.
 
     For each tile (see _Tiling) and block of channels, the input is copied
@@ -166,7 +180,7 @@ cdef void _forward_implicit(const floating[:, :, :, ::1] x, const floating[::1] 
                                             xt + nb * bw, &off[0], ctile)
                             _store_tile(ctile, bw, 1, min(bw, tl.npos - nb * bw), nb * bw, &t,
                                         &tl, geo, &out[0, 0, 0, 0] + tl.n * geo.yn, bias, co,
-                                        cb == 0)
+                                        cb == 0, relu and cb == t.ncb - 1)
                     continue
                 for nb in range(_ceil_div(tl.npos, nr)):
                     for mp in range(nmp):
@@ -175,7 +189,7 @@ cdef void _forward_implicit(const floating[:, :, :, ::1] x, const floating[::1] 
                         _store_tile(ctile, nr, min(MR, Mg - mp * MR),
                                     min(nr, tl.npos - nb * nr), nb * nr, &t, &tl, geo,
                                     &out[0, 0, 0, 0] + tl.n * geo.yn, bias, tl.g * Mg + mp * MR,
-                                    cb == 0)
+                                    cb == 0, relu and cb == t.ncb - 1)
         free(ctile)
         free(xt)
     if n_failed:

@@ -14,7 +14,7 @@ _WeightGradPath = Literal["direct", "implicit", "im2col", "im2col_by_columns"]
 def conv2d_forward(
     x: _Float, weight: _Float, bias: _Float, out: _Float,
     sh: int, sw: int, ph: int, pw: int, dh: int, dw: int, groups: int,
-    path: _ForwardPath, rows: int, cw: int, n_threads: int,
+    path: _ForwardPath, rows: int, cw: int, relu: bool, n_threads: int,
 ) -> None: ...
 def conv2d_input_grad(
     grad_out: _Float, weight: _Float, bias: _Float, grad_in: _Float,
@@ -28,11 +28,13 @@ def conv2d_weight_grad(
 ) -> int: ...  # rows of partial that hold sums
 def depthwise_forward_or_input_grad(
     src: _Float, weight: _Float, bias: _Float, dst: _Float,
-    sh: int, sw: int, ph: int, pw: int, dh: int, dw: int, transposed: bool, n_threads: int,
+    sh: int, sw: int, ph: int, pw: int, dh: int, dw: int, transposed: bool, flat: bool,
+    relu: bool, n_threads: int,
 ) -> None: ...
 def depthwise_weight_grad(
     x: _Float, grad_out: _Float, partial: _Float, KH: int, KW: int,
-    sh: int, sw: int, ph: int, pw: int, dh: int, dw: int, n_threads: int,
+    sh: int, sw: int, ph: int, pw: int, dh: int, dw: int, flat: bool, band: int,
+    n_threads: int,
 ) -> None: ...
 def bias_grad(grad_out: _Float, out: _Float, n_threads: int) -> None: ...
 def implicit_tiles(

@@ -98,8 +98,10 @@ cdef void _fill_tile(const floating* x_c, Py_ssize_t nci, const Geometry* geo,
 cdef inline void _store_tile(const floating* ctile, Py_ssize_t ldc, Py_ssize_t rows,
                              Py_ssize_t ncols, Py_ssize_t q, const _Tiling* t,
                              const _Tile* tl, const Geometry* geo, floating* y_n,
-                             const floating[::1] bias, Py_ssize_t co, bint first) noexcept nogil:
-    """Write (first block of K: with the bias) or add the tile's positions q ..
+                             const floating[::1] bias, Py_ssize_t co, bint first,
+                             bint relu) noexcept nogil:
+    """Write (first block of K: with the bias; the last of a fused ReLU: with
+    max(., 0), see _store_block) or add the tile's positions q ..
     q+ncols of a result block of `rows` output channels from co (rows of
     ctile ldc apart) to image y_n of the output, row by row of the tile; the
     discarded columns are dropped."""
@@ -109,7 +111,7 @@ cdef inline void _store_tile(const floating* ctile, Py_ssize_t ldc, Py_ssize_t r
         if c < tl.cols:
             _store_block(ctile + j, ldc, rows, min(run, tl.cols - c),
                          y_n + co * geo.yc + (tl.oh0 + r) * geo.yr + tl.ow0 + c, geo.yc,
-                         bias, co, first)
+                         bias, co, first, relu)
         j = j + run
         c = 0
         r = r + 1

@@ -68,49 +68,57 @@ cdef void _weight_grad_implicit(const floating[:, :, :, ::1] x,
 cdef void _weight_grad_direct(const floating[:, :, :, ::1] x,
                               const floating[:, :, :, ::1] grad_out,
                               floating[:, ::1] partial, const Geometry* geo,
-                              Py_ssize_t groups, int n_threads) except *:
+                              Py_ssize_t groups, Py_ssize_t R, int n_threads) except *:
     """The stride-1 weight gradient for few output channels per group, as dot
     products over flat planes (see _Flat): dW[co, ci, kh, kw] += the dot of
-    grad_out[n, co] and x[n, ci] shifted by the tap, per image.
+    grad_out[n, co] and x[n, ci] shifted by the tap, per image and band of R
+    output rows (the plan's choice: the scratch of a band is bounded, and
+    the bands give every thread items where images are few).
 
-    Parallel over (image, group), each thread adding into its own row of
-    `partial`. Taken for at most NR/4 output channels, where the GEMM paths
-    fill a quarter of each B panel or less (lenet1's 6 channels ran at 24
-    GFLOP/s): there it measured 0.58-0.78x their time, and with 12-15
+    Parallel over (image, group, band), each thread adding into its own row
+    of `partial`. Taken for at most NR/4 output channels, where the GEMM
+    paths fill a quarter of each B panel or less (lenet1's 6 channels ran at
+    24 GFLOP/s): there it measured 0.58-0.78x their time, and with 12-15
     channels 1.5-2x.
     """
     cdef Py_ssize_t N = x.shape[0], C_in = x.shape[1], C_out = grad_out.shape[1]
     cdef Py_ssize_t Cg = C_in // groups, Mg = C_out // groups, KK = geo.KH * geo.KW
     cdef Py_ssize_t K = Cg * KK, item, n, g, ci, co, kh, kw, n_failed = 0
-    cdef _Flat f = _flat(geo)
-    # the dots run over whole blocks of DOT_LANES (no scalar remainder): the
-    # planes are followed by DOT_LANES zeros, so the extra products are 0
-    cdef Py_ssize_t L = _ceil_div(f.L, DOT_LANES) * DOT_LANES
-    cdef Py_ssize_t xsize = f.Hp * f.Wp + DOT_LANES, ysize = geo.OH * f.Wp + DOT_LANES
+    cdef Py_ssize_t nb = _ceil_div(geo.OH, R), r0, rb, L
+    cdef Py_ssize_t Wp = _flat(geo).Wp, halo = (geo.KH - 1) * geo.dh
+    # the dots run over whole blocks of DOT_LANES (no scalar remainder): each
+    # band is followed by DOT_LANES zeros, so the extra products are 0
+    cdef Py_ssize_t xsize = (R + halo) * Wp + DOT_LANES, ysize = R * Wp + DOT_LANES
     cdef floating* xp
     cdef floating* yp
     cdef floating* acc
     _note_workspace((xsize + Mg * ysize) * sizeof(floating), n_threads)
     with nogil, parallel(num_threads=n_threads):
-        xp = <floating*> calloc(xsize + Mg * ysize, sizeof(floating))
+        xp = <floating*> malloc((xsize + Mg * ysize) * sizeof(floating))
         yp = xp + xsize
         acc = &partial[omp_get_thread_num(), 0]
-        for item in prange(N * groups, schedule='static'):
+        for item in prange(N * groups * nb, schedule='static'):
             if xp == NULL:
                 n_failed += 1
                 continue
-            n = item // groups
-            g = item % groups
+            n = item // (groups * nb)
+            g = item // nb % groups
+            r0 = item % nb * R
+            rb = min(R, geo.OH - r0)
+            L = _ceil_div((rb - 1) * Wp + geo.OW, DOT_LANES) * DOT_LANES
             for co in range(Mg):
-                _place(&grad_out[n, g * Mg + co, 0, 0], geo.OH, geo.OW, 0, 0, geo.OH, f.Wp,
+                _place(&grad_out[n, g * Mg + co, 0, 0], geo.OH, geo.OW, r0, rb, 0, Wp,
                        yp + co * ysize)
+                memset(yp + co * ysize + rb * Wp, 0, DOT_LANES * sizeof(floating))
             for ci in range(Cg):
-                _place(&x[n, g * Cg + ci, 0, 0], geo.H, geo.W, geo.ph, geo.pw, f.Hp, f.Wp, xp)
+                _place(&x[n, g * Cg + ci, 0, 0], geo.H, geo.W, r0 - geo.ph, rb + halo,
+                       geo.pw, Wp, xp)
+                memset(xp + (rb + halo) * Wp, 0, DOT_LANES * sizeof(floating))
                 for co in range(Mg):
                     for kh in range(geo.KH):
                         for kw in range(geo.KW):
                             acc[(g * Mg + co) * K + ci * KK + kh * geo.KW + kw] += <floating> _dot(
-                                yp + co * ysize, xp + kh * geo.dh * f.Wp + kw * geo.dw, L)
+                                yp + co * ysize, xp + kh * geo.dh * Wp + kw * geo.dw, L)
         free(xp)
     if n_failed:
         raise MemoryError("fastconv: could not allocate per-thread workspace")
@@ -199,7 +207,7 @@ def conv2d_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C_in, 
     if path == "direct":
         if sh != 1 or sw != 1:
             raise ValueError("the direct weight gradient needs stride 1")
-        _weight_grad_direct(x, grad_out, partial, &geo, groups, n_threads)
+        _weight_grad_direct(x, grad_out, partial, &geo, groups, rows, n_threads)
         return n_threads
     if path == "implicit":
         _weight_grad_implicit(x, grad_out, partial, &igeo, n_images, groups, rows, cw,
