@@ -17,6 +17,7 @@ except ImportError as exc:  # pragma: no cover - depends on how it was installed
 
 from . import grad, nn, optim, reference
 from ._backend import get_backend, use_backend
+from ._checkpoint import UnsafeCheckpointError, load
 from ._config import get_num_threads, set_num_threads, show_config
 from ._plan import conv_plan
 from ._version import __version__
@@ -55,4 +56,6 @@ __all__ = [
     "conv_plan",
     "use_backend",
     "get_backend",
+    "load",
+    "UnsafeCheckpointError",
 ]
