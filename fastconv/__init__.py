@@ -15,7 +15,7 @@ except ImportError as exc:  # pragma: no cover - depends on how it was installed
         "if you are inside the source tree, run Python from another directory."
     ) from exc
 
-from . import grad, nn, optim, reference
+from . import grad, models, nn, optim, reference
 from ._backend import get_backend, use_backend
 from ._checkpoint import UnsafeCheckpointError, load
 from ._config import get_num_threads, set_num_threads, show_config
@@ -48,6 +48,7 @@ __all__ = [
     "adaptive_avg_pool2d",
     "grad",
     "nn",
+    "models",
     "optim",
     "reference",
     "set_num_threads",

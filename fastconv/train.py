@@ -15,7 +15,9 @@ Two data sets, both made locally (no download):
 
 Models (``--model``): ``cnn`` (for the data set), ``mlp`` (MNIST-1D's
 residual MLP: ``h = relu(W1 x); h = h + relu(W2 h); y = W3 h``, 100 hidden
-units) and ``logistic`` (one linear layer).
+units), ``logistic`` (one linear layer) and, for digits, ``resnet``
+(:func:`fastconv.models.resnet_small`: a ResNet with BatchNorm and four
+residual stages of one BasicBlock each, torchvision's names).
 
 Every random choice comes from NumPy generators derived from ``--seed`` (one
 stream each for initialisation, batch order and dropout, see :func:`rng`), so
@@ -47,7 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import fastconv
-from fastconv import _backend, nn, optim
+from fastconv import _backend, models, nn, optim
 
 __all__ = [
     "RECIPES",
@@ -183,8 +185,14 @@ def load_dataset(name="digits", seed=0, shuffle=False, test_size=0.25):
 
 
 def build_model(name, input_shape, seed=0, n_classes=10):
-    """The network ``name`` (``cnn``, ``mlp``, ``logistic``) for inputs of
-    ``input_shape`` (without the batch axis), initialised from ``rng(seed, "init")``.
+    """The network ``name`` (``cnn``, ``mlp``, ``logistic``, ``resnet``) for
+    inputs of ``input_shape`` (without the batch axis), initialised from
+    ``rng(seed, "init")``.
+
+    ``resnet`` for images (digits) is :func:`fastconv.models.resnet_small`:
+    a 3x3 stem (16 channels) with BatchNorm and ReLU, four stages of one
+    BasicBlock each (16, 32, 64, 128 channels; 8x8, 4x4, 2x2, 1x1 on
+    digits), global average pooling and ``fc``.
 
     ``cnn`` for 8x8 images (digits)::
 
@@ -208,8 +216,14 @@ def build_model(name, input_shape, seed=0, n_classes=10):
             nn.Flatten(), nn.Linear(features, 100, rng=init), nn.ReLU(),
             nn.Residual(nn.Sequential(nn.Linear(100, 100, rng=init), nn.ReLU())),
             nn.Linear(100, n_classes, rng=init))
+    if name == "resnet":
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"Expected input_shape (C, H, W) for the resnet model, got {input_shape}")
+        return models.resnet_small(n_classes, in_channels=input_shape[0], rng=init)
     if name != "cnn":
-        raise ValueError(f"Expected model 'cnn', 'mlp' or 'logistic', got {name!r}")
+        raise ValueError(
+            f"Expected model 'cnn', 'mlp', 'logistic' or 'resnet', got {name!r}")
     if len(input_shape) == 3:
         c, h, w = input_shape
         flat = 32 * (h // 4) * (w // 4)
@@ -480,7 +494,8 @@ def _parser():
                "demo extras: "
                + DEMO_HINT)
     p.add_argument("--dataset", choices=sorted(RECIPES), default="digits")
-    p.add_argument("--model", choices=["cnn", "mlp", "logistic"], default="cnn")
+    p.add_argument("--model", choices=["cnn", "mlp", "logistic", "resnet"], default="cnn",
+                   help="resnet: a small ResNet with BatchNorm (digits only)")
     p.add_argument("--epochs", type=int, help="number of epochs (default: per data set)")
     p.add_argument("--steps", type=int, help="optimiser steps in all, overriding --epochs")
     p.add_argument("--batch-size", type=int)
