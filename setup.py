@@ -4,7 +4,8 @@
   extensions are built serial (correct, one thread) and a warning says so;
   ``FASTCONV_REQUIRE_OPENMP=1`` turns that case into a build error, and
   ``FASTCONV_DISABLE_OPENMP=1`` builds serial on purpose.
-* On x86-64 the convolution and pooling kernels are compiled three times,
+* On x86-64 the convolution, pooling and normalisation kernels are compiled
+  three times,
   for the baseline ISA, for AVX2+FMA and for AVX-512F; fastconv picks one at
   import time from the CPU's features. No build ever uses ``-march=native``.
 """
@@ -133,7 +134,8 @@ class BuildExt(build_ext):
 
 def _extensions():
     isas = ["generic", "avx2", "avx512"] if _is_x86_64() else ["generic"]
-    names = ["_openmp"] + [f"_{kind}_{isa}" for kind in ("conv", "pool") for isa in isas]
+    names = ["_openmp"] + [f"_{kind}_{isa}" for kind in ("conv", "pool", "norm")
+                            for isa in isas]
     exts = [
         Extension(f"fastconv._kernels.{name}", [f"{KERNELS}/{name}.pyx"],
                   include_dirs=[KERNELS])

@@ -10,7 +10,7 @@ The thread count used by every kernel is decided here and nowhere else:
   parallel region in the child would hang (PyTorch makes the same choice).
   Use the "spawn" or "forkserver" start method for parallel children.
 
-The convolution and pooling kernels exist in several builds of the same
+The convolution, pooling and normalisation kernels exist in several builds of the same
 source (baseline, AVX2+FMA, AVX-512F on x86-64). The best one the CPU
 supports is chosen at import; ``FASTCONV_ISA=generic|avx2|avx512`` forces one
 (for testing).
@@ -85,7 +85,7 @@ def _supported_isas():
 
 
 def _load_kernels():
-    """(isa, conv kernels, pool kernels) of the best build this CPU runs."""
+    """(isa, conv kernels, pool kernels, norm kernels) of the best build this CPU runs."""
     supported = _supported_isas()
     forced = os.environ.get("FASTCONV_ISA")
     if forced:
@@ -103,13 +103,13 @@ def _load_kernels():
     for isa in candidates:
         try:
             return isa, *(importlib.import_module(f"fastconv._kernels._{kind}_{isa}")
-                          for kind in ("conv", "pool"))
+                          for kind in ("conv", "pool", "norm"))
         except ImportError:  # variant not built on this platform
             continue
     raise ImportError("no build of fastconv's kernels could be loaded")
 
 
-ISA, conv_kernels, pool_kernels = _load_kernels()
+ISA, conv_kernels, pool_kernels, norm_kernels = _load_kernels()
 
 
 @functools.cache

@@ -4,7 +4,7 @@ The public ops (``functional``, ``grad``) validate and normalise their
 arguments, then call one launcher here. A launcher allocates the output,
 asks ``_plan`` for the path and thread count, views the arrays in the
 kernels' 2-D layout (1-D ops have H = 1) and calls the kernel of the build
-in use (``_config.conv_kernels`` / ``_config.pool_kernels``). Nothing here
+in use (``_config.conv_kernels`` / ``pool_kernels`` / ``norm_kernels``). Nothing here
 checks user input: that was done before.
 """
 
@@ -17,6 +17,7 @@ from . import _config, _plan
 __all__ = [
     "conv_forward", "conv_input_grad", "conv_weight_grad", "bias_grad",
     "max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward",
+    "batch_norm_train_forward", "batch_norm_apply", "batch_norm_backward",
 ]
 
 
@@ -152,3 +153,63 @@ def avg_pool_backward(gy, input_size, geo, count_include_pad):
         _planes(gy, geo.out_size), _planes(grad_in, geo.in_size), geo.kernel_args(),
         bool(count_include_pad), plan.path, plan.n_threads)
     return grad_in
+
+
+# -- batch normalisation ----------------------------------------------------------
+# The kernels see (N, C, S), S the product of the spatial sizes. They are
+# memory-bound like pooling and share its grain. With S == 1 ((N, C) input) a
+# task is a block of adjacent channels (columns), as many as spread the
+# channels over the threads, at most the kernel's 64; otherwise one channel.
+
+
+def _nc_s(a):
+    """View C-contiguous (N, C, *spatial) as (N, C, S)."""
+    return a.reshape(a.shape[0], a.shape[1], math.prod(a.shape[2:]))
+
+
+def _norm_task(x):
+    """(channels per task, threads) for a batch-norm kernel on ``x``."""
+    n_threads = _plan.threads_for(x.size, "pool")
+    if math.prod(x.shape[2:]) != 1:
+        return 1, n_threads
+    return min(64, -(-x.shape[1] // n_threads)), n_threads
+
+
+def batch_norm_train_forward(x, weight, bias, eps):
+    """Batch norm of ``x`` (N*S >= 1) with its batch statistics: (output,
+    batch mean, biased batch variance), the statistics float64 (C,)."""
+    out = np.empty_like(x)
+    mean = np.empty(x.shape[1])
+    var = np.empty(x.shape[1])
+    block, n_threads = _norm_task(x)
+    _config.norm_kernels.batch_norm_train_forward(
+        _nc_s(x), _bias_or_empty(weight, x.dtype), _bias_or_empty(bias, x.dtype), eps,
+        _nc_s(out), mean, var, block, n_threads)
+    return out, mean, var
+
+
+def batch_norm_apply(x, scale, shift):
+    """``x * scale[c] + shift[c]`` with float64 (C,) ``scale`` and ``shift``."""
+    out = np.empty_like(x)
+    block, n_threads = _norm_task(x)
+    _config.norm_kernels.batch_norm_apply(_nc_s(x), scale, shift, _nc_s(out), block,
+                                          n_threads)
+    return out
+
+
+def batch_norm_backward(x, gy, weight, mean, invstd, training, eps):
+    """(grad_input, grad_weight, grad_bias) of batch norm, the last two in
+    float64. In training the batch statistics are recomputed from ``x`` (pass
+    None for ``mean`` and ``invstd``); otherwise ``mean`` and ``invstd`` are
+    the running mean and ``1/sqrt(running_var + eps)`` as float64 (C,)."""
+    channels = x.shape[1]
+    grad_in = np.empty_like(x)
+    grad_weight = np.empty(channels)
+    grad_bias = np.empty(channels)
+    if training:
+        mean, invstd = np.empty(channels), np.empty(channels)
+    block, n_threads = _norm_task(x)
+    _config.norm_kernels.batch_norm_backward(
+        _nc_s(x), _nc_s(gy), _bias_or_empty(weight, x.dtype), mean, invstd, training, eps,
+        _nc_s(grad_in), grad_weight, grad_bias, block, n_threads)
+    return grad_in, grad_weight, grad_bias

@@ -9,6 +9,8 @@ same function for the same op, as scikit-image's filters share
 words. The argument checks themselves live in ``_validation``.
 """
 
+import numbers
+
 import numpy as np
 
 from ._validation import (
@@ -26,6 +28,8 @@ __all__ = [
     "conv_transpose_weight", "conv_bias", "max_pool", "avg_pool", "max_pool_grad",
     "avg_pool_grad", "check_indices_in_range", "adaptive_output_size", "adaptive_pool",
     "adaptive_pool_grad",
+    "avg_pool_grad", "check_indices_in_range", "batch_norm", "batch_norm_grad",
+    "update_running_stats",
 ]
 
 LAYOUT = {1: "(N, C, L)", 2: "(N, C, H, W)"}
@@ -278,3 +282,104 @@ def adaptive_pool_grad(nd, grad_output, input_size, output_size=None):
                                nd, size[2:])
     _grad_output(gy, size[:2] + out, f"adaptive_avg_pool{nd}d for input_size={size}")
     return gy, size, out
+# -- batch normalisation -----------------------------------------------------------
+
+
+def _real(value, name, minimum=None):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"Expected {name} to be a real number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or (minimum is not None and value < minimum):
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise ValueError(f"Expected {name} to be a finite number{bound}, got {value!r}")
+    return value
+
+
+def _running_stat(a, name, channels, writable):
+    """A running statistic: a float32/float64 ndarray of shape (C,), used (and,
+    in training, updated) in place, so it is never copied or cast."""
+    if not isinstance(a, np.ndarray) or a.dtype not in (np.float32, np.float64):
+        what = type(a).__name__ if not isinstance(a, np.ndarray) else f"dtype {a.dtype}"
+        raise TypeError(f"Expected {name} to be a float32 or float64 ndarray, got {what}")
+    check_shape(a, (channels,), name, "one value per channel")
+    if writable and not a.flags.writeable:
+        raise ValueError(f"Expected {name} to be writable (it is updated in training), "
+                         "got a read-only array")
+    return a
+
+
+def _norm_input(x, named):
+    """(input, the other ``named`` arrays cast with it) for batch norm."""
+    arrays, _ = as_float_arrays(dict(input=x, **named))
+    x = arrays.pop("input")
+    if x.ndim < 2:
+        raise ValueError(f"Expected input of at least 2 dimensions (N, C, ...), got shape "
+                         f"{x.shape}")
+    _nonempty(x.shape, "input")
+    channels = x.shape[1]
+    for name, a in arrays.items():
+        if a is not None:
+            check_shape(a, (channels,), name, "one value per channel")
+    return x, arrays
+
+
+def _batch_norm_mode(x, running_mean, running_var, training, update):
+    if not isinstance(training, (bool, np.bool_)):
+        raise TypeError(f"Expected training to be a bool, got {training!r}")
+    channels = x.shape[1]
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("Expected running_mean and running_var both given or both None, "
+                         f"got running_mean={type(running_mean).__name__} and "
+                         f"running_var={type(running_var).__name__}")
+    if running_mean is not None:
+        running_mean = _running_stat(running_mean, "running_mean", channels,
+                                     update and training)
+        running_var = _running_stat(running_var, "running_var", channels,
+                                    update and training)
+    elif not training:
+        raise ValueError("Expected running_mean and running_var in evaluation mode "
+                         "(training=False), got None")
+    if training and int(np.prod(x.shape)) // channels == 1:
+        raise ValueError("Expected more than 1 value per channel when training, got input "
+                         f"size {tuple(x.shape)}")
+    return running_mean, running_var
+
+
+def batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps):
+    """``batch_norm``: (input, running_mean, running_var, weight, bias,
+    training, momentum, eps). The input, weight and bias share the float
+    dtype of the computation; the running statistics are float ndarrays of
+    shape (C,) that are used as they are and, in training, updated in place."""
+    x, arrays = _norm_input(x, dict(weight=weight, bias=bias))
+    running_mean, running_var = _batch_norm_mode(x, running_mean, running_var, training,
+                                                 update=True)
+    momentum = _real(momentum, "momentum")
+    eps = _real(eps, "eps", minimum=0)
+    return (x, running_mean, running_var, arrays["weight"], arrays["bias"], bool(training),
+            momentum, eps)
+
+
+def batch_norm_grad(x, grad_output, weight, running_mean, running_var, training, eps):
+    """``grad.batch_norm``: (input, grad_output, weight, running_mean,
+    running_var, training, eps); grad_output has the input's shape."""
+    x, arrays = _norm_input(x, dict(weight=weight))
+    gy = as_float_arrays({"grad_output": grad_output})[0]["grad_output"]
+    check_shape(gy, x.shape, "grad_output", "the shape of input")
+    gy = gy.astype(x.dtype, copy=False)
+    running_mean, running_var = _batch_norm_mode(x, running_mean, running_var, training,
+                                                 update=False)
+    eps = _real(eps, "eps", minimum=0)
+    return x, gy, arrays["weight"], running_mean, running_var, bool(training), eps
+
+
+def update_running_stats(running_mean, running_var, mean, var, count, momentum):
+    """The running-statistics update of batch norm in training, in place and
+    in float64, as PyTorch's CPU kernel: ``r = momentum*batch + (1 - momentum)*r``
+    with the batch mean and the *unbiased* batch variance
+    ``var * count/(count - 1)`` (``var`` is the biased one). Shared by both
+    backends."""
+    if running_mean is None:
+        return
+    unbiased = var * (count / (count - 1))
+    running_mean[...] = momentum * mean + (1 - momentum) * running_mean.astype(np.float64)
+    running_var[...] = momentum * unbiased + (1 - momentum) * running_var.astype(np.float64)

@@ -1,4 +1,4 @@
-"""Convolution and pooling ops with PyTorch's names and conventions.
+"""Convolution, pooling and batch-norm ops with PyTorch's names and conventions.
 
 Layout is channels-first: 1-D input ``(N, C, L)``, 2-D input ``(N, C, H, W)``.
 Each op normalises and validates its arguments once (``_preprocess``, shared
@@ -14,8 +14,17 @@ Integer and bool inputs are cast to float64; mixed float inputs follow
 """
 
 
+import numpy as np
+
 from . import _adaptive, _preprocess
-from ._launch import avg_pool_forward, conv_forward, conv_input_grad, max_pool_forward
+from ._launch import (
+    avg_pool_forward,
+    batch_norm_apply,
+    batch_norm_train_forward,
+    conv_forward,
+    conv_input_grad,
+    max_pool_forward,
+)
 
 __all__ = [
     "conv1d",
@@ -26,6 +35,7 @@ __all__ = [
     "max_pool2d",
     "avg_pool1d",
     "avg_pool2d",
+    "batch_norm",
     "adaptive_avg_pool1d",
     "adaptive_avg_pool2d",
 ]
@@ -278,6 +288,89 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     (2, 3, 16, 16)
     """
     return _avg_pool(x, 2, kernel_size, stride, padding, ceil_mode, count_include_pad)
+
+
+# -- normalisation ------------------------------------------------------------
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    """batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5)
+
+    Batch normalisation, as ``torch.nn.functional.batch_norm``: for channel
+    ``c``, with ``mean[c]`` and ``var[c]`` taken over the batch and every
+    spatial position::
+
+        y[:, c] = (x[:, c] - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c]
+
+    With ``training=True`` the statistics are the batch's (the variance
+    biased, divided by the count ``M = N * prod(spatial)``), and the running
+    statistics, when given, are updated in place::
+
+        running_mean = (1 - momentum) * running_mean + momentum * mean
+        running_var  = (1 - momentum) * running_var  + momentum * var * M / (M - 1)
+
+    (the *unbiased* variance). With ``training=False`` the running
+    statistics are used and left alone. One fused kernel: a pass of
+    statistics (accumulated in float64) and a pass of ``y = x*a[c] + b[c]``
+    in training, the second pass alone in evaluation.
+
+    Parameters
+    ----------
+    input : array_like, shape (N, C, ...)
+        ``(N, C)``, ``(N, C, L)``, ``(N, C, H, W)`` or more spatial axes.
+    running_mean, running_var : ndarray of shape (C,) or None
+        float32 or float64 arrays, used in place (never copied or cast).
+        Required when ``training=False``; with ``training=True`` they may be
+        None (nothing is tracked).
+    weight, bias : array_like, shape (C,), optional
+        The affine parameters; None means 1 and 0.
+    training : bool
+        Batch statistics (True) or running statistics (False).
+    momentum : float
+        The weight of the batch in the running statistics' update.
+    eps : float >= 0
+        Added to the variance.
+
+    Returns
+    -------
+    ndarray
+        The normalised input, in the dtype shared by ``input``, ``weight``
+        and ``bias`` (see the module's dtype rule).
+
+    Shape
+    -----
+    Output: the shape of ``input``. In training ``N * prod(spatial)`` must be
+    more than 1 (a ``ValueError`` says "Expected more than 1 value per
+    channel when training", as PyTorch does); an empty batch gives an empty
+    output and leaves the running statistics alone.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.array([[1., 2.], [3., 6.]])
+    >>> mean, var = np.zeros(2), np.ones(2)
+    >>> fastconv.batch_norm(x, mean, var, training=True, eps=0.0)
+    array([[-1., -1.],
+           [ 1.,  1.]])
+    >>> mean, var
+    (array([0.2, 0.4]), array([1.1, 1.7]))
+    """
+    x, rm, rv, w, b, training, momentum, eps = _preprocess.batch_norm(
+        input, running_mean, running_var, weight, bias, training, momentum, eps)
+    if x.shape[0] == 0:
+        return np.empty_like(x)
+    if training:
+        y, mean, var = batch_norm_train_forward(x, w, b, eps)
+        _preprocess.update_running_stats(rm, rv, mean, var, x.size // x.shape[1], momentum)
+        return y
+    scale = 1 / np.sqrt(rv.astype(np.float64) + eps)
+    if w is not None:
+        scale *= w
+    shift = -rm * scale
+    if b is not None:
+        shift += b
+    return batch_norm_apply(x, scale, shift)
 
 
 # -- adaptive pooling ---------------------------------------------------------

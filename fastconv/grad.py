@@ -20,9 +20,12 @@ shape the forward op would produce for those sizes.
 """
 
 
+import numpy as np
+
 from . import _adaptive, _preprocess
 from ._launch import (
     avg_pool_backward,
+    batch_norm_backward,
     bias_grad,
     conv_forward,
     conv_input_grad,
@@ -44,6 +47,7 @@ __all__ = [
     "max_pool2d",
     "avg_pool1d",
     "avg_pool2d",
+    "batch_norm",
     "adaptive_avg_pool1d",
     "adaptive_avg_pool2d",
 ]
@@ -204,6 +208,69 @@ def avg_pool2d(grad_output, input_size, kernel_size, stride=None, padding=0,
     window's divisor, is added to every input position of the window."""
     return _avg_pool_grad(2, grad_output, input_size, kernel_size, stride, padding,
                           ceil_mode, count_include_pad)
+
+
+# -- normalisation ------------------------------------------------------------
+
+
+def batch_norm(input, grad_output, weight=None, running_mean=None, running_var=None,
+               training=False, eps=1e-5):
+    """batch_norm(input, grad_output, weight=None, running_mean=None, running_var=None, training=False, eps=1e-5)
+
+    Gradients of :func:`fastconv.batch_norm` with respect to its input,
+    weight and bias, for the same ``input``, ``weight``, running statistics,
+    ``training`` and ``eps`` as the forward call (``bias`` and ``momentum``
+    do not enter). With ``M = N * prod(spatial)``, ``xmu = x - mean`` and
+    ``invstd = 1/sqrt(var + eps)`` per channel::
+
+        grad_bias[c]   = sum(dy[:, c])
+        grad_weight[c] = sum(dy[:, c] * xmu[:, c]) * invstd[c]
+        training: dx = (dy - grad_bias/M - xmu * invstd^2 * sum(dy*xmu)/M) * invstd * weight
+        eval:     dx = dy * invstd * weight
+
+    In training the batch statistics are recomputed from ``input`` in the
+    same pass as the sums (one pass of sums, one writing ``dx``); in
+    evaluation the running statistics are used (one pass). The running
+    statistics are never changed.
+
+    Parameters
+    ----------
+    input : array_like, shape (N, C, ...)
+        The forward call's input.
+    grad_output : array_like, shape of input
+        The gradient of the loss with respect to the forward's output.
+    weight : array_like, shape (C,), optional
+        The forward call's weight (None: 1).
+    running_mean, running_var : ndarray of shape (C,) or None
+        Required when ``training=False``.
+    training : bool
+        Whether the forward used the batch statistics.
+    eps : float >= 0
+
+    Returns
+    -------
+    grad_input : ndarray, shape of input
+    grad_weight, grad_bias : ndarray, shape (C,)
+        Always returned, also without a weight or bias (they are the
+        gradients an affine layer would get).
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x, dy = np.array([[1., 2.], [3., 6.]]), np.array([[1., 0.], [3., 0.]])
+    >>> fastconv.grad.batch_norm(x, dy, training=True, eps=0.0)
+    (array([[0., 0.],
+           [0., 0.]]), array([2., 0.]), array([4., 0.]))
+    """
+    x, gy, w, rm, rv, training, eps = _preprocess.batch_norm_grad(
+        input, grad_output, weight, running_mean, running_var, training, eps)
+    if training:
+        mean = invstd = None
+    else:
+        mean = rm.astype(np.float64)
+        invstd = 1 / np.sqrt(rv.astype(np.float64) + eps)
+    grad_in, grad_weight, grad_bias = batch_norm_backward(x, gy, w, mean, invstd, training, eps)
+    return grad_in, grad_weight.astype(x.dtype), grad_bias.astype(x.dtype)
 
 
 def adaptive_avg_pool1d(grad_output, input_size, output_size=None):

@@ -45,6 +45,7 @@ Example
 
 import math
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 
@@ -53,6 +54,7 @@ from ._validation import conv_geometry, conv_transpose_geometry, ntuple, pool_ge
 
 __all__ = [
     "Parameter",
+    "IncompatibleKeys",
     "Module",
     "Conv1d",
     "Conv2d",
@@ -62,6 +64,8 @@ __all__ = [
     "MaxPool2d",
     "AvgPool1d",
     "AvgPool2d",
+    "BatchNorm1d",
+    "BatchNorm2d",
     "ReLU",
     "LeakyReLU",
     "Tanh",
@@ -167,16 +171,52 @@ def _kaiming_uniform(shape, rng, dtype):
     return rng.uniform(-bound, bound, shape).astype(dtype), bound
 
 
+class _KeyLists(NamedTuple):
+    missing_keys: list
+    unexpected_keys: list
+
+
+class IncompatibleKeys(_KeyLists):
+    """What ``load_state_dict(..., strict=False)`` did not load.
+
+    A named pair ``(missing_keys, unexpected_keys)``, as PyTorch's
+    ``_IncompatibleKeys``, with one more attribute: ``mismatched_keys``, the
+    keys that both sides have with different shapes, which ``strict=False``
+    skips (PyTorch raises for them even then).
+
+    Examples
+    --------
+    >>> from fastconv.nn import IncompatibleKeys
+    >>> missing, unexpected = IncompatibleKeys(["a"], [], ["b"])
+    >>> missing, IncompatibleKeys(["a"], [], ["b"]).mismatched_keys
+    (['a'], ['b'])
+    """
+
+    def __new__(cls, missing_keys, unexpected_keys, mismatched_keys=()):
+        self = super().__new__(cls, list(missing_keys), list(unexpected_keys))
+        self.mismatched_keys = list(mismatched_keys)
+        return self
+
+    def __repr__(self):
+        return (f"IncompatibleKeys(missing_keys={self.missing_keys}, unexpected_keys="
+                f"{self.unexpected_keys}, mismatched_keys={self.mismatched_keys})")
+
+
 class Module:
-    """Base of every layer and loss: parameters, train/eval mode, state dict.
+    """Base of every layer and loss: parameters, buffers, train/eval mode, state dict.
 
     Parameters are the :class:`Parameter` attributes of a module, in the order
     they were assigned, followed by those of its sub-module attributes under
     ``"<attribute>.<name>"`` (``Sequential`` names its layers ``"0"``, ``"1"``, ...).
+    Buffers are the ndarray attributes named in the class attribute
+    ``_buffer_names`` (BatchNorm's ``running_mean``, ``running_var`` and
+    ``num_batches_tracked``; a buffer set to None is absent): state that is
+    saved and loaded but not trained, so not in :meth:`parameters`.
     """
 
     training = True
     _cache = None
+    _buffer_names = ()
 
     def __call__(self, *args):
         return self.forward(*args)
@@ -195,7 +235,7 @@ class Module:
             )
         return self._cache
 
-    # -- parameters
+    # -- parameters and buffers
 
     def _children(self):
         return [(name, v) for name, v in vars(self).items() if isinstance(v, Module)]
@@ -210,6 +250,18 @@ class Module:
     def parameters(self):
         return [p for _, p in self.named_parameters()]
 
+    def _own_buffers(self):
+        return [(name, getattr(self, name)) for name in self._buffer_names
+                if getattr(self, name, None) is not None]
+
+    def named_buffers(self):
+        """``[(name, ndarray)]`` of the buffers here and in sub-modules, names as
+        in :meth:`state_dict` (``"1.running_mean"``); the arrays themselves."""
+        out = self._own_buffers()
+        for prefix, child in self._children():
+            out += [(f"{prefix}.{name}", b) for name, b in child.named_buffers()]
+        return out
+
     def zero_grad(self):
         for p in self.parameters():
             p.grad[...] = 0
@@ -217,47 +269,74 @@ class Module:
     # -- mode
 
     def train(self, mode=True):
-        """Set training mode (it only changes ``Dropout``) here and in sub-modules."""
+        """Set training mode here and in every sub-module (it changes
+        ``Dropout`` and ``BatchNorm``); returns ``self``."""
         self.training = bool(mode)
         for _, child in self._children():
             child.train(mode)
         return self
 
     def eval(self):
+        """Set evaluation mode here and in every sub-module; returns ``self``."""
         return self.train(False)
 
     # -- state
 
+    def _state_arrays(self, prefix=""):
+        """``[(name, array)]`` in PyTorch's order: each module's parameters,
+        then its buffers, then its sub-modules'."""
+        own = [(name, v.data) for name, v in vars(self).items() if isinstance(v, Parameter)]
+        out = [(prefix + name, a) for name, a in own + self._own_buffers()]
+        for name, child in self._children():
+            out += child._state_arrays(f"{prefix}{name}.")
+        return out
+
     def state_dict(self):
-        """``{name: copy of data}``; round-trips through ``numpy.savez``/``numpy.load``."""
-        return {name: p.data.copy() for name, p in self.named_parameters()}
+        """``{name: copy}`` of every parameter and buffer, under PyTorch's names
+        and in its order (``"0.weight"``, ``"1.running_mean"``,
+        ``"1.num_batches_tracked"``, ...); round-trips through
+        ``numpy.savez``/``numpy.load``."""
+        return {name: a.copy() for name, a in self._state_arrays()}
 
-    def load_state_dict(self, state_dict):
-        """Copy ``state_dict`` (a dict or an ``NpzFile``) into the parameters, in place.
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy ``state_dict`` (a dict or an ``NpzFile``) into the parameters
+        and buffers, in place (values are cast to each array's dtype).
 
-        The keys must be exactly those of :meth:`state_dict` and every shape
-        must match; nothing is copied unless all of them do.
+        With ``strict=True`` the keys must be exactly those of
+        :meth:`state_dict` and every shape must match; otherwise a
+        ``ValueError`` names the missing keys, the unexpected keys and the
+        shape mismatches, and nothing is copied.
+
+        With ``strict=False`` every key present on both sides with the same
+        shape is copied; the rest is returned as an :class:`IncompatibleKeys`
+        that unpacks to ``(missing_keys, unexpected_keys)`` as in PyTorch, and
+        whose ``mismatched_keys`` names the keys skipped for their shape
+        (where PyTorch raises). With ``strict=True`` it returns an empty one.
+
+        A value of a non-real dtype (complex, say) raises ``ValueError`` in
+        both modes, before anything is copied.
         """
-        params = dict(self.named_parameters())
+        targets = dict(self._state_arrays())
         state = {key: np.asarray(state_dict[key]) for key in state_dict.keys()}
-        missing = sorted(set(params) - set(state))
-        unexpected = sorted(set(state) - set(params))
-        if missing or unexpected:
+        missing = [k for k in targets if k not in state]
+        unexpected = [k for k in state if k not in targets]
+        mismatched = [k for k in targets if k in state and state[k].shape != targets[k].shape]
+        if strict and (missing or unexpected or mismatched):
+            problems = [f"missing keys {missing}", f"unexpected keys {unexpected}"]
+            problems += [f"Expected {k!r} of shape {targets[k].shape}, got {state[k].shape}"
+                         for k in mismatched]
             raise ValueError(
-                f"Expected state_dict keys {sorted(params)}, got missing keys {missing} "
-                f"and unexpected keys {unexpected}"
+                f"Expected state_dict keys {list(targets)}; got " + "; ".join(problems)
             )
-        for name, p in params.items():
-            if state[name].shape != p.data.shape:
-                raise ValueError(
-                    f"Expected {name!r} of shape {p.data.shape}, got {state[name].shape}"
-                )
-            if not np.can_cast(state[name].dtype, p.data.dtype, "same_kind"):
+        load = [k for k in targets if k in state and k not in mismatched]
+        for name in load:
+            if state[name].dtype.kind not in "biuf":
                 raise ValueError(
                     f"Expected {name!r} of a real dtype, got {state[name].dtype}"
                 )
-        for name, p in params.items():
-            np.copyto(p.data, state[name])
+        for name in load:
+            np.copyto(targets[name], state[name], casting="unsafe")
+        return IncompatibleKeys(missing, unexpected, mismatched)
 
     def extra_repr(self):
         return ""
@@ -460,6 +539,186 @@ class ConvTranspose2d(_ConvNd):
                  dtype=np.float32):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
                          groups, bias, output_padding, rng, dtype)
+
+
+# -- batch normalisation ---------------------------------------------------------
+
+
+class _BatchNorm(Module):
+    """Shared body of BatchNorm1d and BatchNorm2d, after ``torch.nn``'s ``_BatchNorm``.
+
+    ``forward`` calls ``ops().batch_norm`` with the batch statistics in
+    training mode or when ``track_running_stats=False``, and with the running
+    statistics in eval mode; in training with tracked statistics it first
+    adds 1 to ``num_batches_tracked`` and updates the running statistics with
+    ``momentum`` (or, with ``momentum=None``, with ``1/num_batches_tracked``:
+    the cumulative average). ``backward`` calls ``ops().grad.batch_norm`` for
+    the same statistics (it reads the running statistics as they are then).
+    """
+
+    _buffer_names = ("running_mean", "running_var", "num_batches_tracked")
+    _layouts = ()  # the accepted input layouts, e.g. ("(N, C)", "(N, C, L)")
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, dtype=np.float32):
+        self.num_features = _positive_int(num_features, "num_features")
+        self.eps = _real(eps, "eps")
+        if not (self.eps >= 0 and math.isfinite(self.eps)):
+            raise ValueError(f"Expected eps to be a finite number >= 0, got {eps!r}")
+        self.momentum = None if momentum is None else _real(momentum, "momentum")
+        self.affine = _bool(affine, "affine")
+        self.track_running_stats = _bool(track_running_stats, "track_running_stats")
+        self.dtype = _param_dtype(dtype)
+        c = self.num_features
+        self.weight = Parameter(np.ones(c, self.dtype)) if self.affine else None
+        self.bias = Parameter(np.zeros(c, self.dtype)) if self.affine else None
+        if self.track_running_stats:
+            self.running_mean = np.zeros(c, self.dtype)
+            self.running_var = np.ones(c, self.dtype)
+            self.num_batches_tracked = np.zeros((), np.int64)
+        else:
+            self.running_mean = self.running_var = self.num_batches_tracked = None
+
+    def reset_running_stats(self):
+        """Running mean 0, running variance 1, ``num_batches_tracked`` 0 (in place)."""
+        if self.track_running_stats:
+            self.running_mean[...] = 0
+            self.running_var[...] = 1
+            self.num_batches_tracked[...] = 0
+
+    def _check_input(self, x):
+        c = self.num_features
+        if x.ndim not in self._ndims or x.shape[1] != c:
+            expected = " or ".join(layout.replace("C", str(c)) for layout in self._layouts)
+            raise ValueError(
+                f"Expected input of shape {expected} for {self!r} (num_features={c}), "
+                f"got shape {x.shape}"
+            )
+
+    def forward(self, x):
+        x = _cast(x, self.dtype)
+        self._check_input(x)
+        batch_stats = self.training or not self.track_running_stats
+        factor = 0.0
+        if self.training and self.track_running_stats:
+            if x.shape[0] and x.size // x.shape[1] == 1:  # the op raises; count nothing
+                return _backend.ops().batch_norm(x, None, None, training=True)
+            self.num_batches_tracked += 1
+            factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                      else self.momentum)
+        stats = ((self.running_mean, self.running_var)
+                 if not self.training or self.track_running_stats else (None, None))
+        w = None if self.weight is None else self.weight.data
+        b = None if self.bias is None else self.bias.data
+        y = _backend.ops().batch_norm(x, *stats, w, b, training=batch_stats, momentum=factor,
+                                      eps=self.eps)
+        self._cache = (x, batch_stats)
+        return y
+
+    def backward(self, grad_out):
+        x, batch_stats = self._saved()
+        gy = _cast(grad_out, self.dtype)
+        _check_grad_shape(gy, x.shape, self)
+        w = None if self.weight is None else self.weight.data
+        stats = (None, None) if batch_stats else (self.running_mean, self.running_var)
+        grad_in, grad_w, grad_b = _backend.ops().grad.batch_norm(
+            x, gy, w, *stats, training=batch_stats, eps=self.eps)
+        if self.affine:
+            self.weight.grad += grad_w
+            self.bias.grad += grad_b
+        return grad_in
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """BatchNorm1d(num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, dtype=np.float32)
+
+    Batch normalisation over ``(N, C)`` or ``(N, C, L)`` input, as
+    ``torch.nn.BatchNorm1d``, number for number::
+
+        y = (x - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c]
+
+    In training mode (or always, with ``track_running_stats=False``) the
+    statistics are the batch's, over N (and L), the variance biased; the
+    running statistics (buffers, in :meth:`state_dict`, not in
+    :meth:`parameters`) are updated with the *unbiased* variance::
+
+        running = (1 - momentum) * running + momentum * batch_statistic
+
+    with ``momentum=None`` meaning the cumulative average
+    (``momentum = 1/num_batches_tracked``). In eval mode the running
+    statistics are used. ``weight`` starts at 1 and ``bias`` at 0 (with
+    ``affine=False`` there are none). See :func:`fastconv.batch_norm` and
+    :func:`fastconv.grad.batch_norm`.
+
+    Parameters
+    ----------
+    num_features : int
+        C, the number of channels.
+    eps : float >= 0
+        Added to the variance.
+    momentum : float or None
+        The weight of each batch in the running statistics; None: cumulative.
+    affine : bool
+        Whether there are a learnable ``weight`` and ``bias``.
+    track_running_stats : bool
+        Whether there are running statistics (buffers ``running_mean``,
+        ``running_var``, ``num_batches_tracked``); without them the batch
+        statistics are used in eval mode too.
+    dtype : float32 or float64
+        Of the parameters, the buffers and the computation.
+
+    Shape
+    -----
+    ``(N, C) -> (N, C)`` or ``(N, C, L) -> (N, C, L)``; in training
+    ``N`` (times ``L``) must be more than 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> bn = nn.BatchNorm1d(2)
+    >>> y = bn(np.array([[1., 2.], [3., 6.]]))
+    >>> y.round(4), bn.running_mean, bn.running_var
+    (array([[-1., -1.],
+           [ 1.,  1.]], dtype=float32), array([0.2, 0.4], dtype=float32), array([1.1, 1.7], dtype=float32))
+    >>> list(bn.state_dict())
+    ['weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked']
+    """
+
+    _ndims = (2, 3)
+    _layouts = ("(N, C)", "(N, C, L)")
+
+
+class BatchNorm2d(_BatchNorm):
+    """BatchNorm2d(num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, dtype=np.float32)
+
+    Batch normalisation over ``(N, C, H, W)`` input, as
+    ``torch.nn.BatchNorm2d``: the statistics of channel ``c`` are taken over
+    N, H and W. Everything else as :class:`BatchNorm1d`.
+
+    Shape
+    -----
+    ``(N, C, H, W) -> (N, C, H, W)``; in training ``N*H*W`` must be more than 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> bn = nn.BatchNorm2d(3)
+    >>> x = np.random.default_rng(0).normal(5, 2, (4, 3, 8, 8))
+    >>> y = bn(x)
+    >>> bool(abs(y.mean()) < 1e-5), bool(abs(y.std() - 1) < 1e-3)
+    (True, True)
+    >>> bn.eval()(x).shape
+    (4, 3, 8, 8)
+    """
+
+    _ndims = (4,)
+    _layouts = ("(N, C, H, W)",)
 
 
 # -- pooling ------------------------------------------------------------------

@@ -53,6 +53,8 @@ __all__ = [
     "adaptive_avg_pool2d",
     "adaptive_avg_pool1d_grad",
     "adaptive_avg_pool2d_grad",
+    "batch_norm",
+    "batch_norm_grad",
     "grad",
 ]
 
@@ -827,6 +829,95 @@ def adaptive_avg_pool2d_grad(grad_output, input_size, output_size=None):
     gy, size, out = _preprocess.adaptive_pool_grad(2, grad_output, input_size, output_size)
     ph, pw = _adaptive_matrices(size[2:], out, gy.dtype)
     return np.ascontiguousarray(np.broadcast_to(ph.T @ gy @ pw, size))
+# -- batch normalisation ---------------------------------------------------------
+# Two passes of NumPy reductions in float64 (the mean, then the mean of the
+# squared deviations, as PyTorch's CPU kernel), per-channel scale and shift in
+# float64, and one multiply-add in the input's dtype.
+
+
+def _channel_axes(x):
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def _per_channel(v, x):
+    """A (C,) vector shaped to broadcast against (N, C, ...) ``x``."""
+    return np.asarray(v).reshape((1, -1) + (1,) * (x.ndim - 2))
+
+
+def _batch_moments(x):
+    """The float64 batch mean and biased variance of each channel."""
+    axes = _channel_axes(x)
+    mean = x.mean(axis=axes, dtype=np.float64)
+    d = x - _per_channel(mean, x)
+    return mean, np.mean(d * d, axis=axes, dtype=np.float64)
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    """Reference ``batch_norm`` (see :func:`fastconv.batch_norm`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> reference.batch_norm(np.array([[1., 2.], [3., 6.]]), None, None, training=True,
+    ...                      eps=0.0)
+    array([[-1., -1.],
+           [ 1.,  1.]])
+    """
+    x, rm, rv, w, b, training, momentum, eps = _preprocess.batch_norm(
+        input, running_mean, running_var, weight, bias, training, momentum, eps)
+    if x.shape[0] == 0:
+        return np.empty_like(x)
+    if training:
+        mean, var = _batch_moments(x)
+        _preprocess.update_running_stats(rm, rv, mean, var, x.size // x.shape[1], momentum)
+    else:
+        mean, var = rm.astype(np.float64), rv.astype(np.float64)
+    scale = 1 / np.sqrt(var + eps)
+    if w is not None:
+        scale = scale * w
+    shift = -mean * scale + (0 if b is None else b)
+    return x * _per_channel(scale.astype(x.dtype), x) + _per_channel(shift.astype(x.dtype), x)
+
+
+def batch_norm_grad(input, grad_output, weight=None, running_mean=None, running_var=None,
+                    training=False, eps=1e-5):
+    """Reference ``grad.batch_norm`` (see :func:`fastconv.grad.batch_norm`):
+    ``(grad_input, grad_weight, grad_bias)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> x, dy = np.array([[1., 2.], [3., 6.]]), np.array([[1., 0.], [3., 0.]])
+    >>> reference.batch_norm_grad(x, dy, training=True, eps=0.0)
+    (array([[0., 0.],
+           [0., 0.]]), array([2., 0.]), array([4., 0.]))
+    """
+    x, gy, w, rm, rv, training, eps = _preprocess.batch_norm_grad(
+        input, grad_output, weight, running_mean, running_var, training, eps)
+    axes = _channel_axes(x)
+    if training and x.shape[0] > 0:
+        mean, var = _batch_moments(x)
+    elif training:
+        mean, var = np.zeros(x.shape[1]), np.ones(x.shape[1])
+    else:
+        mean, var = rm.astype(np.float64), rv.astype(np.float64)
+    invstd = 1 / np.sqrt(var + eps)
+    xmu = x - _per_channel(mean, x)
+    sum_dy = gy.sum(axis=axes, dtype=np.float64)
+    sum_dy_xmu = np.sum(gy * xmu, axis=axes, dtype=np.float64)
+    scale = invstd if w is None else invstd * w
+    if training:
+        count = x.size // x.shape[1] if x.shape[0] else 1
+        k = invstd * invstd * sum_dy_xmu / count
+        grad_in = (gy - _per_channel(sum_dy / count, x) - xmu * _per_channel(k, x)) \
+            * _per_channel(scale, x)
+    else:
+        grad_in = gy * _per_channel(scale, x)
+    return (grad_in.astype(x.dtype, copy=False), (sum_dy_xmu * invstd).astype(x.dtype),
+            sum_dy.astype(x.dtype))
 
 
 # The gradients under the same names as ``fastconv.grad``, so that code written
@@ -847,4 +938,5 @@ grad = SimpleNamespace(
     avg_pool2d=avg_pool2d_grad,
     adaptive_avg_pool1d=adaptive_avg_pool1d_grad,
     adaptive_avg_pool2d=adaptive_avg_pool2d_grad,
+    batch_norm=batch_norm_grad,
 )

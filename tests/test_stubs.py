@@ -11,7 +11,8 @@ import pytest
 from fastconv._kernels import __file__ as _kernels_init
 
 KERNELS = Path(_kernels_init).parent
-MODULES = [f"_{kind}_{isa}" for kind in ("conv", "pool") for isa in ("generic", "avx2", "avx512")]
+MODULES = [f"_{kind}_{isa}" for kind in ("conv", "pool", "norm")
+           for isa in ("generic", "avx2", "avx512")]
 
 
 def _stub_signatures(name):
