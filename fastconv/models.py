@@ -31,6 +31,14 @@ from . import nn
 __all__ = ["BasicBlock", "ResNet", "resnet18", "resnet34", "resnet_small"]
 
 
+def _check_trainable(module):
+    if not module._keep_cache:
+        raise RuntimeError(
+            f"{type(module).__name__} was made by fastconv.nn.fuse for inference: it keeps "
+            f"no backward cache (train the unfused model)"
+        )
+
+
 def _conv(in_channels, out_channels, kernel_size, stride, padding, rng, dtype):
     """A bias-free Conv2d with torchvision's kaiming-normal (fan_out, ReLU) weights."""
     conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
@@ -76,6 +84,7 @@ class BasicBlock(nn.Module):
     """
 
     expansion = 1
+    _keep_cache = True  # nn.fuse sets it False: an inference block keeps nothing
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, rng=None,
                  dtype=np.float32):
@@ -95,10 +104,11 @@ class BasicBlock(nn.Module):
         # The final ReLU is the block's own (torchvision reuses ``relu`` here,
         # which fusing conv1/bn1/relu would turn into an Identity).
         np.maximum(out, 0, out=out)
-        self._cache = (out,)
+        self._cache = (out,) if self._keep_cache else None
         return out
 
     def backward(self, grad_out):
+        _check_trainable(self)
         (y,) = self._saved()
         g = grad_out * (y > 0)
         g_short = g if self.downsample is None else self.downsample.backward(g)
@@ -157,6 +167,8 @@ class ResNet(nn.Module):
     ['layer2.0.downsample.0.weight', 'layer2.0.downsample.1.weight']
     """
 
+    _keep_cache = True  # nn.fuse sets it False
+
     def __init__(self, block=BasicBlock, layers=(2, 2, 2, 2), num_classes=1000, in_channels=3,
                  width=64, small_input=False, rng=None, dtype=np.float32):
         if len(layers) != 4:
@@ -196,10 +208,11 @@ class ResNet(nn.Module):
     def forward(self, x):
         for stage in self._stages():
             x = stage(x)
-        self._cache = (x.shape,)
+        self._cache = (x.shape,) if self._keep_cache else None
         return self.fc(x.reshape(x.shape[0], -1))
 
     def backward(self, grad_out):
+        _check_trainable(self)
         (shape,) = self._saved()
         g = self.fc.backward(grad_out).reshape(shape)
         for stage in reversed(self._stages()):

@@ -1482,8 +1482,22 @@ class _InferenceMaxPool2d(_InferenceMaxPoolNd, MaxPool2d):
     pass
 
 
+class _Uncached(_InferenceOnly):
+    """The layer's own forward, its (small) cache dropped afterwards."""
+
+    def forward(self, x):
+        y = super().forward(x)
+        self._cache = None
+        return y
+
+
 _INFERENCE_TWINS = {ReLU: _InferenceReLU, Linear: _InferenceLinear,
                     MaxPool1d: _InferenceMaxPool1d, MaxPool2d: _InferenceMaxPool2d}
+for _cls in (Flatten, AvgPool1d, AvgPool2d, AdaptiveAvgPool1d, AdaptiveAvgPool2d, Tanh,
+             Sigmoid, LeakyReLU, Dropout):
+    _INFERENCE_TWINS[_cls] = type(f"_Inference{_cls.__name__}", (_Uncached, _cls),
+                                  {"__module__": __name__})
+del _cls
 _FUSED = {1: FusedConv1d, 2: FusedConv2d}
 
 
@@ -1542,6 +1556,8 @@ def _fuse_tree(module):
     for name, child in list(vars(module).items()):
         if isinstance(child, Module):
             setattr(module, name, _fuse_tree(child))
+    if hasattr(module, "_keep_cache"):  # a custom module that can drop its own cache
+        module._keep_cache = False
     return _twin(module)
 
 
