@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 MODULES = ["fastconv.functional", "fastconv.grad", "fastconv.reference", "fastconv.nn",
-           "fastconv.optim", "fastconv._plan"]
+           "fastconv.optim", "fastconv._plan", "fastconv.models"]
 
 
 @pytest.mark.parametrize("name", MODULES)
