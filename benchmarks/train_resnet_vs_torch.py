@@ -6,7 +6,7 @@ The same recipe in both: scikit-learn's digits (the command's split),
 and its PyTorch twin with torchvision's names (``benchmarks/torch_resnet.py``)
 holding the same initial weights, the same batches in the same order
 (``fastconv.train.batch_schedule``), Adam with the same cosine-decayed rate
-per step, BatchNorm in training mode while training and in eval mode for the
+per step and the same L2 weight decay (``fastconv.train.MODEL_RECIPES``), BatchNorm in training mode while training and in eval mode for the
 test set, at the same thread count. Runs alternate (fastconv, torch, ...),
 one pair per seed, with a pause between runs so that one OpenMP runtime's
 spinning threads do not slow the other. The fastconv run is
@@ -46,12 +46,12 @@ def torch_twin(torch, model):
 
 
 def train_torch(torch, model, data, seed, epochs, batch_size, lr, lr_schedule, batch_order,
-                eval_every, steps=None, **_):
+                eval_every, steps=None, weight_decay=0.0, **_):
     """``fastconv.train.train``'s loop in PyTorch; returns (test accuracy, train seconds)."""
     F = torch.nn.functional
     x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
     x_test, y_test = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     per_epoch = math.ceil(len(x) / batch_size)
     total = steps if steps is not None else epochs * per_epoch
     schedule = list(T.batch_schedule(len(x), batch_size, total, batch_order, seed))
