@@ -266,3 +266,31 @@ def test_train_resnet_saves_and_loads_with_buffers(tmp_path, capsys):
     again = T.build_model("resnet", (1, 8, 8), seed=7)
     again.load_state_dict(dict(saved))
     assert T.evaluate(again, data.x_test, data.y_test) == loaded
+
+
+# -- Identity and Residual -------------------------------------------------------------
+
+
+def test_identity_and_residual_with_identity_shortcut(rng):
+    x = rng.standard_normal((2, 3))
+    ident = nn.Identity(3, whatever=True)  # arguments ignored, as in PyTorch
+    assert ident(x) is x and ident.backward(x) is x
+    block = nn.Residual(nn.Sequential(nn.Linear(3, 3, rng=rng, dtype=np.float64), nn.Tanh()))
+    gy = rng.standard_normal((2, 3))
+    block(x)
+    gx = block.backward(gy)
+    numeric = _central_differences(lambda x_: float(np.sum(block(x_) * gy)), x)
+    np.testing.assert_allclose(gx, numeric, rtol=1e-7, atol=1e-9)
+    assert [n for n, _ in block.named_parameters()] == ["body.0.weight", "body.0.bias"]
+
+
+def test_residual_errors():
+    with pytest.raises(TypeError, match="Expected body"):
+        nn.Residual(lambda x: x)
+    with pytest.raises(TypeError, match="Expected shortcut"):
+        nn.Residual(nn.Identity(), shortcut=3)
+    block = nn.Residual(nn.Flatten())
+    with pytest.raises(ValueError, match="Expected body and shortcut outputs of the same"):
+        block(np.zeros((2, 3, 4)))
+    with pytest.raises(RuntimeError, match="before forward"):
+        nn.Residual(nn.Identity()).backward(np.zeros(3))
