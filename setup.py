@@ -5,9 +5,9 @@
   ``FASTCONV_REQUIRE_OPENMP=1`` turns that case into a build error, and
   ``FASTCONV_DISABLE_OPENMP=1`` builds serial on purpose.
 * On x86-64 the convolution, pooling and normalisation kernels are compiled
-  three times,
-  for the baseline ISA, for AVX2+FMA and for AVX-512F; fastconv picks one at
-  import time from the CPU's features. No build ever uses ``-march=native``.
+  three times, for the baseline ISA, for AVX2+FMA and for AVX-512F; fastconv
+  picks one at import time from the CPU's features. No build ever uses
+  ``-march=native``.
 """
 
 import os

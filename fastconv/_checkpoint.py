@@ -86,6 +86,10 @@ class UnsafeCheckpointError(pickle.UnpicklingError, ValueError):
     """
 
 
+class _Invalid(ValueError):
+    """What the stand-ins find wrong in a pickle; re-raised as a ValueError naming the file."""
+
+
 def _fail(path, what):
     return ValueError(f"Cannot load {path}: {what}")
 
@@ -192,16 +196,16 @@ class _Tensor:
 
     def __init__(self, storage, offset, size, stride, dtype=None):
         if not isinstance(storage, _Storage):
-            raise ValueError(f"Expected a storage as a tensor's first argument, got {type(storage).__name__}")
+            raise _Invalid(f"Expected a storage as a tensor's first argument, got {type(storage).__name__}")
         self.dtype = storage.dtype if dtype is None else dtype
         if not isinstance(self.dtype, _DType):
-            raise ValueError(f"Expected a torch dtype, got {type(self.dtype).__name__}")
+            raise _Invalid(f"Expected a torch dtype, got {type(self.dtype).__name__}")
         self.storage = storage
         self.offset = _index(offset, "storage offset")
         self.size = tuple(_index(s, "size") for s in _sequence(size, "size"))
         self.stride = tuple(_index(s, "stride") for s in _sequence(stride, "stride"))
         if len(self.size) != len(self.stride):
-            raise ValueError(f"Expected as many strides as sizes, got size {self.size} "
+            raise _Invalid(f"Expected as many strides as sizes, got size {self.size} "
                              f"and stride {self.stride}")
 
     def __setstate__(self, state):
@@ -211,14 +215,14 @@ class _Tensor:
         raw = self.storage.raw
         itemsize = self.dtype.storage.itemsize
         if len(raw) % itemsize:
-            raise ValueError(f"Expected storage {self.storage.key!r} to hold whole "
+            raise _Invalid(f"Expected storage {self.storage.key!r} to hold whole "
                              f"{self.dtype!r} elements, got {len(raw)} bytes")
         base = np.frombuffer(raw, dtype=self.dtype.storage)
         if 0 in self.size:
             return _to_array(np.empty(self.size, dtype=self.dtype.storage), self.dtype)
         last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
         if last >= base.size:
-            raise ValueError(
+            raise _Invalid(
                 f"Expected a tensor inside its storage {self.storage.key!r} of {base.size} "
                 f"elements, got offset {self.offset}, size {self.size} and stride {self.stride} "
                 f"(last element {last})")
@@ -230,14 +234,32 @@ class _Tensor:
 
 def _index(value, what):
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"Expected a non-negative int as a tensor's {what}, got {value!r}")
+        raise _Invalid(f"Expected a non-negative int as a tensor's {what}, got {value!r}")
     return value
 
 
 def _sequence(value, what):
     if not isinstance(value, (tuple, list)):
-        raise ValueError(f"Expected a tuple as a tensor's {what}, got {type(value).__name__}")
+        raise _Invalid(f"Expected a tuple as a tensor's {what}, got {type(value).__name__}")
     return value
+
+
+class _Callable:
+    """A function the pickle may call; inert otherwise (``BUILD`` cannot change it)."""
+
+    __slots__ = ("name", "function")
+
+    def __init__(self, name, function):
+        self.name, self.function = name, function
+
+    def __call__(self, *args):
+        return self.function(*args)
+
+    def __setstate__(self, state):
+        raise UnsafeCheckpointError(f"Expected no state for {self.name}, got a BUILD opcode")
+
+    def __repr__(self):
+        return self.name
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride):
@@ -256,38 +278,21 @@ def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, bac
 
 def _rebuild_parameter(data, requires_grad=True, backward_hooks=None, state=None):
     if not isinstance(data, _Tensor):
-        raise ValueError(f"Expected a tensor inside a Parameter, got {type(data).__name__}")
+        raise _Invalid(f"Expected a tensor inside a Parameter, got {type(data).__name__}")
     return data
 
 
 def _rebuild_from_type_v2(func, new_type, args, state):
     if not (isinstance(func, _Callable) and func.function in _REBUILDS.values()
             and func.function is not _rebuild_from_type_v2):
-        raise ValueError(f"Expected a tensor rebuild function, got {func!r}")
+        raise _Invalid(f"Expected a tensor rebuild function, got {func!r}")
     if new_type not in (_TENSOR, _PARAMETER):
-        raise ValueError(f"Expected torch.Tensor or torch.nn.Parameter, got {new_type!r}")
+        raise _Invalid(f"Expected torch.Tensor or torch.nn.Parameter, got {new_type!r}")
     return func(*_sequence(args, "rebuild arguments"))
 
 
 _TENSOR = _Marker("torch.Tensor")
 _PARAMETER = _Marker("torch.nn.parameter.Parameter")
-
-class _Callable:
-    """A function the pickle may call; inert otherwise (``BUILD`` cannot change it)."""
-
-    __slots__ = ("name", "function")
-
-    def __init__(self, name, function):
-        self.name, self.function = name, function
-
-    def __call__(self, *args):
-        return self.function(*args)
-
-    def __setstate__(self, state):
-        raise UnsafeCheckpointError(f"Expected no state for {self.name}, got a BUILD opcode")
-
-    def __repr__(self):
-        return self.name
 
 
 _GLOBALS = {
@@ -311,6 +316,14 @@ _GLOBALS.update({("torch", name): dt for name, dt in _DTYPES.items()})
 _GLOBALS.update({("torch", alias): _DTYPES[name] for alias, name in _DTYPE_ALIASES.items()})
 
 
+# dtypes and storages torch writes that have no NumPy counterpart
+_UNSUPPORTED = {"float8_e5m2", "float8_e4m3fn", "float8_e5m2fnuz", "float8_e4m3fnuz",
+                "float8_e8m0fnu", "float4_e2m1fn_x2", "complex32", "chalf", "bits8", "bits16",
+                "bits1x8", "bits2x4", "bits4x2", "QInt8Storage", "QUInt8Storage",
+                "QInt32Storage", "QUInt4x2Storage", "QUInt2x4Storage", "quint8", "qint8",
+                "qint32", "quint4x2", "quint2x4"}
+
+
 class _Unpickler(pickle.Unpickler):
     """An unpickler that knows only :data:`_GLOBALS` and storage persistent ids."""
 
@@ -324,6 +337,9 @@ class _Unpickler(pickle.Unpickler):
             return _GLOBALS[module, name]
         except (KeyError, TypeError):
             pass
+        if module == "torch" and name in _UNSUPPORTED:
+            raise _Invalid(f"Expected tensors of a dtype NumPy has, got torch.{name}; convert "
+                             f"them (say with .float()) before saving")
         hint = ""
         if module.startswith("torch.nn.modules") or module.startswith("__main__"):
             hint = (" This looks like a whole model saved with torch.save(model): save "
@@ -335,29 +351,29 @@ class _Unpickler(pickle.Unpickler):
 
     def persistent_load(self, pid):
         if not isinstance(pid, tuple) or not pid:
-            raise ValueError(f"Expected a storage persistent id, got {pid!r}")
+            raise _Invalid(f"Expected a storage persistent id, got {pid!r}")
         kind = pid[0].decode("ascii") if isinstance(pid[0], bytes) else pid[0]
         if kind != "storage":
             raise UnsafeCheckpointError(
                 f"Expected only 'storage' persistent ids, got {kind!r}; nothing from the "
                 f"file was run")
         if len(pid) != (6 if self.legacy else 5):
-            raise ValueError(f"Expected a storage persistent id of {6 if self.legacy else 5} "
+            raise _Invalid(f"Expected a storage persistent id of {6 if self.legacy else 5} "
                              f"fields, got {len(pid)}")
         storage_type, key, _location, numel = pid[1:5]
         if self.legacy and pid[5] is not None:
-            raise ValueError("Expected no storage views (a format of PyTorch before 0.4), got "
+            raise _Invalid("Expected no storage views (a format of PyTorch before 0.4), got "
                              "one; re-save the checkpoint with a recent torch.save")
         if not isinstance(storage_type, _StorageType):
-            raise ValueError(f"Expected a torch storage type, got {storage_type!r}")
+            raise _Invalid(f"Expected a torch storage type, got {storage_type!r}")
         if not isinstance(key, str):
-            raise ValueError(f"Expected a string storage key, got {key!r}")
+            raise _Invalid(f"Expected a string storage key, got {key!r}")
         numel = _index(numel, "storage size")
         storage = self.storages.get(key)
         if storage is None:
             storage = self.storages[key] = _Storage(key, storage_type.dtype, numel)
         elif storage.dtype is not storage_type.dtype or storage.numel != numel:
-            raise ValueError(f"Expected storage {key!r} to be named with one type and size, got "
+            raise _Invalid(f"Expected storage {key!r} to be named with one type and size, got "
                              f"{storage.dtype!r}[{storage.numel}] and "
                              f"{storage_type.dtype!r}[{numel}]")
         return storage
@@ -387,6 +403,8 @@ def _unpickle(path, file, legacy=False):
             obj = unpickler.load()
     except UnsafeCheckpointError as exc:
         raise UnsafeCheckpointError(f"Cannot load {path}: {exc}") from None
+    except _Invalid as exc:
+        raise _fail(path, str(exc)) from None
     except MemoryError:
         raise
     except Exception as exc:

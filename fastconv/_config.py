@@ -10,8 +10,8 @@ The thread count used by every kernel is decided here and nowhere else:
   parallel region in the child would hang (PyTorch makes the same choice).
   Use the "spawn" or "forkserver" start method for parallel children.
 
-The convolution, pooling and normalisation kernels exist in several builds of the same
-source (baseline, AVX2+FMA, AVX-512F on x86-64). The best one the CPU
+The convolution, pooling and normalisation kernels exist in several builds
+of the same source (baseline, AVX2+FMA, AVX-512F on x86-64). The best one the CPU
 supports is chosen at import; ``FASTCONV_ISA=generic|avx2|avx512`` forces one
 (for testing).
 """

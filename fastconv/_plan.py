@@ -41,8 +41,8 @@ max_pool        ``flat``            ``max_pool2d_forward``: 2x2 windows at
                                     a band of rows as one flat row
                 ``rows``            a row of outputs at a time, vectorised
                                     along it (edges: one window at a time)
-                ``windows``         one window at a time (planes of 2**31
-                                    elements or more, with indices)
+                ``windows``         one window at a time (with indices,
+                                    windows spanning 2**31 elements or more)
 avg_pool        ``flat``, ``rows``  ``avg_pool2d_forward``, as for max_pool
 avg_pool_grad   ``tiled``           ``avg_pool2d_backward``: windows that tile
                                     the plane (kernel = stride, no padding)
@@ -190,7 +190,7 @@ def _direct_band(geo, itemsize, n_threads):
     if rows < 1:
         return 0
     items = geo.n * geo.groups
-    if items < n_threads:
+    if 0 < items < n_threads:
         rows = min(rows, -(-oh // -(-2 * n_threads // items)))
     return min(rows, oh)
 
@@ -344,8 +344,9 @@ def plan_for(op, geo, itemsize):
 # vectors (LeNet's 14 outputs in float32): longer rows vectorise row by row,
 # and the flat path computes and drops every other row of outputs.
 FLAT_MAX_ROW_VECTORS = 2
-# Planes of at least this many elements take max pooling's windows path when
-# indices are wanted: the rows path keeps int tap offsets.
+# Windows whose in-bounds taps span at least this many elements (their rows
+# times W) take max pooling's windows path when indices are wanted: the rows
+# path keeps int tap offsets.
 INT_TAPS_LIMIT = 2**31
 
 
@@ -370,7 +371,8 @@ def _pool_applies(op, path, geo, want_indices):
     if path == "tiled":
         return _tiles_plane(geo)
     if path == "rows" and op == "max_pool" and want_indices:
-        return geo.in_size[0] * geo.in_size[1] < INT_TAPS_LIMIT
+        (h, w), (kh, _), (ph, _) = geo.in_size, geo.kernel, geo.padding
+        return min((kh - 1) * geo.dilation[0] + 1, h + ph) * w < INT_TAPS_LIMIT
     return True  # rows, windows
 
 

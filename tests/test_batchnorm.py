@@ -691,3 +691,74 @@ def test_backward_before_forward_and_repr():
         bn.backward(np.zeros((2, 4)))
     assert repr(bn) == ("BatchNorm1d(4, eps=1e-05, momentum=None, affine=False, "
                         "track_running_stats=True)")
+
+
+def test_nan_propagates_to_its_channel_only(rng):
+    """A NaN in channel 1 makes that channel's output, statistics and
+    gradients NaN (the variance is not clamped to 0), as in PyTorch, and
+    leaves the other channels alone."""
+    for shape in [(4, 3, 5), (6, 3)]:
+        x = _data(rng, shape, np.float64)
+        x[1, 1] = np.nan
+        rm, rv = np.zeros(3), np.ones(3)
+        y = fastconv.batch_norm(x, rm, rv, training=True)
+        assert np.isnan(y[:, 1]).all() and np.isnan(rm[1]) and np.isnan(rv[1])
+        clean = np.delete(x, 1, axis=1)
+        expected = fastconv.batch_norm(clean, np.zeros(2), np.ones(2), training=True)
+        np.testing.assert_array_equal(np.delete(y, 1, axis=1), expected)
+        gx, gw, gb = fastconv.grad.batch_norm(x, np.ones(shape), training=True)
+        assert np.isnan(gx[:, 1]).all() and np.isnan(gw[1])
+        assert not np.isnan(np.delete(gx, 1, axis=1)).any()
+
+
+def test_random_shapes_match_reference():
+    """Hypothesis: any (N, C, *spatial) with 0 to 2 spatial axes, both
+    dtypes, train and eval, against the reference."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+
+    @hypothesis.settings(max_examples=60, deadline=None, derandomize=True)
+    @hypothesis.given(n=st.integers(0, 5), c=st.integers(1, 70),
+                      spatial=st.lists(st.integers(1, 9), max_size=2),
+                      dtype=st.sampled_from(DTYPES), training=st.booleans(),
+                      affine=st.booleans(), seed=st.integers(0, 2**16))
+    def check(n, c, spatial, dtype, training, affine, seed):
+        shape = (n, c, *spatial)
+        if training and math.prod(shape) // c == 1:
+            return  # the one-value error, tested above
+        rng = np.random.default_rng(seed)
+        x = _data(rng, shape, dtype)
+        gy = rng.standard_normal(shape).astype(dtype)
+        w, b, rm, rv = _params(rng, c, dtype)
+        if not affine:
+            w = b = None
+        ours = _all_ops(fastconv, x, gy, w, b, rm, rv, training)
+        expected = _all_ops(reference, x, gy, w, b, rm, rv, training)
+        if n == 0:
+            for a, e in zip(ours, expected):
+                np.testing.assert_array_equal(a, e)
+            return
+        s = _scales(x, gy, w, b, rm, rv, training, 1e-4)
+        names = ["output", "running_mean", "running_var", "grad_input", "grad_weight",
+                 "grad_bias"]
+        for name, a, e in zip(names, ours, expected):
+            assert_close(a, e, n_terms=_count(shape), scale=s[name], err_msg=name)
+
+    check()
+
+
+@pytest.mark.parametrize("isa_name", ["generic", "avx2"])
+def test_norm_kernels_follow_fastconv_isa(isa_name):
+    """FASTCONV_ISA picks the normalisation build with the others."""
+    import os
+    import subprocess
+    import sys
+
+    if isa_name not in _config._supported_isas():
+        pytest.skip(f"this CPU cannot run the {isa_name} build")
+    code = ("from fastconv import _config; "
+            "print(_config.ISA, _config.norm_kernels.__name__.rsplit('_', 1)[-1])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, FASTCONV_ISA=isa_name), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [isa_name, isa_name]

@@ -234,6 +234,8 @@ def test_torch_strided_and_shared_storages(tmp_path, legacy):
     g = torch.Generator().manual_seed(1)
     w = torch.randn(4, 6, generator=g)
     x = torch.randn(2, 3, 4, 5, generator=g)
+    attr = torch.randn(3, generator=g)
+    attr.note = "a python attribute on a tensor"
     state = collections.OrderedDict([
         ("w", w),
         ("w.t", w.t()),                              # transposed
@@ -246,6 +248,8 @@ def test_torch_strided_and_shared_storages(tmp_path, legacy):
         ("tied", w),                                 # the same tensor twice
         ("empty", torch.empty(0, 3)),
         ("num_batches_tracked", torch.tensor(7)),
+        ("param", torch.nn.Parameter(w[1:].clone())),  # _rebuild_parameter
+        ("with_attr", attr),                          # _rebuild_from_type_v2
     ])
     path = tmp_path / "strided.pt"
     torch.save(state, path, _use_new_zipfile_serialization=not legacy)
@@ -289,13 +293,13 @@ def test_torch_module_state_dict_with_buffers(tmp_path):
     assert type(got) is dict
 
 
-@pytest.mark.parametrize("fmt", ["torch", "safetensors"])
+@pytest.mark.parametrize("fmt", ["torch", "torch-legacy", "safetensors"])
 def test_state_dict_runs_in_fastconv_as_in_torch(tmp_path, fmt):
     torch = pytest.importorskip("torch")
     model = _torch_model(torch).eval()
-    path = tmp_path / ("m.pt" if fmt == "torch" else "m.safetensors")
-    if fmt == "torch":
-        torch.save(model.state_dict(), path)
+    path = tmp_path / ("m.safetensors" if fmt == "safetensors" else "m.pt")
+    if fmt.startswith("torch"):
+        torch.save(model.state_dict(), path, _use_new_zipfile_serialization=fmt == "torch")
     else:
         safetensors_torch = pytest.importorskip("safetensors.torch")
         safetensors_torch.save_file(model.state_dict(), str(path))
@@ -340,6 +344,13 @@ def test_torch_checkpoint_dict_rule(tmp_path):
     torch.save([torch.ones(2)], tmp_path / "list.pt")
     with pytest.raises(ValueError, match="expected a dict at the top of the checkpoint, got list"):
         fastconv.load(tmp_path / "list.pt")
+
+
+def test_torch_float8_is_a_clear_error(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.save({"w": torch.ones(4).to(torch.float8_e4m3fn)}, tmp_path / "f8.pt")
+    with pytest.raises(ValueError, match=r"f8\.pt.*dtype NumPy has, got torch\.float8_e4m3fn"):
+        fastconv.load(tmp_path / "f8.pt")
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")

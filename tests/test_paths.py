@@ -240,6 +240,7 @@ POOL_CASES = [
     ((1, 2, 7, 9), 3, 2, 1, True),
     ((2, 2, 9, 8), (3, 2), (3, 2), 0, False),
     ((3, 1, 1, 30), (1, 4), (1, 3), (0, 1), False),  # 1-D as H = 1
+    ((1, 1, 13, 11), 3, 1, 1, False),  # one plane: the forward's items are bands of rows
 ]
 POOL_OPS = ("max_pool", "avg_pool", "avg_pool_grad")
 
@@ -283,3 +284,59 @@ def test_every_pooling_path_matches_the_reference(op, dtype, isa, n_threads):
                 assert_close(got, ref.avg_pool2d_grad(gy, x.shape, **kw), n_terms=9,
                              err_msg=path)
     assert taken == set(_plan.PATHS[op]), f"paths never taken: {set(_plan.PATHS[op]) - taken}"
+
+
+@pytest.mark.parametrize("ws,groups", [((2, 3, 3, 3), 1), ((3, 1, 3, 3), 3)])
+def test_weight_gradient_is_nan_only_where_a_non_finite_input_reaches(ws, groups, isa):
+    """An inf input at the last column is never paired with an output by the
+    first column of taps: every path gives the reference's finite values there."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 3, 8, 8))
+    x[0, 1, 4, 7] = np.inf
+    geo = conv_geometry(x.shape, ws, 2, 1, 0, 1, groups)
+    gy = rng.standard_normal(geo.output_shape())
+    want = ref.conv2d_weight(x, ws, gy, groups=groups)
+    assert np.isfinite(want).any() and not np.isfinite(want).all()
+    taken = 0
+    for path in _plan.PATHS["weight_grad"]:
+        with _plan.forced(weight_grad=path):
+            try:
+                _plan.plan_for("weight_grad", geo, 8)
+            except ValueError:
+                continue
+            got = fastconv.grad.conv2d_weight(x, ws, gy, groups=groups)
+        np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want), err_msg=path)
+        finite = np.isfinite(want)
+        assert_close(got[finite], want[finite], n_terms=100, err_msg=path)
+        taken += 1
+    assert taken >= 2
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_forward_with_a_non_finite_weight_multiplies_the_padding_on_every_path(stride, isa):
+    """A non-finite weight times the padding's zeros is NaN (the reference's
+    and PyTorch's zero padding): every path, including the depthwise ones
+    that skip the padding, gives the same non-finite pattern."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 4, 7, 8))
+    ws = (4, 1, 3, 3)
+    w = rng.standard_normal(ws)
+    w[2, 0, 0, 1] = np.inf
+    geo = conv_geometry(x.shape, ws, 2, stride, 1, 1, 4)
+    with np.errstate(invalid="ignore"):  # inf * 0, on purpose
+        want = ref.conv2d(x, w, stride=stride, padding=1, groups=4)
+    assert np.isnan(want).any() and np.isfinite(want).any()
+    taken = 0
+    for path in _plan.PATHS["forward"]:
+        with _plan.forced(forward=path):
+            try:
+                _plan.plan_for("forward", geo, 8)
+            except ValueError:
+                continue
+            got = fastconv.conv2d(x, w, stride=stride, padding=1, groups=4)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=path)
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(want), err_msg=path)
+        finite = np.isfinite(want)
+        assert_close(got[finite], want[finite], n_terms=9, err_msg=path)
+        taken += 1
+    assert taken >= 2

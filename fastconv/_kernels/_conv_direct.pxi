@@ -66,6 +66,17 @@ cdef inline double _dot(const floating* a, const floating* b, Py_ssize_t n) noex
         s += acc[lane]
     return s
 
+cdef double _dot_rows(const floating* a, const floating* b, Py_ssize_t rows, Py_ssize_t n,
+                      Py_ssize_t ld) noexcept nogil:
+    """sum(a[r*ld + c] * b[r*ld + c]) for r < rows, c < n, in float64: the
+    dot of _dot without the columns between rows."""
+    cdef double s = 0
+    cdef Py_ssize_t r, c
+    for r in range(rows):
+        for c in range(n):
+            s += a[r * ld + c] * b[r * ld + c]
+    return s
+
 # -- depthwise convolution (groups == C_in == C_out) ----------------------------
 #
 # With one input and one output channel per group the GEMM is 1 x kH*kW: a
@@ -122,27 +133,36 @@ cdef void _depthwise_rows(const floating* src, floating* dst, const floating* w,
                           floating b, const Geometry* geo, bint relu) noexcept nogil:
     """The forward of one plane with no scratch: dst (OH, OW) = b + the sum of
     taps w * src (H, W), one output row at a time (it stays in L1 over the
-    taps; then max(., 0) with `relu`), one strided pass per tap."""
+    taps; then max(., 0) with `relu`), one strided pass per tap. The taps
+    that fall in the padding read nothing, except that a non-finite weight
+    times the padding's zeros is NaN, as on the other paths, in the
+    reference and in PyTorch."""
     cdef Py_ssize_t kh, kw, oh, ih, iw0, ow, lo, hi
     cdef _Range rg
     cdef Py_ssize_t H = geo.H, W = geo.W, OW = geo.OW, sw = geo.sw
     cdef const floating* xr
     cdef floating* d
     cdef floating wv
+    cdef bint row_inside
     for oh in range(geo.OH):
         d = dst + oh * OW
         for ow in range(OW):
             d[ow] = b
         for kh in range(geo.KH):
             ih = oh * geo.sh - geo.ph + kh * geo.dh
-            if ih < 0 or ih >= H:
-                continue
+            row_inside = 0 <= ih < H
             for kw in range(geo.KW):
                 wv = w[kh * geo.KW + kw]
                 iw0 = kw * geo.dw - geo.pw
                 rg = _valid_range(iw0, sw, OW, W)
-                lo = rg.lo
-                hi = rg.hi
+                lo = rg.lo if row_inside else OW
+                hi = rg.hi if row_inside else OW
+                if not isfinite(wv):
+                    for ow in range(OW):
+                        if ow < lo or ow >= hi:
+                            d[ow] += wv * 0
+                if not row_inside:
+                    continue
                 xr = src + ih * W + iw0
                 if sw == 1:  # a constant stride, which gcc vectorises
                     for ow in range(lo, hi):

@@ -85,6 +85,7 @@ cdef void _weight_grad_direct(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t Cg = C_in // groups, Mg = C_out // groups, KK = geo.KH * geo.KW
     cdef Py_ssize_t K = Cg * KK, item, n, g, ci, co, kh, kw, n_failed = 0
     cdef Py_ssize_t nb = _ceil_div(geo.OH, R), r0, rb, L
+    cdef bint finite
     cdef Py_ssize_t Wp = _flat(geo).Wp, halo = (geo.KH - 1) * geo.dh
     # the dots run over whole blocks of DOT_LANES (no scalar remainder): each
     # band is followed by DOT_LANES zeros, so the extra products are 0
@@ -114,11 +115,18 @@ cdef void _weight_grad_direct(const floating[:, :, :, ::1] x,
                 _place(&x[n, g * Cg + ci, 0, 0], geo.H, geo.W, r0 - geo.ph, rb + halo,
                        geo.pw, Wp, xp)
                 memset(xp + (rb + halo) * Wp, 0, DOT_LANES * sizeof(floating))
+                # a non-finite input could meet the zeros between rows of
+                # grad_out (0 * inf = NaN where no output reaches it): then
+                # the dots go over the outputs only, row by row
+                finite = _all_finite(xp, (rb + halo) * Wp)
                 for co in range(Mg):
                     for kh in range(geo.KH):
                         for kw in range(geo.KW):
-                            acc[(g * Mg + co) * K + ci * KK + kh * geo.KW + kw] += <floating> _dot(
-                                yp + co * ysize, xp + kh * geo.dh * Wp + kw * geo.dw, L)
+                            acc[(g * Mg + co) * K + ci * KK + kh * geo.KW + kw] += <floating> (
+                                _dot(yp + co * ysize, xp + kh * geo.dh * Wp + kw * geo.dw, L)
+                                if finite else
+                                _dot_rows(yp + co * ysize, xp + kh * geo.dh * Wp + kw * geo.dw,
+                                          rb, geo.OW, Wp))
         free(xp)
     if n_failed:
         raise MemoryError("fastconv: could not allocate per-thread workspace")

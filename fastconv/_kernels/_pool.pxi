@@ -11,9 +11,11 @@
 # Pooling is memory-bound, so there is one loop nest per op and no packing.
 # Inputs arrive as (planes, H, W) with planes = N*C (1-D pooling has H = kH =
 # 1). Each entry point is a `prange` over planes calling a `noexcept nogil`
-# kernel for one plane. A plane of the output (forward) or of the input
-# gradient (backward) is written by exactly one thread, so the max-pool
-# gradient can accumulate where windows overlap without races, and the
+# kernel for one plane; where planes are fewer than the threads (one large
+# image), the forward's items are bands of output rows of a plane instead
+# (_row_bands). A plane of the input gradient (backward) is written by
+# exactly one thread, so the gradients can accumulate where windows overlap
+# without races (a large single plane runs on one thread there), and the
 # results are bitwise independent of the thread count.
 #
 # Window of output (oh, ow): rows ih = oh*sh - ph + kh*dh, columns likewise,
@@ -92,6 +94,21 @@ def blocking():
                 F64_INDEX_SIMD=bool(FASTCONV_F64_INDEX_SIMD))
 
 
+cdef Py_ssize_t _row_bands(Py_ssize_t planes, Py_ssize_t OH, int n_threads) noexcept nogil:
+    """Bands of output rows per plane for the forward's items: 1, or where
+    planes are fewer than the threads, enough for two items per thread."""
+    if planes == 0 or planes >= n_threads:
+        return 1
+    return max(1, min(OH, _ceil_div(2 * n_threads, planes)))
+
+
+cdef inline bint _taps_fit_int(const Pool2d* p) noexcept nogil:
+    """Whether the offsets kh*dh*W + kw*dw of a window's in-bounds taps fit
+    in an int: the rows they span (at most the padded input's) times W."""
+    cdef Py_ssize_t limit = 1 << 31
+    return min((p.KH - 1) * p.dh + 1, p.H + p.ph) * p.W < limit
+
+
 def max_pool2d_forward(const floating[:, :, ::1] x,      # IN  (planes, H, W)
                        floating[:, :, ::1] out,          # OUT (planes, OH, OW)
                        int64_t[:, :, ::1] indices,       # OUT (planes, OH, OW) or (0, 0, 0)
@@ -99,14 +116,15 @@ def max_pool2d_forward(const floating[:, :, ::1] x,      # IN  (planes, H, W)
                        str path, int n_threads):
     """`path` (chosen by fastconv._plan): "flat" (2x2 windows at stride 2 that
     tile pairs of rows), "rows" (a row of outputs at a time; with indices,
-    planes of fewer than 2**31 elements) or "windows" (one output at a
-    time)."""
+    windows whose taps lie fewer than 2**31 elements apart) or "windows"
+    (one output at a time)."""
     cdef Pool2d p = _geometry(x.shape[1], x.shape[2], out.shape[1], out.shape[2], geometry)
     cdef bint want_indices = indices.shape[0] > 0
-    cdef Py_ssize_t c
+    cdef Py_ssize_t planes = x.shape[0], nb = _row_bands(planes, p.OH, n_threads)
+    cdef Py_ssize_t R = _ceil_div(p.OH, nb), item, c, oh0
     cdef int* taps = NULL
     cdef floating* split = NULL
-    # int tap offsets (the rows path with indices) need the plane to fit in an int
+    # int tap offsets (the rows path with indices) need the window to fit in an int
     cdef bint use_taps = want_indices and path == "rows"
     cdef bint windows = path == "windows"
     cdef Py_ssize_t vl = FASTCONV_VEC_F32 if floating is float else FASTCONV_VEC_F64
@@ -115,8 +133,8 @@ def max_pool2d_forward(const floating[:, :, ::1] x,      # IN  (planes, H, W)
     cdef int64_t* uidx = NULL
     if path not in ("flat", "rows", "windows"):
         raise ValueError(f"unknown max-pool path {path!r}")
-    if use_taps and p.H * p.W >= 2**31:
-        raise ValueError("the rows path with indices needs planes of fewer than 2**31 elements")
+    if use_taps and not _taps_fit_int(&p):
+        raise ValueError("the rows path with indices needs windows of fewer than 2**31 elements")
     if path == "flat":
         with nogil, parallel(num_threads=n_threads):
             split = <floating*>malloc(n_flat * sizeof(floating))
@@ -134,13 +152,15 @@ def max_pool2d_forward(const floating[:, :, ::1] x,      # IN  (planes, H, W)
         with nogil, parallel(num_threads=n_threads):
             taps = <int*>malloc(max(p.OW, 1) * sizeof(int)) if use_taps else NULL
             split = <floating*>malloc(6 * (p.OW + 1) * sizeof(floating))
-            for c in prange(x.shape[0], schedule='static'):
+            for item in prange(planes * nb, schedule='static'):
                 if split == NULL or (use_taps and taps == NULL):
                     n_failed += 1
                     continue
+                c = item // nb
+                oh0 = item % nb * R
                 max_pool_plane(&x[c, 0, 0], &out[c, 0, 0],
-                               &indices[c, 0, 0] if want_indices else NULL, &p, taps, split,
-                               windows)
+                               &indices[c, 0, 0] if want_indices else NULL, &p, oh0,
+                               min(oh0 + R, p.OH), taps, split, windows)
             free(taps)
             free(split)
     if n_failed:
@@ -167,7 +187,8 @@ def avg_pool2d_forward(const floating[:, :, ::1] x,      # IN  (planes, H, W)
     """`path` (chosen by fastconv._plan): "flat" (2x2 windows at stride 2 that
     tile pairs of rows) or "rows"."""
     cdef Pool2d p = _geometry(x.shape[1], x.shape[2], out.shape[1], out.shape[2], geometry)
-    cdef Py_ssize_t c, n_failed = 0
+    cdef Py_ssize_t planes = x.shape[0], nb = _row_bands(planes, p.OH, n_threads)
+    cdef Py_ssize_t R = _ceil_div(p.OH, nb), item, c, oh0, n_failed = 0
     cdef floating* split = NULL
     cdef Py_ssize_t vl = FASTCONV_VEC_F32 if floating is float else FASTCONV_VEC_F64
     cdef Py_ssize_t band = _flat_band(&p, vl, sizeof(floating))
@@ -185,11 +206,14 @@ def avg_pool2d_forward(const floating[:, :, ::1] x,      # IN  (planes, H, W)
     else:
         with nogil, parallel(num_threads=n_threads):
             split = <floating*>malloc(6 * (p.OW + 1) * sizeof(floating))
-            for c in prange(x.shape[0], schedule='static'):
+            for item in prange(planes * nb, schedule='static'):
                 if split == NULL:
                     n_failed += 1
                     continue
-                avg_pool_plane(&x[c, 0, 0], &out[c, 0, 0], &p, count_include_pad, split)
+                c = item // nb
+                oh0 = item % nb * R
+                avg_pool_plane(&x[c, 0, 0], &out[c, 0, 0], &p, oh0, min(oh0 + R, p.OH),
+                               count_include_pad, split)
             free(split)
     if n_failed:
         raise MemoryError("fastconv: could not allocate per-thread workspace")
@@ -203,7 +227,7 @@ def avg_pool2d_backward(const floating[:, :, ::1] grad_out,  # IN  (planes, OH, 
     kernel = stride, no padding) or "rows"."""
     cdef Pool2d p = _geometry(grad_in.shape[1], grad_in.shape[2], grad_out.shape[1],
                               grad_out.shape[2], geometry)
-    cdef Py_ssize_t c
+    cdef Py_ssize_t c, n_failed = 0
     cdef floating* scratch = NULL
     cdef bint tiled = path == "tiled"
     if path not in ("tiled", "rows"):
@@ -211,6 +235,11 @@ def avg_pool2d_backward(const floating[:, :, ::1] grad_out,  # IN  (planes, OH, 
     with nogil, parallel(num_threads=n_threads):
         scratch = <floating*>malloc((p.OW + p.W + 2) * sizeof(floating))
         for c in prange(grad_in.shape[0], schedule='static'):
+            if scratch == NULL:
+                n_failed += 1
+                continue
             avg_pool_grad_plane(&grad_out[c, 0, 0], &grad_in[c, 0, 0], &p, count_include_pad,
                                 tiled, scratch)
         free(scratch)
+    if n_failed:
+        raise MemoryError("fastconv: could not allocate per-thread workspace")

@@ -38,8 +38,9 @@ cdef inline void _spread_row(const floating* g, floating* gr, Py_ssize_t lo, Py_
 
 
 cdef void avg_pool_plane(const floating* x, floating* out, const Pool2d* p,
-                         bint count_include_pad, floating* split) noexcept nogil:
-    """Interior columns (see _interior_columns) share their rows and divisor
+                         Py_ssize_t oh0, Py_ssize_t oh1, bint count_include_pad,
+                         floating* split) noexcept nogil:
+    """Output rows [oh0, oh1) of a plane. Interior columns (see _interior_columns) share their rows and divisor
     within an output row, so they are summed a row at a time (_fixed_row, or
     one vectorised pass per tap), in the same order as the per-output loop of
     the edges. `split` is scratch for _fixed_row."""
@@ -50,7 +51,7 @@ cdef void avg_pool_plane(const floating* x, floating* out, const Pool2d* p,
     cdef const floating* xr
     cdef bint fixed = _has_fixed_rows(p)
     _interior_columns(p, &lo, &hi)
-    for oh in range(p.OH):
+    for oh in range(oh0, oh1):
         o = out + oh * p.OW
         for ow in range(p.OW):
             if lo <= ow < hi:

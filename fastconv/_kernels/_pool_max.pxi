@@ -1,13 +1,14 @@
 # Max pooling of one plane, and its gradient. Included by _pool.pxi.
 
 cdef void max_pool_plane(const floating* x, floating* out, int64_t* indices,
-                         const Pool2d* p, int* taps, floating* split,
-                         bint windows) noexcept nogil:
-    """`taps` is scratch for OW ints where indices are wanted (the plane then
-    has fewer than 2**31 elements), `split` for 6*(OW + 1) values (3x3
-    windows at stride 2 de-interleave their rows into it; see _row_fixed).
-    With `windows`, every output goes through _max_window (the path for
-    planes too large for int tap offsets).
+                         const Pool2d* p, Py_ssize_t oh0, Py_ssize_t oh1, int* taps,
+                         floating* split, bint windows) noexcept nogil:
+    """Output rows [oh0, oh1) of a plane. `taps` is scratch for OW ints where
+    indices are wanted (a window's taps then lie fewer than 2**31 elements
+    apart: _taps_fit_int), `split` for 6*(OW + 1) values (3x3 windows at
+    stride 2 de-interleave their rows into it; see _row_fixed). With
+    `windows`, every output goes through _max_window (the path for windows
+    too tall for int tap offsets).
 
     Columns whose windows lie inside the input are done a row of outputs at a
     time: by _fixed_row for the square windows it unrolls (when all of the
@@ -30,7 +31,7 @@ cdef void max_pool_plane(const floating* x, floating* out, int64_t* indices,
     if windows:
         lo = hi = 0                         # every column through _max_window
         fixed = False
-    for oh in range(p.OH):
+    for oh in range(oh0, oh1):
         hs = oh * p.sh - p.ph
         kh0 = max(_ceil_div(-hs, p.dh), 0)
         kh1 = min(_ceil_div(p.H - hs, p.dh), p.KH)

@@ -1,6 +1,8 @@
-"""A convolution's workspace (what its kernels malloc outside NumPy) is
-bounded by tiles, whatever the size of the image plane: planes too large for
-the flat-plane kernels take kernels with no plane-sized scratch."""
+"""Large image planes: a convolution's workspace (what its kernels malloc
+outside NumPy) is bounded by tiles, whatever the size of the plane (planes
+too large for the flat-plane kernels take kernels with no plane-sized
+scratch), and max pooling keeps its vectorised path on planes of 2**31
+elements or more. The sizes past 2**31 themselves run in the slow tests."""
 
 import numpy as np
 import pytest
@@ -59,3 +61,17 @@ def test_many_large_planes_are_shared_by_rows(threads):
     plan = fastconv.conv_plan((4, 8, BIG, BIG), (8, 1, 3, 3), padding=1, groups=8)
     assert plan["forward"] == plan["input_grad"] == "depthwise_rows"
     assert plan["weight_grad"] == "depthwise_flat"  # over bands of rows
+
+
+def test_max_pool_indices_of_huge_planes_keep_the_rows_path():
+    """The rows path's int tap offsets need the window's rows, not the
+    plane, to hold fewer than 2**31 elements (planned only: no such array
+    is made here)."""
+    from fastconv._validation import pool_geometry
+
+    big = pool_geometry((46400, 46400), 2, 2, 2, 0, 1, False)
+    assert big.in_size[0] * big.in_size[1] >= 2**31
+    assert _plan.pool_plan("max_pool", big, 4, 1, want_indices=True).path == "rows"
+    tall = pool_geometry((2**20, 2**12), 2, (2**19, 2), 1, 0, 1, False)  # 2**31-element windows
+    assert _plan.pool_plan("max_pool", tall, 4, 1, want_indices=True).path == "windows"
+    assert _plan.pool_plan("max_pool", tall, 4, 1, want_indices=False).path == "rows"
