@@ -81,7 +81,7 @@ def test_unknown_names_are_rejected():
     with pytest.raises(ValueError, match="Expected dataset"):
         T.load_dataset("cifar")
     with pytest.raises(ValueError, match="Expected model"):
-        T.build_model("resnet", (1, 8, 8))
+        T.build_model("vgg", (1, 8, 8))
 
 
 # -- models -------------------------------------------------------------------
