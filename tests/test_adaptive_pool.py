@@ -210,11 +210,9 @@ def test_2d_matches_torch(size, out, dtype, rng):
     assert_close(layer.backward(gy), t.grad.numpy(), n_terms=n_terms)
 
 
-@pytest.mark.parametrize("length, out", CASES_1D)
+@pytest.mark.parametrize("length, out", [c for c in CASES_1D if c[1] is not None])
 def test_1d_matches_torch(length, out, rng):
-    torch = pytest.importorskip("torch")
-    if out is None:
-        pytest.skip("torch's adaptive_avg_pool1d takes no None")
+    torch = pytest.importorskip("torch")  # (its adaptive_avg_pool1d takes no None)
     x = rng.standard_normal((2, 3, length)).astype(np.float32)
     t = torch.tensor(x, requires_grad=True)
     yt = torch.nn.functional.adaptive_avg_pool1d(t, out)
