@@ -138,6 +138,7 @@ API_MODULES = [
     ("fastconv.grad", "Gradients"),
     ("fastconv.nn", "Layers and losses"),
     ("fastconv.optim", "Optimisers"),
+    ("fastconv.models", "ResNets with torchvision's names"),
     ("fastconv.reference", "The pure-NumPy reference"),
     ("fastconv.dask", "Dask"),
 ]

@@ -15,13 +15,15 @@ except ImportError as exc:  # pragma: no cover - depends on how it was installed
         "if you are inside the source tree, run Python from another directory."
     ) from exc
 
-from . import grad, nn, optim, reference
+from . import grad, models, nn, optim, reference
 from ._backend import get_backend, use_backend
 from ._checkpoint import UnsafeCheckpointError, load
 from ._config import get_num_threads, set_num_threads, show_config
 from ._plan import conv_plan
 from ._version import __version__
 from .functional import (
+    adaptive_avg_pool1d,
+    adaptive_avg_pool2d,
     avg_pool1d,
     avg_pool2d,
     batch_norm,
@@ -43,9 +45,12 @@ __all__ = [
     "max_pool2d",
     "avg_pool1d",
     "avg_pool2d",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
     "batch_norm",
     "grad",
     "nn",
+    "models",
     "optim",
     "reference",
     "set_num_threads",

@@ -26,6 +26,8 @@ from ._validation import (
 __all__ = [
     "conv", "conv_transpose", "conv_input", "conv_weight", "conv_transpose_input",
     "conv_transpose_weight", "conv_bias", "max_pool", "avg_pool", "max_pool_grad",
+    "avg_pool_grad", "check_indices_in_range", "adaptive_output_size", "adaptive_pool",
+    "adaptive_pool_grad",
     "avg_pool_grad", "check_indices_in_range", "batch_norm", "batch_norm_grad",
     "update_running_stats",
 ]
@@ -231,6 +233,55 @@ def avg_pool_grad(nd, grad_output, input_size, kernel_size, stride, padding, cei
     return gy, size, geo
 
 
+# -- adaptive pooling ---------------------------------------------------------------
+
+
+def adaptive_output_size(output_size, nd, in_size=None):
+    """``output_size`` (an int, None, or a tuple of ``nd`` ints or Nones) as a
+    tuple; a None entry takes the input's size from ``in_size`` (or stays None
+    when ``in_size`` is None, for a layer's constructor)."""
+    if output_size is None:
+        sizes = (None,) * nd
+    elif isinstance(output_size, (tuple, list)):
+        if len(output_size) != nd:
+            raise ValueError(
+                f"Expected output_size to be an int or a tuple of {nd} ints (or None), "
+                f"got {output_size!r}"
+            )
+        sizes = tuple(output_size)
+    else:
+        sizes = (output_size,) * nd
+    out = []
+    for i, v in enumerate(sizes):
+        if v is None:
+            out.append(None if in_size is None else int(in_size[i]))
+            continue
+        if (isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))
+                or v < 1):
+            raise ValueError(
+                f"Expected output_size entries to be positive ints or None, got "
+                f"{output_size!r}"
+            )
+        out.append(int(v))
+    return tuple(out)
+
+
+def adaptive_pool(nd, x, output_size):
+    """``adaptive_avg_pool{nd}d``: (input, output spatial size)."""
+    x = _pool_input(nd, x)
+    return x, adaptive_output_size(output_size, nd, x.shape[2:])
+
+
+def adaptive_pool_grad(nd, grad_output, input_size, output_size=None):
+    """``grad.adaptive_avg_pool{nd}d``: (grad_output, input_size, output spatial
+    size). ``output_size`` None means grad_output's own spatial size."""
+    size = check_size(input_size, nd, "input_size")
+    _nonempty(size, "input_size")
+    (gy,) = _operands(nd, {"grad_output": LAYOUT[nd]}, grad_output=grad_output)
+    out = adaptive_output_size(tuple(gy.shape[2:]) if output_size is None else output_size,
+                               nd, size[2:])
+    _grad_output(gy, size[:2] + out, f"adaptive_avg_pool{nd}d for input_size={size}")
+    return gy, size, out
 # -- batch normalisation -----------------------------------------------------------
 
 

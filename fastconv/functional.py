@@ -16,7 +16,7 @@ Integer and bool inputs are cast to float64; mixed float inputs follow
 
 import numpy as np
 
-from . import _preprocess
+from . import _adaptive, _preprocess
 from ._launch import (
     avg_pool_forward,
     batch_norm_apply,
@@ -36,6 +36,8 @@ __all__ = [
     "avg_pool1d",
     "avg_pool2d",
     "batch_norm",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
 ]
 
 # -- convolution --------------------------------------------------------------
@@ -478,3 +480,75 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if b is not None:
         shift += b
     return batch_norm_apply(x, scale, shift)
+
+
+# -- adaptive pooling ---------------------------------------------------------
+
+
+def adaptive_avg_pool1d(x, output_size):
+    """adaptive_avg_pool1d(x, output_size)
+
+    1-D adaptive average pooling: the mean over each of ``output_size`` bins
+    of PyTorch's rule, bin ``i`` covering
+    ``[floor(i*L/L_out), ceil((i+1)*L/L_out))`` (bins may overlap when
+    ``L_out`` does not divide ``L``). See :func:`adaptive_avg_pool2d`.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, L)
+    output_size : int, (int,) or None
+        ``L_out``; None keeps ``L``.
+
+    Returns
+    -------
+    ndarray, shape (N, C, L_out)
+
+    Shape
+    -----
+    Input ``(N, C, L)``, output ``(N, C, L_out)``, ``L_out = output_size``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.adaptive_avg_pool1d(np.array([[[1., 2., 3., 4., 5.]]]), 2)
+    array([[[2., 4.]]])
+    """
+    x, out = _preprocess.adaptive_pool(1, x, output_size)
+    return _adaptive.forward(x, out)
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """adaptive_avg_pool2d(x, output_size)
+
+    2-D adaptive average pooling with PyTorch's bins: output ``(i, j)`` is the
+    mean of rows ``[floor(i*H/H_out), ceil((i+1)*H/H_out))`` and columns
+    ``[floor(j*W/W_out), ceil((j+1)*W/W_out))``. ``output_size=1`` is global
+    average pooling (one mean over each contiguous plane, the fast path);
+    sizes that divide the input pool disjoint equal windows; others use
+    prefix sums in float64. Vectorised NumPy, no compiled kernel.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W)
+    output_size : int, (int or None, int or None) or None
+        ``(H_out, W_out)``; an int means a square output, None keeps that size.
+
+    Returns
+    -------
+    ndarray, shape (N, C, H_out, W_out)
+
+    Shape
+    -----
+    Input ``(N, C, H, W)``, output ``(N, C, H_out, W_out)``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.arange(16.).reshape(1, 1, 4, 4)
+    >>> fastconv.adaptive_avg_pool2d(x, 1)[0, 0]
+    array([[7.5]])
+    >>> fastconv.adaptive_avg_pool2d(np.ones((2, 3, 7, 5)), (3, None)).shape
+    (2, 3, 3, 5)
+    """
+    x, out = _preprocess.adaptive_pool(2, x, output_size)
+    return _adaptive.forward(x, out)

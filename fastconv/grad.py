@@ -22,7 +22,7 @@ shape the forward op would produce for those sizes.
 
 import numpy as np
 
-from . import _preprocess
+from . import _adaptive, _preprocess
 from ._launch import (
     avg_pool_backward,
     batch_norm_backward,
@@ -48,6 +48,8 @@ __all__ = [
     "avg_pool1d",
     "avg_pool2d",
     "batch_norm",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
 ]
 
 
@@ -684,3 +686,71 @@ def batch_norm(input, grad_output, weight=None, running_mean=None, running_var=N
         invstd = 1 / np.sqrt(rv.astype(np.float64) + eps)
     grad_in, grad_weight, grad_bias = batch_norm_backward(x, gy, w, mean, invstd, training, eps)
     return grad_in, grad_weight.astype(x.dtype), grad_bias.astype(x.dtype)
+
+
+def adaptive_avg_pool1d(grad_output, input_size, output_size=None):
+    """adaptive_avg_pool1d(grad_output, input_size, output_size=None)
+
+    Gradient of :func:`fastconv.adaptive_avg_pool1d` with respect to its
+    input: each ``grad_output[n, c, i]``, divided by its bin's length, is
+    added to every input position of bin ``i`` (overlapping bins accumulate).
+
+    Parameters
+    ----------
+    grad_output : array_like, shape (N, C, L_out)
+    input_size : tuple of int
+        ``(N, C, L)``.
+    output_size : int, (int,) or None, optional
+        Checked against ``grad_output`` when given; None takes its size.
+
+    Returns
+    -------
+    ndarray, shape input_size
+
+    Shape
+    -----
+    ``grad_output (N, C, L_out) -> (N, C, L)``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.grad.adaptive_avg_pool1d(np.array([[[2., 4.]]]), (1, 1, 5))
+    array([[[0.66666667, 0.66666667, 2.        , 1.33333333, 1.33333333]]])
+    """
+    gy, size, _ = _preprocess.adaptive_pool_grad(1, grad_output, input_size, output_size)
+    return _adaptive.backward(gy, size)
+
+
+def adaptive_avg_pool2d(grad_output, input_size, output_size=None):
+    """adaptive_avg_pool2d(grad_output, input_size, output_size=None)
+
+    Gradient of :func:`fastconv.adaptive_avg_pool2d` with respect to its
+    input: ``grad_output[n, c, i, j]`` divided by the area of bin ``(i, j)``
+    is added to every input position of the bin. The global case (output
+    ``(1, 1)``) fills each plane with ``dy / (H*W)``.
+
+    Parameters
+    ----------
+    grad_output : array_like, shape (N, C, H_out, W_out)
+    input_size : tuple of int
+        ``(N, C, H, W)``.
+    output_size : int, tuple or None, optional
+        Checked against ``grad_output`` when given; None takes its size.
+
+    Returns
+    -------
+    ndarray, shape input_size
+
+    Shape
+    -----
+    ``grad_output (N, C, H_out, W_out) -> (N, C, H, W)``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.grad.adaptive_avg_pool2d(np.full((1, 1, 1, 1), 4.), (1, 1, 2, 2))[0, 0]
+    array([[1., 1.],
+           [1., 1.]])
+    """
+    gy, size, _ = _preprocess.adaptive_pool_grad(2, grad_output, input_size, output_size)
+    return _adaptive.backward(gy, size)

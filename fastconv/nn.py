@@ -1533,3 +1533,556 @@ class MSELoss(Module):
     def backward(self, grad_output=1.0):
         (diff,) = self._saved()
         return diff * (2 * float(grad_output) / diff.size)
+
+
+# -- adaptive pooling, identity and residual blocks -----------------------------
+# (Kept in their own section, with their own __all__ entries.)
+
+__all__ += ["AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "Identity", "Residual"]
+
+
+class _AdaptiveAvgPoolNd(Module):
+    """``y = the mean of each of PyTorch's adaptive bins``; ``backward`` spreads
+    ``dy / bin size`` over each bin: ``ops().grad.adaptive_avg_pool{nd}d``."""
+
+    _nd = 2
+
+    def __init__(self, output_size):
+        from ._preprocess import adaptive_output_size
+
+        adaptive_output_size(output_size, self._nd)  # checks it now
+        self.output_size = output_size
+
+    def forward(self, x):
+        y = getattr(_backend.ops(), f"adaptive_avg_pool{self._nd}d")(x, self.output_size)
+        self._cache = (np.shape(x),)
+        return y
+
+    def backward(self, grad_out):
+        (shape,) = self._saved()
+        return getattr(_backend.ops().grad, f"adaptive_avg_pool{self._nd}d")(grad_out, shape)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size!r}"
+
+
+class AdaptiveAvgPool1d(_AdaptiveAvgPoolNd):
+    """AdaptiveAvgPool1d(output_size)
+
+    Average pooling to a fixed length, with PyTorch's bins
+    (:func:`fastconv.adaptive_avg_pool1d`).
+
+    Parameters
+    ----------
+    output_size : int, (int,) or None
+        ``L_out``; None keeps the input's length.
+
+    Shape
+    -----
+    ``(N, C, L) -> (N, C, L_out)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> pool = nn.AdaptiveAvgPool1d(3)
+    >>> pool(np.ones((2, 4, 10), np.float32)).shape
+    (2, 4, 3)
+    >>> pool.backward(np.ones((2, 4, 3), np.float32)).shape
+    (2, 4, 10)
+    """
+
+    _nd = 1
+
+
+class AdaptiveAvgPool2d(_AdaptiveAvgPoolNd):
+    """AdaptiveAvgPool2d(output_size)
+
+    Average pooling to a fixed ``(H_out, W_out)``, with PyTorch's bins
+    (:func:`fastconv.adaptive_avg_pool2d`); ``AdaptiveAvgPool2d(1)`` is the
+    global average pooling before a ResNet's classifier.
+
+    Parameters
+    ----------
+    output_size : int, (int or None, int or None) or None
+        An int means a square output; None keeps that size.
+
+    Shape
+    -----
+    ``(N, C, H, W) -> (N, C, H_out, W_out)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> nn.AdaptiveAvgPool2d((1, 1))(np.ones((2, 8, 7, 7), np.float32)).shape
+    (2, 8, 1, 1)
+    >>> nn.AdaptiveAvgPool2d((None, 2))(np.ones((2, 8, 7, 6))).shape
+    (2, 8, 7, 2)
+    """
+
+    _nd = 2
+
+
+class Identity(Module):
+    """Identity(*args, **kwargs)
+
+    ``y = x`` and ``dx = dy``; the arguments are ignored, as in PyTorch. It
+    holds the place of a module that :func:`fuse` folded into another.
+
+    Shape
+    -----
+    Any; the output has the input's shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> nn.Identity()(np.arange(3.))
+    array([0., 1., 2.])
+    """
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def forward(self, x):
+        self._cache = ()
+        return x
+
+    def backward(self, grad_out):
+        self._saved()
+        return grad_out
+
+
+class Residual(Module):
+    """Residual(body, shortcut=None)
+
+    A residual block: ``y = body(x) + shortcut(x)``, the shortcut being the
+    identity when None (or a module such as a strided 1x1 ``Conv2d`` followed
+    by ``BatchNorm2d`` when the body changes the shape). ``backward`` sums the
+    two branches' input gradients:
+    ``dx = body.backward(dy) + shortcut.backward(dy)`` (``+ dy`` for the
+    identity). A ReLU after the sum, as in a ResNet, is a separate layer.
+
+    Parameters
+    ----------
+    body : Module
+    shortcut : Module or None
+
+    Shape
+    -----
+    ``body(x)`` and ``shortcut(x)`` must have the same shape, the output's.
+    Parameters are named ``body.<name>`` and ``shortcut.<name>``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> rng = np.random.default_rng(0)
+    >>> block = nn.Residual(nn.Sequential(nn.Conv2d(4, 8, 3, stride=2, padding=1, rng=rng),
+    ...                                   nn.ReLU(),
+    ...                                   nn.Conv2d(8, 8, 3, padding=1, rng=rng)),
+    ...                     shortcut=nn.Conv2d(4, 8, 1, stride=2, rng=rng))
+    >>> x = rng.standard_normal((2, 4, 6, 6)).astype(np.float32)
+    >>> block(x).shape
+    (2, 8, 3, 3)
+    >>> block.backward(np.ones((2, 8, 3, 3), np.float32)).shape
+    (2, 4, 6, 6)
+    >>> [name for name, _ in block.named_parameters()][:2]
+    ['body.0.weight', 'body.0.bias']
+    """
+
+    def __init__(self, body, shortcut=None):
+        for name, m in (("body", body), ("shortcut", shortcut)):
+            if not (isinstance(m, Module) or (name == "shortcut" and m is None)):
+                raise TypeError(f"Expected {name} to be a fastconv.nn module, got {m!r}")
+        self.body = body
+        self.shortcut = shortcut
+
+    def forward(self, x):
+        y = self.body(x)
+        s = x if self.shortcut is None else self.shortcut(x)
+        if np.shape(y) != np.shape(s):
+            raise ValueError(
+                f"Expected body and shortcut outputs of the same shape, got {np.shape(y)} "
+                f"and {np.shape(s)}"
+            )
+        self._cache = ()
+        return y + s
+
+    def backward(self, grad_out):
+        self._saved()
+        grad_in = self.body.backward(grad_out)
+        if self.shortcut is None:
+            return grad_in + grad_out
+        return grad_in + self.shortcut.backward(grad_out)
+
+    def __repr__(self):
+        body = "\n  ".join(f"(body): {self.body!r}".splitlines())
+        out = f"Residual(\n  {body}"
+        if self.shortcut is not None:
+            out += "\n  " + "\n  ".join(f"(shortcut): {self.shortcut!r}".splitlines())
+        return out + "\n)"
+
+
+# -- fused inference layers -------------------------------------------------------
+
+__all__ += ["FusedConv1d", "FusedConv2d", "fuse"]
+
+
+class _InferenceOnly:
+    """Mixin of the layers :func:`fuse` puts in a model: no backward caches."""
+
+    def backward(self, grad_out):
+        raise RuntimeError(
+            f"{type(self).__name__} is an inference layer made by fastconv.nn.fuse: it keeps "
+            f"no backward cache (train the unfused model)"
+        )
+
+
+def _fused_conv_op(op, x, weight, bias, args, activation):
+    """The one call of a fused convolution: the activation is applied in the
+    convolution kernel's output store (``activation=`` of the conv ops)."""
+    return op(x, weight, bias, activation=activation, **args)
+
+
+class _FusedConvNd(_InferenceOnly, Module):
+    _nd = 2
+
+    def __init__(self, conv, bn=None, relu=False):
+        if type(conv) not in (Conv1d, Conv2d) or conv._nd != self._nd:
+            raise TypeError(f"Expected a Conv{self._nd}d to fuse, got {conv!r}")
+        for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding",
+                     "dilation", "groups", "dtype"):
+            setattr(self, name, getattr(conv, name))
+        w = conv.weight.data.astype(np.float64)
+        b = (np.zeros(conv.out_channels) if conv.bias is None
+             else conv.bias.data.astype(np.float64))
+        if bn is not None:
+            mean, var = (np.asarray(a, np.float64) for a in (bn.running_mean, bn.running_var))
+            gamma = 1.0 if bn.weight is None else bn.weight.data.astype(np.float64)
+            beta = 0.0 if bn.bias is None else bn.bias.data.astype(np.float64)
+            scale = gamma / np.sqrt(var + bn.eps)
+            w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+            b = (b - mean) * scale + beta
+        # Plain arrays, not Parameters: a fused model is not trained.
+        self.weight = np.ascontiguousarray(w, dtype=self.dtype)
+        self.bias = np.ascontiguousarray(b, dtype=self.dtype)
+        self.activation = "relu" if relu else None
+        self._op = conv._op
+
+    def forward(self, x):
+        x = _cast(x, self.dtype)
+        if x.ndim != self._nd + 2 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"Expected input of {self._nd + 2} dimensions with {self.in_channels} "
+                f"channels for {self!r}, got shape {x.shape}"
+            )
+        args = dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
+                    groups=self.groups)
+        return _fused_conv_op(getattr(_backend.ops(), self._op), x, self.weight, self.bias,
+                              args, self.activation)
+
+    def extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding != (0,) * self._nd:
+            s += f", padding={self.padding}"
+        if self.dilation != (1,) * self._nd:
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        return s + (f", activation={self.activation!r}" if self.activation else "")
+
+
+class FusedConv1d(_FusedConvNd):
+    """FusedConv1d(conv, bn=None, relu=False)
+
+    An inference ``Conv1d`` with a following ``BatchNorm1d`` folded into its
+    weight and bias and a following ReLU applied in the kernel's output store.
+    :func:`fuse` builds these. See :class:`FusedConv2d` for the folding rule.
+
+    Parameters
+    ----------
+    conv : Conv1d
+    bn : BatchNorm1d or None
+        Its running statistics and affine parameters are folded in.
+    relu : bool
+        Apply ``max(y, 0)`` in the convolution's output store.
+
+    Shape
+    -----
+    As ``conv``: ``(N, C_in, L) -> (N, C_out, L_out)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> conv = nn.Conv1d(2, 4, 3, padding=1, rng=0)
+    >>> fused = nn.FusedConv1d(conv, relu=True)
+    >>> x = np.random.default_rng(1).standard_normal((2, 2, 5)).astype(np.float32)
+    >>> bool(np.allclose(fused(x), np.maximum(conv(x), 0)))
+    True
+    """
+
+    _nd = 1
+
+
+class FusedConv2d(_FusedConvNd):
+    """FusedConv2d(conv, bn=None, relu=False)
+
+    An inference ``Conv2d`` with a following ``BatchNorm2d`` folded in:
+    ``W' = W * s`` per output channel and ``b' = (b - running_mean) * s + beta``
+    with ``s = gamma / sqrt(running_var + eps)`` (computed in float64, stored in
+    the convolution's dtype), and an optional ReLU applied in the convolution
+    kernel's output store. It keeps no backward cache; ``backward`` raises.
+
+    Parameters
+    ----------
+    conv : Conv2d
+    bn : BatchNorm2d or None
+    relu : bool
+
+    Shape
+    -----
+    As ``conv``: ``(N, C_in, H, W) -> (N, C_out, H_out, W_out)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> conv = nn.Conv2d(3, 8, 3, padding=1, bias=False, rng=0)
+    >>> fused = nn.FusedConv2d(conv, relu=True)
+    >>> fused
+    FusedConv2d(3, 8, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), activation='relu')
+    >>> fused(np.ones((1, 3, 4, 4), np.float32)).shape
+    (1, 8, 4, 4)
+    """
+
+    _nd = 2
+
+
+class _InferenceReLU(_InferenceOnly, ReLU):
+    def forward(self, x):
+        return np.maximum(x, 0)
+
+
+class _InferenceLinear(_InferenceOnly, Linear):
+    def forward(self, x):
+        x = _cast(x, self.dtype)
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(
+                f"Expected input of shape (N, {self.in_features}) for {self!r}, "
+                f"got shape {x.shape}"
+            )
+        y = x @ self.weight.data.T
+        if self.bias is not None:
+            y += self.bias.data
+        return y
+
+
+class _InferenceMaxPoolNd(_InferenceOnly):
+    def forward(self, x):
+        op = getattr(_backend.ops(), f"max_pool{self._nd}d")
+        return op(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                  self.ceil_mode)
+
+
+class _InferenceMaxPool1d(_InferenceMaxPoolNd, MaxPool1d):
+    pass
+
+
+class _InferenceMaxPool2d(_InferenceMaxPoolNd, MaxPool2d):
+    pass
+
+
+class _Uncached(_InferenceOnly):
+    """The layer's own forward, its (small) cache dropped afterwards."""
+
+    def forward(self, x):
+        y = super().forward(x)
+        self._cache = None
+        return y
+
+
+_INFERENCE_TWINS = {ReLU: _InferenceReLU, Linear: _InferenceLinear,
+                    MaxPool1d: _InferenceMaxPool1d, MaxPool2d: _InferenceMaxPool2d}
+for _cls in (Flatten, AvgPool1d, AvgPool2d, AdaptiveAvgPool1d, AdaptiveAvgPool2d, Tanh,
+             Sigmoid, LeakyReLU, Dropout):
+    _INFERENCE_TWINS[_cls] = type(f"_Inference{_cls.__name__}", (_Uncached, _cls),
+                                  {"__module__": __name__})
+del _cls
+_FUSED = {1: FusedConv1d, 2: FusedConv2d}
+
+
+def _batch_norm_nd(m):
+    """1 or 2 for a BatchNorm1d/2d (by name: BatchNorm lives in this module
+    too), else None."""
+    name = type(m).__name__
+    return {"BatchNorm1d": 1, "BatchNorm2d": 2}.get(name) if isinstance(m, Module) else None
+
+
+def _foldable(conv, bn):
+    """Whether ``bn`` (eval mode) is a fixed affine map that folds into ``conv``."""
+    return (_batch_norm_nd(bn) == conv._nd and getattr(bn, "running_mean", None) is not None
+            and bn.num_features == conv.out_channels)
+
+
+def _is_conv(m):
+    return type(m) in (Conv1d, Conv2d)
+
+
+def _twin(m):
+    """A module's inference form: a twin without caches, a FusedConv for a
+    lone convolution, or the module itself."""
+    if _is_conv(m):
+        return _FUSED[m._nd](m)
+    cls = _INFERENCE_TWINS.get(type(m))
+    if cls is None:
+        return m
+    twin = object.__new__(cls)
+    twin.__dict__.update(m.__dict__)
+    return twin
+
+
+def _fuse_tree(module):
+    """Fuse conv -> BatchNorm (-> ReLU) runs in every Sequential under
+    ``module`` and swap the other layers for their inference forms."""
+    if isinstance(module, Sequential):
+        layers, out, i = module.layers, [], 0
+        while i < len(layers):
+            m = layers[i]
+            if _is_conv(m):
+                j = i + 1
+                bn = None
+                if j < len(layers) and _foldable(m, layers[j]):
+                    bn, j = layers[j], j + 1
+                relu = j < len(layers) and type(layers[j]) is ReLU
+                out.append(_FUSED[m._nd](m, bn, relu))
+                # Identity in the fused layers' places keeps the indices, as in PyTorch.
+                out += [Identity() for _ in range(i + 1, j + relu)]
+                i = j + relu
+                continue
+            out.append(_fuse_tree(m))
+            i += 1
+        module.layers = out
+        return module
+    for name, child in list(vars(module).items()):
+        if isinstance(child, Module):
+            setattr(module, name, _fuse_tree(child))
+    if hasattr(module, "_keep_cache"):  # a custom module that can drop its own cache
+        module._keep_cache = False
+    return _twin(module)
+
+
+def _locate(model, dotted):
+    """(parent, key, module) of a dotted attribute name such as ``layer1.0.conv1``."""
+    parent, key, cur = None, None, model
+    for part in dotted.split("."):
+        parent, key = cur, part
+        if isinstance(cur, Sequential) and part.isdigit() and int(part) < len(cur):
+            cur = cur.layers[int(part)]
+        else:
+            cur = getattr(cur, part, None)
+        if not isinstance(cur, Module):
+            raise ValueError(f"Expected {dotted!r} to name a module of the model, got {cur!r}")
+    return parent, key, cur
+
+
+def _put(parent, key, module):
+    if isinstance(parent, Sequential) and key.isdigit():
+        parent.layers[int(key)] = module
+    else:
+        setattr(parent, key, module)
+
+
+def _fuse_group(model, group):
+    if isinstance(group, str) or not 2 <= len(group) <= 3:
+        raise ValueError(
+            f"Expected a group of 2 or 3 module names (conv, BatchNorm and/or ReLU), "
+            f"got {group!r}"
+        )
+    found = [_locate(model, name) for name in group]
+    conv = found[0][2]
+    rest = [m for _, _, m in found[1:]]
+    if not _is_conv(conv):
+        raise ValueError(f"Expected {group[0]!r} to be a Conv1d or Conv2d, got {conv!r}")
+    bn = None
+    if _batch_norm_nd(rest[0]) is not None:
+        if not _foldable(conv, rest[0]):
+            raise ValueError(
+                f"Expected {group[1]!r} to be a BatchNorm{conv._nd}d with running statistics "
+                f"over {conv.out_channels} channels, got {rest[0]!r}"
+            )
+        bn, rest = rest[0], rest[1:]
+    if len(rest) > 1 or (rest and type(rest[0]) is not ReLU):
+        raise ValueError(
+            f"Expected the group {group!r} to be conv, BatchNorm (, ReLU) or conv, ReLU, "
+            f"got {[type(m).__name__ for _, _, m in found]}"
+        )
+    parent, key, _ = found[0]
+    _put(parent, key, _FUSED[conv._nd](conv, bn, bool(rest)))
+    for parent, key, _ in found[1:]:
+        _put(parent, key, Identity())
+
+
+def fuse(model, groups=None):
+    """fuse(model, groups=None)
+
+    An equivalent inference model: each convolution followed by a BatchNorm
+    gets the BatchNorm folded into its weight and bias (with its running
+    statistics, as in eval mode), a ReLU after them is applied in the
+    convolution kernel's output store, and no layer keeps a backward cache
+    (max pooling computes no indices, ReLU no mask). ``model`` is not
+    changed: a deep copy in eval mode is fused and returned.
+
+    In every :class:`Sequential` of the model (searched recursively, so the
+    bodies and shortcuts of :class:`Residual` blocks too) the runs
+    conv -> BatchNorm (-> ReLU) and conv -> ReLU are found and fused. A custom
+    module's attributes are fused by explicit ``groups`` of dotted names, as
+    ``torch.ao.quantization.fuse_modules`` takes them: the first module of a
+    group becomes the fused convolution, the others :class:`Identity`. When
+    ``groups`` is None, a model's own ``fuse_groups()`` (the ResNets of
+    :mod:`fastconv.models` have one) supplies them. BatchNorms without running
+    statistics (``track_running_stats=False``) use batch statistics even in
+    eval mode, so they are left unfused.
+
+    Parameters
+    ----------
+    model : Module
+    groups : list of list of str, optional
+        For example ``[["conv1", "bn1", "relu"], ["layer1.0.conv2", "layer1.0.bn2"]]``.
+
+    Returns
+    -------
+    Module
+        The fused copy; its ``backward`` raises.
+
+    Shape
+    -----
+    As ``model``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, rng=0), nn.ReLU(),
+    ...                       nn.Flatten(), nn.Linear(4 * 5 * 5, 2, rng=0))
+    >>> fused = nn.fuse(model)
+    >>> fused[0]
+    FusedConv2d(1, 4, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), activation='relu')
+    >>> x = np.random.default_rng(0).standard_normal((3, 1, 5, 5)).astype(np.float32)
+    >>> bool(np.allclose(fused(x), model.eval()(x), rtol=1e-5, atol=1e-6))
+    True
+    """
+    import copy
+
+    if not isinstance(model, Module):
+        raise TypeError(f"Expected a fastconv.nn module, got {model!r}")
+    model = copy.deepcopy(model)
+    model.eval()
+    if groups is None:
+        groups = model.fuse_groups() if hasattr(model, "fuse_groups") else []
+    for group in groups:
+        _fuse_group(model, group)
+    return _fuse_tree(model)

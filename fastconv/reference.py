@@ -49,6 +49,10 @@ __all__ = [
     "max_pool2d_grad",
     "avg_pool1d_grad",
     "avg_pool2d_grad",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool1d_grad",
+    "adaptive_avg_pool2d_grad",
     "batch_norm",
     "batch_norm_grad",
     "grad",
@@ -916,6 +920,111 @@ def avg_pool2d_grad(grad_output, input_size, kernel_size, stride=None, padding=0
                           ceil_mode, count_include_pad)
 
 
+# -- adaptive pooling ---------------------------------------------------------------
+
+
+def _bin_matrix(n, m, dtype):
+    """(m, n) matrix averaging PyTorch's adaptive bins: row ``i`` holds
+    ``1/len_i`` on ``[floor(i*n/m), ceil((i+1)*n/m))``, zeros elsewhere."""
+    i = np.arange(m)[:, None]
+    start, end = (i * n) // m, -((-(i + 1) * n) // m)
+    h = np.arange(n)[None, :]
+    return (((h >= start) & (h < end)) / (end - start)).astype(dtype)
+
+
+def _adaptive_matrices(in_size, out_size, dtype):
+    """The rows' and the columns' bin matrices of the 2-D form."""
+    return [_bin_matrix(n, m, dtype) for n, m in zip(in_size, out_size)]
+
+
+def adaptive_avg_pool1d(x, output_size):
+    """adaptive_avg_pool1d(x, output_size)
+
+    Adaptive average pooling as a product with the bin matrix ``P``
+    (``L_out x L``, ``1/len_i`` on bin ``i``): ``y = x @ P.T``.
+
+    Shape
+    -----
+    - x: (N, C, L)
+    - out: (N, C, L_out), bin ``i`` being ``[floor(i*L/L_out), ceil((i+1)*L/L_out))``
+
+    Examples
+    --------
+    >>> from fastconv import reference
+    >>> reference.adaptive_avg_pool1d([[[1, 2, 3, 4, 5]]], 2)
+    array([[[2., 4.]]])
+    """
+    x, out = _preprocess.adaptive_pool(1, x, output_size)
+    (p,) = _adaptive_matrices(x.shape[2:], out, x.dtype)
+    return x @ p.T
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """adaptive_avg_pool2d(x, output_size)
+
+    Adaptive average pooling as two products with the bin matrices of the
+    rows and the columns: ``y = P_H @ x @ P_W.T``, with PyTorch's bins
+    ``[floor(i*H/H_out), ceil((i+1)*H/H_out))``.
+
+    Shape
+    -----
+    - x: (N, C, H, W)
+    - out: (N, C, H_out, W_out); ``None`` in ``output_size`` keeps that size
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> reference.adaptive_avg_pool2d(np.ones((2, 3, 7, 7)), (3, None)).shape
+    (2, 3, 3, 7)
+    """
+    x, out = _preprocess.adaptive_pool(2, x, output_size)
+    ph, pw = _adaptive_matrices(x.shape[2:], out, x.dtype)
+    return ph @ x @ pw.T
+
+
+def adaptive_avg_pool1d_grad(grad_output, input_size, output_size=None):
+    """adaptive_avg_pool1d_grad(grad_output, input_size, output_size=None)
+
+    Gradient of ``adaptive_avg_pool1d``: ``dx = dy @ P``.
+
+    Shape
+    -----
+    - grad_output: (N, C, L_out); input_size: (N, C, L)
+    - out: input_size
+
+    Examples
+    --------
+    >>> from fastconv import reference
+    >>> reference.adaptive_avg_pool1d_grad([[[3.0, 6.0]]], (1, 1, 5))
+    array([[[1., 1., 3., 2., 2.]]])
+    """
+    gy, size, out = _preprocess.adaptive_pool_grad(1, grad_output, input_size, output_size)
+    (p,) = _adaptive_matrices(size[2:], out, gy.dtype)
+    return np.ascontiguousarray(np.broadcast_to(gy @ p, size))
+
+
+def adaptive_avg_pool2d_grad(grad_output, input_size, output_size=None):
+    """adaptive_avg_pool2d_grad(grad_output, input_size, output_size=None)
+
+    Gradient of ``adaptive_avg_pool2d``: ``dx = P_H.T @ dy @ P_W``.
+
+    Shape
+    -----
+    - grad_output: (N, C, H_out, W_out); input_size: (N, C, H, W)
+    - out: input_size
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import reference
+    >>> reference.adaptive_avg_pool2d_grad(np.ones((1, 1, 1, 1)), (1, 1, 2, 2))
+    array([[[[0.25, 0.25],
+             [0.25, 0.25]]]])
+    """
+    gy, size, out = _preprocess.adaptive_pool_grad(2, grad_output, input_size, output_size)
+    ph, pw = _adaptive_matrices(size[2:], out, gy.dtype)
+    return np.ascontiguousarray(np.broadcast_to(ph.T @ gy @ pw, size))
 # -- batch normalisation ---------------------------------------------------------
 # Two passes of NumPy reductions in float64 (the mean, then the mean of the
 # squared deviations, as PyTorch's CPU kernel), per-channel scale and shift in
@@ -1023,5 +1132,7 @@ grad = SimpleNamespace(
     max_pool2d=max_pool2d_grad,
     avg_pool1d=avg_pool1d_grad,
     avg_pool2d=avg_pool2d_grad,
+    adaptive_avg_pool1d=adaptive_avg_pool1d_grad,
+    adaptive_avg_pool2d=adaptive_avg_pool2d_grad,
     batch_norm=batch_norm_grad,
 )

@@ -81,7 +81,7 @@ def test_unknown_names_are_rejected():
     with pytest.raises(ValueError, match="Expected dataset"):
         T.load_dataset("cifar")
     with pytest.raises(ValueError, match="Expected model"):
-        T.build_model("resnet", (1, 8, 8))
+        T.build_model("vgg", (1, 8, 8))
 
 
 # -- models -------------------------------------------------------------------
@@ -104,7 +104,7 @@ def test_build_model_is_reproducible():
 
 def test_residual_gradient_matches_central_differences():
     rng = np.random.default_rng(0)
-    block = T.Residual(nn.Linear(4, 4, rng=rng, dtype=np.float64), nn.Tanh())
+    block = nn.Residual(nn.Sequential(nn.Linear(4, 4, rng=rng, dtype=np.float64), nn.Tanh()))
     x = rng.standard_normal((3, 4))
     gy = rng.standard_normal((3, 4))
     block(x)

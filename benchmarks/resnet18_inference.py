@@ -1,0 +1,203 @@
+"""ResNet-18 inference: fastconv (loaded from a torch.save file, fused) vs
+PyTorch and onnxruntime, with logits checked against torch's and the install
+footprints side by side.
+
+The subject is torchvision's ResNet-18 (224x224, 1000 classes), defined in
+PyTorch with torchvision's names (``benchmarks/torch_resnet.py``; torchvision
+is not installable here), with random weights and non-trivial BatchNorm
+statistics, saved with ``torch.save``. fastconv reads that file with
+``fastconv.load`` (no torch involved), loads it into
+``fastconv.models.resnet18`` key for key and runs ``fastconv.nn.fuse`` of it
+(BatchNorm folded into the convolutions, ReLU in their output store). PyTorch
+runs the module in eval mode under ``no_grad``; onnxruntime runs the
+``torch.onnx.export`` of it (dynamic batch) with ``intra_op_num_threads``.
+Every framework gets the same thread count (2 by default). Latency is the
+median of ``--rounds`` x ``--repeats`` calls per batch size, the frameworks
+taking turns (``fastconv.bench.side_by_side``).
+
+Footprints: the unpacked size is the installed files of each distribution
+(its RECORD; for fastconv the package's .py, .pyi and compiled modules, what
+its wheel holds); wheel sizes are read from ``--wheel-dir`` when the wheels
+are there (``pip download torch onnxruntime --no-deps -d DIR`` and
+``pip wheel . --no-deps -w DIR`` for fastconv), else from ``dist/`` for
+fastconv, else reported as unknown.
+
+    python benchmarks/resnet18_inference.py                   # batch 1 and 8, 2 threads
+    python benchmarks/resnet18_inference.py --repeats 1 --rounds 1 --batches 1
+    python benchmarks/resnet18_inference.py --json resnet18.json --wheel-dir wheels/
+"""
+
+import argparse
+import glob
+import json
+import os
+import platform
+import sys
+import tempfile
+from importlib import metadata
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from torch_resnet import randomise_batch_norm, torch_resnet  # noqa: E402
+
+import fastconv  # noqa: E402
+from fastconv import models, nn  # noqa: E402
+from fastconv.bench import side_by_side  # noqa: E402
+
+
+def _mb(n):
+    return None if n is None else n / 1e6
+
+
+def unpacked_size(dist):
+    """Bytes of the installed files of a distribution (None if not installed)."""
+    if dist == "fastconv":
+        root = os.path.dirname(fastconv.__file__)
+        total = 0
+        for dirpath, _, files in os.walk(root):
+            if "__pycache__" in dirpath:
+                continue
+            total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files
+                         if f.endswith((".py", ".pyi", ".so", ".pyd", "py.typed")))
+        return total
+    try:
+        files = metadata.files(dist) or []
+    except metadata.PackageNotFoundError:
+        return None
+    total = 0
+    for f in files:
+        p = f.locate()
+        if os.path.isfile(p) and "__pycache__" not in str(f):
+            total += os.path.getsize(p)
+    return total
+
+
+def wheel_size(dist, wheel_dir):
+    patterns = []
+    if wheel_dir:
+        patterns.append(os.path.join(wheel_dir, f"{dist}-*.whl"))
+    if dist == "fastconv":
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        patterns.append(os.path.join(here, "dist", "fastconv-*.whl"))
+    for pattern in patterns:
+        found = sorted(glob.glob(pattern))
+        if found:
+            return os.path.getsize(found[-1]), os.path.basename(found[-1])
+    return None, None
+
+
+def footprints(wheel_dir):
+    rows = {}
+    for dist in ("fastconv", "numpy", "torch", "onnxruntime"):
+        size, name = wheel_size(dist, wheel_dir)
+        rows[dist] = {"unpacked_mb": _mb(unpacked_size(dist)), "wheel_mb": _mb(size),
+                      "wheel": name}
+    return rows
+
+
+def build(torch, workdir, seed=0):
+    """The torch model (eval), the torch.save path, the fused fastconv model."""
+    torch.manual_seed(seed)
+    tmodel = randomise_batch_norm(torch, torch_resnet(torch), seed).eval()
+    path = os.path.join(workdir, "resnet18.pth")
+    torch.save(tmodel.state_dict(), path)
+    model = models.resnet18()
+    model.load_state_dict(fastconv.load(path))  # strict: every key, every shape
+    return tmodel, path, nn.fuse(model)
+
+
+def export_onnx(torch, tmodel, workdir):
+    path = os.path.join(workdir, "resnet18.onnx")
+    x = torch.randn(1, 3, 224, 224)
+    kwargs = dict(input_names=["input"], output_names=["logits"],
+                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    try:
+        torch.onnx.export(tmodel, (x,), path, dynamo=False, **kwargs)
+    except TypeError:  # a torch without the dynamo keyword
+        torch.onnx.export(tmodel, (x,), path, **kwargs)
+    return path
+
+
+def check_logits(ours, expected):
+    scale = float(np.max(np.abs(expected)))
+    diff = float(np.max(np.abs(ours - expected)))
+    ok = bool(np.allclose(ours, expected, rtol=1e-4, atol=1e-4 * scale))
+    return {"max_abs_diff": diff, "max_abs_logit": scale, "rel_to_max": diff / scale,
+            "allclose_rtol_1e-4": ok}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=10, help="timed calls per round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--wheel-dir", default="", help="a directory holding the wheels")
+    p.add_argument("--json", default="", help="write the results to this file")
+    args = p.parse_args(argv)
+    if args.repeats < 1 or args.rounds < 1:
+        p.error("Expected --repeats and --rounds >= 1")
+
+    import onnxruntime as ort
+    import torch
+
+    fastconv.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    results = {"platform": platform.platform(), "threads": args.threads,
+               "fastconv": fastconv.__version__, "torch": torch.__version__,
+               "onnxruntime": ort.__version__, "batches": {}}
+    with tempfile.TemporaryDirectory() as workdir:
+        tmodel, _, fused = build(torch, workdir)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = args.threads
+        opts.inter_op_num_threads = 1
+        session = ort.InferenceSession(export_onnx(torch, tmodel, workdir), opts,
+                                       providers=["CPUExecutionProvider"])
+        rng = np.random.default_rng(0)
+        print(f"ResNet-18, 224x224, 1000 classes, float32, {args.threads} threads; "
+              f"fastconv {fastconv.__version__} (fused), torch {torch.__version__} "
+              f"(eval, no_grad), onnxruntime {ort.__version__}")
+        print(f"median of {args.rounds} rounds x {args.repeats} calls\n")
+        print(f"{'batch':>5} {'fastconv ms':>12} {'torch ms':>9} {'onnxrt ms':>10} "
+              f"{'torch/fc':>9} {'ort/fc':>7}  logits vs torch")
+        for n in args.batches:
+            x = rng.standard_normal((n, 3, 224, 224)).astype(np.float32)
+            xt = torch.from_numpy(x)
+            with torch.no_grad():
+                expected = tmodel(xt).numpy()
+            check = check_logits(fused(x), expected)
+            check_ort = check_logits(session.run(None, {"input": x})[0], expected)
+
+            def run_torch(xt=xt):
+                with torch.no_grad():
+                    return tmodel(xt)
+
+            t = side_by_side({"fastconv": lambda x=x: fused(x), "torch": run_torch,
+                              "onnxruntime": lambda x=x: session.run(None, {"input": x})},
+                             args.repeats, rounds=args.rounds)
+            results["batches"][n] = {"ms": {k: 1e3 * v for k, v in t.items()},
+                                     "logits": check, "onnxruntime_logits": check_ort}
+            print(f"{n:>5} {1e3 * t['fastconv']:>12.2f} {1e3 * t['torch']:>9.2f} "
+                  f"{1e3 * t['onnxruntime']:>10.2f} {t['torch'] / t['fastconv']:>9.2f} "
+                  f"{t['onnxruntime'] / t['fastconv']:>7.2f}  max|diff| "
+                  f"{check['max_abs_diff']:.1e} of max|logit| {check['max_abs_logit']:.2f}: "
+                  f"{'equal' if check['allclose_rtol_1e-4'] else 'NOT equal'} at rtol 1e-4")
+    results["footprints"] = footprints(args.wheel_dir)
+    print("\ninstall footprint (MB)    wheel   unpacked")
+    for dist, r in results["footprints"].items():
+        wheel = "unknown" if r["wheel_mb"] is None else f"{r['wheel_mb']:.1f}"
+        unpacked = "n/a" if r["unpacked_mb"] is None else f"{r['unpacked_mb']:.1f}"
+        print(f"  {dist:<20} {wheel:>8} {unpacked:>10}")
+    print("(fastconv needs numpy; ratios above 1: fastconv is faster. Wheel sizes: see "
+          "--wheel-dir)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
