@@ -71,12 +71,16 @@ cdef void _forward_im2col(const floating[:, :, :, ::1] x, const floating[::1] wp
                           const Geometry* geo, Py_ssize_t groups, bint relu,
                           int n_threads) except *:
     """The forward over tiles of TP positions that may span images, each built
-    by _im2col KC rows at a time."""
+    by _im2col KC rows at a time. Where tiles are fewer than two per thread
+    (deep layers of one image: 49 positions at 7x7), the items are tiles x
+    parts of the output channels, each part building the tile's patches
+    itself (a copy of K x TP values for its MR x K x TP multiply-adds)."""
     cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
     cdef Py_ssize_t N = x.shape[0], C_in = x.shape[1], C_out = out.shape[1]
     cdef Py_ssize_t P = geo.OH * geo.OW, NP = N * P
     cdef Py_ssize_t Cg = C_in // groups, Mg = C_out // groups, K = Cg * geo.KH * geo.KW
     cdef Py_ssize_t nmp = _ceil_div(Mg, MR), ntiles = _ceil_div(NP, TP)
+    cdef Py_ssize_t nparts = 1, mpb, part, mp0, mp1
     # K in nkb blocks of equal depth kcb <= KC (not KC and a thin remainder)
     cdef Py_ssize_t nkb = _ceil_div(K, KC), kcb = _ceil_div(K, nkb), nrun
     cdef Py_ssize_t item, g, q0, tp, kb0, k0, kc, mp, nb, j, rows, cols, q, n, p, run
@@ -85,17 +89,24 @@ cdef void _forward_im2col(const floating[:, :, :, ::1] x, const floating[::1] wp
     cdef floating* ctile
     cdef _Run* runs
 
+    if groups * ntiles < 2 * n_threads:
+        nparts = min(nmp, _ceil_div(2 * n_threads, groups * ntiles))
+    mpb = _ceil_div(nmp, nparts)
+    nparts = _ceil_div(nmp, mpb)  # none empty
     _note_workspace((KC * LD + MR * NR_MAX) * sizeof(floating) + TP * sizeof(_Run), n_threads)
     with nogil, parallel(num_threads=n_threads):
         col = <floating*> calloc(KC * LD, sizeof(floating))
         ctile = <floating*> malloc(MR * NR_MAX * sizeof(floating))
         runs = <_Run*> malloc(TP * sizeof(_Run))
-        for item in prange(groups * ntiles, schedule='static'):
+        for item in prange(groups * ntiles * nparts, schedule='static'):
             if col == NULL or ctile == NULL or runs == NULL:
                 n_failed += 1
                 continue
-            g = item // ntiles
-            q0 = (item % ntiles) * TP
+            part = item % nparts
+            mp0 = part * mpb
+            mp1 = min(nmp, mp0 + mpb)
+            g = item // nparts // ntiles
+            q0 = (item // nparts % ntiles) * TP
             tp = min(TP, NP - q0)
             nrun = _tile_runs(geo, q0, tp, runs)
             for kb0 in range(nkb):
@@ -105,7 +116,7 @@ cdef void _forward_im2col(const floating[:, :, :, ::1] x, const floating[::1] wp
                         col)
                 for nb in range(_ceil_div(tp, nr)):
                     cols = min(nr, tp - nb * nr)
-                    for mp in range(nmp):
+                    for mp in range(mp0, mp1):
                         _micro(kc, &wpack[((g * nmp + mp) * K + k0) * MR], col + nb * nr,
                                LD, ctile, nr)
                         rows = min(MR, Mg - mp * MR)
