@@ -211,6 +211,10 @@ def _groups_and_kernel(groups, c_in, w_shape):
     groups = _int(groups, "groups")
     if groups < 1:
         raise ValueError(f"Expected groups >= 1, got {groups}")
+    if any(c < 1 for c in w_shape[:2]):  # PyTorch too: "expected weight to be at least 1"
+        raise ValueError(
+            f"Expected weight with non-zero channel sizes, got weight shape {tuple(w_shape)}"
+        )
     kernel = tuple(w_shape[2:])
     if any(k < 1 for k in kernel):
         raise ValueError(f"Expected a non-empty kernel, got weight shape {tuple(w_shape)}")

@@ -18,6 +18,7 @@ FOUND = [
     446, 581, 36, 277,  # an array argument None: AttributeError, or NumPy's words
     320, 1003, 1291, 1331, 2267, 1932, 178,  # weight_grad direct/depthwise: NaN beyond reach
     1340, 2616, 1144,  # forward depthwise at stride > 1 skipped the padding's zeros
+    1000596,  # a weight of zero output channels: fastconv answered, the reference crashed
 ]
 
 
@@ -85,6 +86,27 @@ def test_none_for_an_array_is_a_type_error(name, call):
     'at least one array or dtype is required'."""
     for m in (fastconv, ref):
         with pytest.raises(TypeError, match=r"^Expected \w+ to be an array, got None$"):
+            call(m)
+
+
+ZERO_WEIGHT_CALLS = [
+    ("conv1d", lambda m: m.conv1d(np.ones((1, 2, 1)), np.ones((0, 2, 1)), stride=2, padding=3)),
+    ("conv2d", lambda m: m.conv2d(np.ones((1, 2, 4, 4)), np.ones((0, 2, 1, 1)))),
+    ("conv_transpose1d", lambda m: m.conv_transpose1d(np.ones((1, 2, 3)), np.ones((2, 0, 1)))),
+    ("conv1d_input", lambda m: m.grad.conv1d_input((1, 2, 5), np.ones((0, 2, 1)),
+                                                   np.ones((1, 0, 5)))),
+    ("conv2d_weight", lambda m: m.grad.conv2d_weight(np.ones((1, 2, 4, 4)), (0, 2, 1, 1),
+                                                     np.ones((1, 0, 4, 4)))),
+]
+
+
+@pytest.mark.parametrize("name,call", ZERO_WEIGHT_CALLS, ids=[c[0] for c in ZERO_WEIGHT_CALLS])
+def test_a_weight_of_zero_channels_is_rejected_by_both(name, call):
+    """Found by the fuzzer (seed 1000596): weight (0, 2, 1) gave fastconv an
+    empty output and the reference NumPy's 'cannot reshape array of size 0';
+    PyTorch rejects it ('expected weight to be at least 1 at dimension 0')."""
+    for m in (fastconv, ref):
+        with pytest.raises(ValueError, match=r"^Expected weight with non-zero channel sizes"):
             call(m)
 
 
