@@ -44,7 +44,8 @@ POOL_OPS = ["max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "grad.max_po
 OPS = CONV_OPS + POOL_OPS
 
 # Values a mutated geometry argument takes.
-ODD_INTS = [0, -1, -2, 2**31 - 1, 2**31, 2**32 + 1, 2**63 - 1, 10**7, 2**30 - 1]
+ODD_INTS = [0, -1, -2, 2**31 - 1, 2**31, 2**32 + 1, 2**63 - 1, 2**63, 2**64, -(2**63), 10**7,
+            2**30 - 1]
 ODD_VALUES = ODD_INTS + [True, 1.5, np.float64(2.0), "same", "valid", "full", None, (1, 2, 3),
                          (), (2, -1), np.int64(2), np.int32(1), [1, 1]]
 
