@@ -116,6 +116,8 @@ def _columns(x4, g):
 def _conv_forward(x4, w4, g):
     """Convolution of ``x4`` (N, c_in, H, W) with ``w4`` as described by ``g``."""
     n = x4.shape[0]
+    if n == 0:  # an empty batch: no padded copy (with a huge padding NumPy cannot size it)
+        return np.zeros((0, g.c_out, *g.out_size), dtype=x4.dtype)
     og = g.c_out // g.groups
     wm = w4.reshape(g.groups, og, -1)
     out = _matmul(wm, _columns(x4, g))  # (N, groups, og, OH * OW)
@@ -125,6 +127,8 @@ def _conv_forward(x4, w4, g):
 def _conv_input(gy4, w4, g):
     """Input gradient of the convolution ``g``: a transposed convolution of ``gy4``."""
     n = gy4.shape[0]
+    if n == 0:
+        return np.zeros((0, g.c_in, *g.in_size), dtype=gy4.dtype)
     (kh, kw), (oh, ow), (h, w) = g.kernel, g.out_size, g.in_size
     og = g.c_out // g.groups
     wm = w4.reshape(g.groups, og, -1).transpose(0, 2, 1)
@@ -149,6 +153,8 @@ def _conv_input(gy4, w4, g):
 def _conv_weight(x4, gy4, g):
     """Weight gradient of the convolution ``g`` with input ``x4``."""
     n = x4.shape[0]
+    if n == 0:
+        return np.zeros((g.c_out, g.c_in // g.groups, *g.kernel), dtype=x4.dtype)
     (kh, kw), (oh, ow) = g.kernel, g.out_size
     og, cg = g.c_out // g.groups, g.c_in // g.groups
     gy = gy4.reshape(n, g.groups, og, oh * ow)

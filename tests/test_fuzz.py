@@ -19,6 +19,7 @@ FOUND = [
     320, 1003, 1291, 1331, 2267, 1932, 178,  # weight_grad direct/depthwise: NaN beyond reach
     1340, 2616, 1144,  # forward depthwise at stride > 1 skipped the padding's zeros
     1000596,  # a weight of zero output channels: fastconv answered, the reference crashed
+    2003897,  # an empty batch with a huge padding: the reference could not size its copy
 ]
 
 
@@ -108,6 +109,33 @@ def test_a_weight_of_zero_channels_is_rejected_by_both(name, call):
     for m in (fastconv, ref):
         with pytest.raises(ValueError, match=r"^Expected weight with non-zero channel sizes"):
             call(m)
+
+
+P = 2**28  # an output plane of 2**58 elements: valid, and empty with an empty batch
+EMPTY_HUGE_CALLS = [
+    ("conv2d", lambda m: m.conv2d(np.ones((0, 2, 3, 3), np.float32),
+                                  np.ones((2, 2, 1, 1), np.float32), padding=P),
+     (0, 2, 2 * P + 3, 2 * P + 3)),
+    ("conv_transpose2d", lambda m: m.conv_transpose2d(np.ones((0, 2, 3, 3)),
+                                                      np.ones((2, 1, 3, 3)), stride=P),
+     (0, 1, 2 * P + 3, 2 * P + 3)),
+    ("conv1d_input", lambda m: m.grad.conv1d_input((0, 2, 2 * P), np.ones((2, 2, 1)),
+                                                   np.ones((0, 2, 2 * P)), padding=0),
+     (0, 2, 2 * P)),
+    ("conv1d_weight", lambda m: m.grad.conv1d_weight(np.ones((0, 2, 3)), (2, 2, 1),
+                                                     np.ones((0, 2, 2 * P + 3)), padding=P),
+     (2, 2, 1)),
+]
+
+
+@pytest.mark.parametrize("name,call,shape", EMPTY_HUGE_CALLS, ids=[c[0] for c in EMPTY_HUGE_CALLS])
+def test_an_empty_batch_with_a_huge_padding_is_answered_by_both(name, call, shape):
+    """Found by the fuzzer (seed 2003897): conv2d of an empty batch with
+    padding 2**28 gave fastconv its empty output, and the reference NumPy's
+    'array is too big' (it padded the empty input to 2**58 positions)."""
+    for m in (fastconv, ref):
+        y = call(m)
+        assert y.shape == shape and not y.any()
 
 
 def _paths(op, geo):
