@@ -12,6 +12,7 @@ is discarded, ``KeyboardInterrupt`` is raised at that point, and the process
 is healthy (the next call gives the right answer).
 """
 
+import functools
 import json
 import os
 import shutil
@@ -33,8 +34,9 @@ UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
 def _child(code, *args, timeout=120, env=None):
     """Run `code` in a new interpreter; return the CompletedProcess."""
     env = dict(os.environ, **(env or {}))
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"),
-                                         env.get("PYTHONPATH", "")])
+    # tests/ for conftest; fastconv is whichever this process imports (the
+    # source tree's or an installed one: PYTHONPATH is passed on)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args],
                           capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -80,6 +82,11 @@ ALLOC_CASES = [
     (None, None, "grad.conv_bias", (64, 4096, 2, 2), None, {}),
 ]
 
+def _key(case):
+    """A case as a hashable key (its kwargs dict as sorted items)."""
+    return case[:5] + (tuple(sorted(case[5].items())),)
+
+
 ALLOC_CHILD = r"""
 import contextlib, ctypes, json, resource, sys
 import numpy as np
@@ -88,6 +95,7 @@ from fastconv import _config, _plan
 from fastconv import reference as ref
 
 op, path, name, xs, ws, kw = json.loads(sys.argv[1])
+kw = dict((k, tuple(v) if isinstance(v, list) else v) for k, v in kw)
 # Every malloc of 4 KiB or more is its own mmap, so it fails as soon as the
 # address-space limit is reached (no dynamic threshold, no cached heap top).
 libc = ctypes.CDLL(None)
@@ -139,7 +147,7 @@ for n_threads in (1, 2):
                                                                "weight_grad") else -1
         out = want.nbytes
         margins = [0] + [int(out + f * max(scratch, 1 << 16)) for f in (0.02, 0.25, 0.5, 0.9)]
-        margins += [1 << k for k in range(12, 31)]
+        margins += [1 << k for k in range(12, 31, 2)]
         for margin in sorted(set(margins)):
             soft, hard = resource.getrlimit(resource.RLIMIT_AS)
             resource.setrlimit(resource.RLIMIT_AS, (vm_bytes() + margin, hard))
@@ -152,35 +160,32 @@ for n_threads in (1, 2):
                 resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
             healthy = correct(run())
             outcomes.append((n_threads, margin, kind, healthy))
-print(json.dumps({"scratch": scratch, "out": want.nbytes, "outcomes": outcomes}))
+result = {"scratch": scratch, "out": want.nbytes, "outcomes": outcomes, "shim": None}
+if hasattr(libc, "fc_fault_arm"):  # the malloc shim is preloaded: fail each kernel malloc
+    for line in open("/proc/self/maps"):
+        parts = line.split()
+        if len(parts) >= 6 and "/fastconv/_kernels/_" in parts[5]:
+            a, b = (int(v, 16) for v in parts[0].split("-"))
+            libc.fc_fault_range(ctypes.c_size_t(a), ctypes.c_size_t(b))
+    libc.fc_fault_disarm.restype = ctypes.c_long
+    result["shim"] = shim = []
+    for n_threads in (1, 2):
+        fastconv.set_num_threads(n_threads)
+        with _plan.forced(**{op: path}) if op else contextlib.nullcontext():
+            for k in range(200):
+                libc.fc_fault_arm(ctypes.c_long(k))
+                try:
+                    y = run()
+                    kind = "ok" if correct(y) else "WRONG"
+                except MemoryError as exc:
+                    kind = "kernel" if str(exc).startswith("fastconv:") else "numpy"
+                finally:
+                    n_mallocs = libc.fc_fault_disarm()
+                shim.append((n_threads, k, kind, correct(run())))
+                if k >= n_mallocs:  # no kernel malloc was failed: the call was whole
+                    break
+print(json.dumps(result))
 """
-
-
-@pytest.mark.skipif(UNDER_ASAN, reason="AddressSanitizer reserves terabytes of address "
-                    "space: RLIMIT_AS cannot bound it")
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS, mallopt: Linux")
-@pytest.mark.parametrize("case", ALLOC_CASES, ids=[f"{c[2]}-{c[1]}" for c in ALLOC_CASES])
-def test_allocation_failure_raises_memory_error_and_leaves_the_process_healthy(case):
-    """Under an address-space limit swept from none to plenty above the
-    process's size, at 1 and 2 threads: every call gives the right answer
-    or raises MemoryError (the kernel's own, for its scratch, or NumPy's for
-    an array), never a crash or a wrong answer; after each, a call without
-    the limit is right. Where the output or the kernel's workspace is 1 MiB
-    or more (mmap'd, so its allocation fails at some limit) a MemoryError
-    must have been seen. (Which allocation fails first depends on their
-    order, and small ones come from memory the process already holds:
-    test_every_kernel_allocation_failure fails each kernel malloc in turn.)"""
-    op, path, name, xs, ws, kw = case
-    proc = _child(ALLOC_CHILD, json.dumps([op, path, name, xs, ws, kw]), timeout=300)
-    result = json.loads(_ok(proc).strip().splitlines()[-1])
-    kinds = {k for _, _, k, _ in result["outcomes"]}
-    assert "WRONG" not in kinds, result
-    assert all(h for *_, h in result["outcomes"]), result
-    assert "ok" in kinds, result
-    if max(result["out"], result["scratch"]) >= 1 << 20:
-        # large buffers are mmap'd: some allocation must fail at some limit
-        # (which one fails first depends on the order of the allocations)
-        assert kinds & {"kernel", "numpy"}, f"no allocation ever failed: {result}"
 
 
 SHIM = r"""
@@ -224,34 +229,53 @@ void *malloc(size_t n) {
 }
 """
 
-SHIM_CHILD = ALLOC_CHILD.split("kernels = _config.conv_kernels")[0] + r"""
-shim = ctypes.CDLL(None)
-for line in open("/proc/self/maps"):
-    parts = line.split()
-    if len(parts) >= 6 and "/fastconv/_kernels/_" in parts[5]:
-        a, b = (int(v, 16) for v in parts[0].split("-"))
-        shim.fc_fault_range(ctypes.c_size_t(a), ctypes.c_size_t(b))
-shim.fc_fault_disarm.restype = ctypes.c_long
-outcomes = []
-for n_threads in (1, 2):
-    fastconv.set_num_threads(n_threads)
-    with _plan.forced(**{op: path}) if op else contextlib.nullcontext():
-        assert correct(run()), "wrong before any fault"
-        for k in range(200):
-            shim.fc_fault_arm(ctypes.c_long(k))
-            try:
-                y = run()
-                kind = "ok" if correct(y) else "WRONG"
-            except MemoryError as exc:
-                kind = "kernel" if str(exc).startswith("fastconv:") else "numpy"
-            finally:
-                n_mallocs = shim.fc_fault_disarm()
-            healthy = correct(run())
-            outcomes.append((n_threads, k, kind, healthy))
-            if k >= n_mallocs:  # no kernel malloc was failed: the call was whole
-                break
-print(json.dumps({"outcomes": outcomes}))
-"""
+@pytest.fixture(scope="module")
+def malloc_shim(tmp_path_factory):
+    """The shim's path, or None (not Linux, or no C compiler)."""
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None or not sys.platform.startswith("linux"):
+        return None
+    d = tmp_path_factory.mktemp("shim")
+    (d / "shim.c").write_text(SHIM)
+    subprocess.run([cc, "-shared", "-fPIC", "-O2", str(d / "shim.c"), "-o", str(d / "shim.so")],
+                   check=True, capture_output=True)
+    return d / "shim.so"
+
+
+@functools.cache
+def _alloc_result(case, shim):
+    """One child per case runs both experiments (the shim's only where it is built)."""
+    op, path, name, xs, ws, kw = case
+    env = {"LD_PRELOAD": str(shim)} if shim else {}
+    proc = _child(ALLOC_CHILD, json.dumps([op, path, name, xs, ws, kw]), timeout=300, env=env)
+    return json.loads(_ok(proc).strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(UNDER_ASAN, reason="AddressSanitizer reserves terabytes of address "
+                    "space: RLIMIT_AS cannot bound it")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS, mallopt: Linux")
+@pytest.mark.parametrize("case", ALLOC_CASES, ids=[f"{c[2]}-{c[1]}" for c in ALLOC_CASES])
+def test_allocation_failure_raises_memory_error_and_leaves_the_process_healthy(case,
+                                                                              malloc_shim):
+    """Under an address-space limit swept from none to plenty above the
+    process's size, at 1 and 2 threads: every call gives the right answer
+    or raises MemoryError (the kernel's own, for its scratch, or NumPy's for
+    an array), never a crash or a wrong answer; after each, a call without
+    the limit is right. Where the output or the kernel's workspace is 1 MiB
+    or more (mmap'd, so its allocation fails at some limit) a MemoryError
+    must have been seen. (Which allocation fails first depends on their
+    order, and small ones come from memory the process already holds:
+    test_every_kernel_allocation_failure fails each kernel malloc in turn.)"""
+    result = _alloc_result(_key(case), malloc_shim)
+    kinds = {k for _, _, k, _ in result["outcomes"]}
+    assert "WRONG" not in kinds, result
+    assert all(h for *_, h in result["outcomes"]), result
+    assert "ok" in kinds, result
+    if max(result["out"], result["scratch"]) >= 1 << 20:
+        # large buffers are mmap'd: some allocation must fail at some limit
+        # (which one fails first depends on the order of the allocations)
+        assert kinds & {"kernel", "numpy"}, f"no allocation ever failed: {result}"
+
 
 # Kernels that malloc nothing on these geometries, and the one whose scratch
 # is optional (avg_pool2d_backward: with NULL scratch every column goes the
@@ -260,20 +284,7 @@ NO_SCRATCH = {("weight_grad", "depthwise"), ("weight_grad", "direct"), "grad.max
 OPTIONAL_SCRATCH = {("avg_pool_grad", "tiled"), ("avg_pool_grad", "rows")}
 
 
-@pytest.fixture(scope="module")
-def malloc_shim(tmp_path_factory):
-    if UNDER_ASAN or not sys.platform.startswith("linux"):
-        pytest.skip("the malloc shim needs glibc's __libc_malloc, without ASan's allocator")
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
-        pytest.skip("no C compiler for the malloc shim")
-    d = tmp_path_factory.mktemp("shim")
-    (d / "shim.c").write_text(SHIM)
-    subprocess.run([cc, "-shared", "-fPIC", "-O2", str(d / "shim.c"), "-o", str(d / "shim.so")],
-                   check=True, capture_output=True)
-    return d / "shim.so"
-
-
+@pytest.mark.skipif(UNDER_ASAN, reason="the shim calls glibc's malloc, not ASan's")
 @pytest.mark.parametrize("case", ALLOC_CASES, ids=[f"{c[2]}-{c[1]}" for c in ALLOC_CASES])
 def test_every_kernel_allocation_failure_raises_memory_error(case, malloc_shim):
     """Each malloc a kernel makes (per-thread tiles, scratch rows) is failed
@@ -281,10 +292,9 @@ def test_every_kernel_allocation_failure_raises_memory_error(case, malloc_shim):
     threads: the call raises the kernel's MemoryError (or, where the
     scratch is optional, gives the right answer), never crashes, and the
     next call is right."""
-    op, path, name, xs, ws, kw = case
-    proc = _child(SHIM_CHILD, json.dumps([op, path, name, xs, ws, kw]), timeout=300,
-                  env={"LD_PRELOAD": str(malloc_shim)})
-    result = json.loads(_ok(proc).strip().splitlines()[-1])["outcomes"]
+    if malloc_shim is None:
+        pytest.skip("no C compiler (or not Linux) for the malloc shim")
+    result = _alloc_result(_key(case), malloc_shim)["shim"]
     assert all(kind in ("ok", "kernel") for _, _, kind, _ in result), result
     assert all(h for *_, h in result), result
     for n_threads in (1, 2):
@@ -339,8 +349,7 @@ def test_sigint_during_a_kernel_call_leaves_the_process_usable(n_threads):
     """SIGINT sent while a conv2d runs (three calls of a measured length
     each; the signal lands in the first or second) raises
     KeyboardInterrupt when the kernel returns, and the next call is right."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT),
-                                                       os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ)
     proc = subprocess.Popen([sys.executable, "-c", SIGINT_CHILD, str(n_threads)], env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -621,6 +630,6 @@ def test_sizes_past_2_31_elements(case):
     sampled positions, with peak memory near input + output. Needs about
     16-18 GB free; FASTCONV_BIG_SIDE sets a smaller side to try it out."""
     proc = subprocess.run([sys.executable, str(BIG), case], capture_output=True, text=True,
-                          timeout=3600, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                          timeout=3600)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert "checked" in proc.stdout and "peak" in proc.stdout, proc.stdout

@@ -1,8 +1,9 @@
 """The sanitizer job (.ci/sanitize.sh) really detects errors: a deliberate
-heap overflow and a deliberate signed overflow, compiled with the job's
-flags into a shared object and called from Python with the job's preloaded
-runtimes and options, end the process with the sanitizer's report; the
-same object without the bug runs clean."""
+heap overflow, a signed overflow and a leak, compiled with the job's flags
+into a shared object and called from Python with the job's preloaded
+runtimes and options (its leak suppressions included), end the process
+with the sanitizer's report; the same object without the bug runs clean
+(so Python and NumPy's own leaks are suppressed)."""
 
 import os
 import re
@@ -31,6 +32,12 @@ int signed_overflow(int x) {       /* INT_MAX + x, x > 0: undefined */
     return INT_MAX + x;
 }
 
+int leak(int n) {                  /* malloc'd here and never freed */
+    volatile int *a = malloc(n * sizeof(int));
+    a[0] = n;
+    return a[0];
+}
+
 int fine(int n) {                  /* the same, in bounds */
     volatile int *a = malloc(n * sizeof(int));
     a[n - 1] = n;
@@ -45,8 +52,9 @@ def _job_settings():
     """The job's compiler flags and runtime options, read from the script."""
     text = SCRIPT.read_text()
     flags = re.search(r'^FLAGS="([^"]+)"', text, re.M).group(1)
-    opts = dict(re.findall(r'^export ((?:ASAN|UBSAN)_OPTIONS)="([^"]+)"', text, re.M))
-    return flags, opts
+    opts = dict(re.findall(r'^export ((?:ASAN|UBSAN|LSAN)_OPTIONS)="([^"]+)"', text, re.M))
+    root = str(SCRIPT.parents[1])
+    return flags, {k: v.replace("$REPO", root) for k, v in opts.items()}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +65,7 @@ def bugs(tmp_path_factory):
     if gcc is None or not sys.platform.startswith("linux"):
         pytest.skip("gcc on Linux is needed")
     clean = {k: v for k, v in os.environ.items()
-             if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")}
+             if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS")}
     libs = [subprocess.run([gcc, f"-print-file-name={lib}"], capture_output=True, text=True,
                            env=clean).stdout.strip() for lib in ("libasan.so", "libubsan.so")]
     if not all(os.path.isabs(lib) and os.path.exists(lib) for lib in libs):
@@ -90,6 +98,16 @@ def test_undefined_behaviour_is_reported_and_fails(bugs):
     proc = _call(bugs, "signed_overflow", 1)
     assert proc.returncode != 0, proc.stdout
     assert "runtime error: signed integer overflow" in proc.stderr, proc.stderr[-3000:]
+
+
+def test_a_leak_is_reported_at_exit_and_fails(bugs):
+    """The job checks leaks with .ci/lsan.supp: a malloc that no suppression
+    covers (its caller is not CPython's or NumPy's) is reported."""
+    proc = _call(bugs, "leak", 8)
+    assert proc.stdout.strip() == "8"
+    assert proc.returncode != 0
+    assert "ERROR: LeakSanitizer: detected memory leaks" in proc.stderr, proc.stderr[-3000:]
+    assert "leak" in proc.stderr and "bugs.so" in proc.stderr
 
 
 def test_the_same_code_without_the_bug_runs_clean(bugs):
