@@ -78,11 +78,12 @@ ISAS=$(python -c "from fastconv import _config; print(' '.join(_config._supporte
 BEST=${ISAS##* }
 echo "ISA builds this CPU runs: $ISAS (the whole kernel suite on $BEST)"
 
-# The kernel tests: everything but the build, packaging, demo and
-# coexistence tests (they compile, train, or import PyTorch: minutes under
-# ASan, and no kernel code that the others do not run).
+# The kernel tests: everything but the build, packaging, demo, coexistence
+# and micro-kernel tests (they compile and run their own programs, train, or
+# import PyTorch: minutes under ASan, and no kernel code that the others do
+# not run; the C micro-kernels run inside every convolution).
 FULL=(tests --ignore=tests/test_build.py --ignore=tests/test_train.py --ignore=tests/test_bench.py
-      --ignore=tests/test_docs.py --ignore=tests/test_coexistence.py)
+      --ignore=tests/test_docs.py --ignore=tests/test_coexistence.py --ignore=tests/test_ukernels.py)
 # On the other builds: the tests that differ by ISA (every path, the
 # convolutions and pooling against the reference, the loops at 1 and 3 threads).
 SHORT=(tests/test_paths.py tests/test_conv.py tests/test_pool.py tests/test_reference.py)

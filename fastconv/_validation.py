@@ -298,10 +298,13 @@ def _check_out_size(out, in_size, pad_begin, pad_end, kernel, dilation, what):
 
 
 def check_elements(shape, what):
-    """Reject shapes whose element count no array can hold."""
+    """Reject shapes whose element count no array can hold. NumPy sizes an
+    array by its non-zero dimensions, so an empty batch does not make a
+    plane of 2**62 positions valid (NumPy's "array is too big" came
+    instead, worded otherwise)."""
     total = 1
     for s in shape:
-        total *= int(s)
+        total *= max(int(s), 1)
     if total > _MAX_ELEMENTS:
         raise ValueError(
             f"Expected {what} to have at most {_MAX_ELEMENTS} elements, got shape "

@@ -20,6 +20,7 @@ FOUND = [
     1340, 2616, 1144,  # forward depthwise at stride > 1 skipped the padding's zeros
     1000596,  # a weight of zero output channels: fastconv answered, the reference crashed
     2003897,  # an empty batch with a huge padding: the reference could not size its copy
+    2036514,  # an empty batch of a plane no array can hold: NumPy's words, not ours
 ]
 
 
@@ -136,6 +137,19 @@ def test_an_empty_batch_with_a_huge_padding_is_answered_by_both(name, call, shap
     for m in (fastconv, ref):
         y = call(m)
         assert y.shape == shape and not y.any()
+
+
+def test_an_empty_batch_does_not_make_an_impossible_plane_valid():
+    """Found by the fuzzer (seed 2036514): conv_transpose2d of an empty batch
+    at stride 2**30 - 1 (an output plane of 1.5e20 positions) raised NumPy's
+    'array is too big' from both backends, instead of our 'Expected ...'."""
+    x, w = np.ones((0, 2, 18, 9), np.float32), np.ones((2, 1, 5, 3), np.float32)
+    for m in (fastconv, ref):
+        with pytest.raises(ValueError, match="^Expected the transposed convolution output "
+                                             "to have at most"):
+            m.conv_transpose2d(x, w, stride=2**30 - 1, dilation=3)
+        with pytest.raises(ValueError, match="^Expected the convolution output"):
+            m.conv2d(np.ones((0, 1, 3, 3)), np.ones((1, 1, 1, 1)), padding=2**31 - 1)
 
 
 def _paths(op, geo):
