@@ -2,6 +2,11 @@
 that its judge catches faults, and every finding it made, as a regression
 test (see tests/fuzz/__main__.py for longer runs)."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import assert_close
@@ -65,6 +70,21 @@ def test_the_judge_catches_a_disagreement_on_raising(monkeypatch):
     with pytest.raises(cases.Finding, match="fastconv raised .* but the reference ok"):
         for seed in range(50):
             cases.run(seed, "avg_pool1d")
+
+
+def test_the_driver_attributes_a_crash_to_its_seed_and_goes_on():
+    """A worker that dies (here: a segfault on seed 3) is a finding of that
+    seed, with the worker's last words; a new worker takes the next seeds."""
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, FASTCONV_FUZZ_CRASH_SEED="3",
+               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "tests.fuzz", "--cases", "8", "--workers", "1"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FINDING seed 3" in proc.stdout and "crash: the worker exited with" in proc.stdout
+    # faulthandler's report (or, under the sanitizer job, ASan's)
+    assert "Segmentation fault" in proc.stdout or "SEGV" in proc.stdout, proc.stdout
+    assert "fuzz: 8 cases (seeds 0..7)" in proc.stdout and ", 1 findings" in proc.stdout
 
 
 NONE_CALLS = [
