@@ -123,6 +123,7 @@ def check_size(size, nd, name, layout="(N, C, spatial...)"):
     out = tuple(_int(s, name) for s in size)
     if any(s < 0 for s in out):
         raise ValueError(f"Expected non-negative sizes in {name}, got {out}")
+    check_elements(out, name)  # the array of this size is allocated (NumPy's words, else)
     return out
 
 

@@ -26,6 +26,8 @@ FOUND = [
     1000596,  # a weight of zero output channels: fastconv answered, the reference crashed
     2003897,  # an empty batch with a huge padding: the reference could not size its copy
     2036514,  # an empty batch of a plane no array can hold: NumPy's words, not ours
+    18586,  # (under the sanitizers) a window of 10**14 taps: the reference looped over them all
+    7038449,  # input_size past 2**63: NumPy's 'Maximum allowed dimension exceeded'
 ]
 
 
@@ -159,6 +161,27 @@ def test_an_empty_batch_with_a_huge_padding_is_answered_by_both(name, call, shap
         assert y.shape == shape and not y.any()
 
 
+SIZE_CALLS = [
+    ("max_pool grad, 2**63", lambda m: m.grad.max_pool1d(
+        np.ones((0, 1, 2)), np.zeros((0, 1, 2), int), (0, 1, 2**63))),
+    ("max_pool grad, 2**63 - 1", lambda m: m.grad.max_pool1d(
+        np.ones((1, 1, 2)), np.zeros((1, 1, 2), int), (1, 1, 2**63 - 1))),
+    ("avg_pool grad", lambda m: m.grad.avg_pool1d(np.ones((1, 1, 1)), (1, 1, 2**62), 2**62)),
+    ("conv weight_size", lambda m: m.grad.conv1d_weight(np.ones((1, 1, 3)), (1, 1, 2**63),
+                                                        np.ones((1, 1, 1)))),
+]
+
+
+@pytest.mark.parametrize("name,call", SIZE_CALLS, ids=[c[0] for c in SIZE_CALLS])
+def test_a_size_no_array_can_hold_is_rejected_in_our_words(name, call):
+    """Found by the fuzzer (seed 7038449): input_size=(0, 1, 2**63) for
+    grad.max_pool1d gave NumPy's 'Maximum allowed dimension exceeded' (and
+    2**63 - 1, 'array is too big') from both backends."""
+    for m in (fastconv, ref):
+        with pytest.raises(ValueError, match=r"^Expected (input|weight)_size to have at most"):
+            call(m)
+
+
 def test_an_empty_batch_does_not_make_an_impossible_plane_valid():
     """Found by the fuzzer (seed 2036514): conv_transpose2d of an empty batch
     at stride 2**30 - 1 (an output plane of 1.5e20 positions) raised NumPy's
@@ -170,6 +193,47 @@ def test_an_empty_batch_does_not_make_an_impossible_plane_valid():
             m.conv_transpose2d(x, w, stride=2**30 - 1, dilation=3)
         with pytest.raises(ValueError, match="^Expected the convolution output"):
             m.conv2d(np.ones((0, 1, 3, 3)), np.ones((1, 1, 1, 1)), padding=2**31 - 1)
+
+
+HUGE_WINDOWS = r"""
+import numpy as np, fastconv
+from fastconv import reference as ref
+rng = np.random.default_rng(0)
+M = 2**31 - 1
+x = rng.integers(-3, 4, (2, 3, 47)).astype(float)  # ties
+for k, s, p, ceil in [(10**7, None, 0, True), (M, 1, 2**30 - 1, False), (M, M, 2**30 - 1, False),
+                      (2, M, 1, False), (10**7, 100, 5 * 10**6, True)]:
+    kw = dict(stride=s, padding=p, ceil_mode=ceil)
+    a, ia = fastconv.max_pool1d(x, k, return_indices=True, **kw)
+    b, ib = ref.max_pool1d(x, k, return_indices=True, **kw)
+    assert np.array_equal(a, b) and np.array_equal(ia, ib), (k, s, p, a, b, ia, ib)
+    assert np.array_equal(fastconv.grad.max_pool1d(a, ia, x.shape), ref.grad.max_pool1d(b, ib, x.shape))
+    a, b = fastconv.avg_pool1d(x, k, **kw), ref.avg_pool1d(x, k, **kw)
+    assert np.allclose(a, b, rtol=1e-13, atol=0), (k, s, p, a, b)
+    g1 = fastconv.grad.avg_pool1d(a, x.shape, k, **kw)
+    assert np.allclose(g1, ref.grad.avg_pool1d(b, x.shape, k, **kw), rtol=1e-13, atol=0)
+x2 = rng.integers(-3, 4, (1, 2, 9, 11)).astype(float)
+for k, s, p in [((10**6, 3), (10**6, 2), (0, 1)), ((5, 10**6), None, (2, 0))]:
+    a, ia = fastconv.max_pool2d(x2, k, s, p, ceil_mode=True, return_indices=True)
+    b, ib = ref.max_pool2d(x2, k, s, p, ceil_mode=True, return_indices=True)
+    assert np.array_equal(a, b) and np.array_equal(ia, ib), (k, a, b)
+    assert np.allclose(fastconv.avg_pool2d(x2, k, s, p, ceil_mode=True),
+                       ref.avg_pool2d(x2, k, s, p, ceil_mode=True), rtol=1e-13, atol=0)
+print("ok")
+"""
+
+
+def test_the_reference_pools_huge_windows_at_once():
+    """Found by the fuzzer under the sanitizers (seed 18586, a hang):
+    avg_pool2d with kernel_size=10**7 and ceil_mode on a 47 x 98 plane is
+    valid (one window holds the plane), and the reference looped over all
+    10**14 taps; with padding 2**30 - 1 it padded its input to 8 GiB. It now
+    visits only the taps that reach the input, in a plane that holds what
+    they see, and agrees with fastconv (values, indices, gradients). In a
+    child with a timeout, so that a regression fails instead of hanging."""
+    proc = subprocess.run([sys.executable, "-c", HUGE_WINDOWS], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
 
 
 def _paths(op, geo):

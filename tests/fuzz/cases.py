@@ -361,6 +361,14 @@ def _geometry_transpose(nd, x_shape, w_shape, kw):
 # -- the cost guard and the tolerance ---------------------------------------------------
 
 
+def _pool_work(geo, lead):
+    """(taps, plane elements) of the reference's pooling: the taps that reach
+    the input, and the plane that holds what they see."""
+    hull = ref._pool_taps(geo)
+    plane, _ = ref._pool_plane(geo, hull)
+    return math.prod(hi - lo for lo, hi in hull), math.prod(lead) * math.prod(plane)
+
+
 def _dry_run(op, args, kwargs):
     """The shared preprocessing of the call: (the sizes its arrays would
     have, the length of the sums behind one output, the convolution's
@@ -404,26 +412,20 @@ def _dry_run(op, args, kwargs):
             gy, size, geo = _preprocess.avg_pool_grad(
                 nd, *args, *(kwargs.get(k, d) for k, d in zip(names, (None, None, 0, False,
                                                                       True))))
-            taps = geo.kernel[0] * geo.kernel[1]
-            padded = math.prod(size[:2]) * math.prod(i + 2 * p for i, p in
-                                                    zip(geo.in_size, geo.padding))
+            taps, padded = _pool_work(geo, size[:2])
             return max(padded, gy.size * taps), taps, None
         elif "max_pool" in op:
             names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
             x, geo = _preprocess.max_pool(nd, args[0], *(kwargs.get(k, d) for k, d in
                                                          zip(names, (None, None, 0, 1, False))))
-            taps = geo.kernel[0] * geo.kernel[1]
-            padded = math.prod(x.shape[:2]) * math.prod(i + 2 * p for i, p in
-                                                        zip(geo.in_size, geo.padding))
+            taps, padded = _pool_work(geo, x.shape[:2])
             return max(padded, math.prod(geo.out_shape(x.shape[:2])) * taps), taps, None
         else:
             names = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
             x, geo = _preprocess.avg_pool(nd, args[0], *(kwargs.get(k, d) for k, d in
                                                          zip(names, (None, None, 0, False,
                                                                      True))))
-            taps = geo.kernel[0] * geo.kernel[1]
-            padded = math.prod(x.shape[:2]) * math.prod(i + 2 * p for i, p in
-                                                        zip(geo.in_size, geo.padding))
+            taps, padded = _pool_work(geo, x.shape[:2])
             return max(padded, math.prod(geo.out_shape(x.shape[:2])) * taps), taps, None
     except (ValueError, TypeError, OverflowError):
         return None
