@@ -58,6 +58,9 @@ def _grad_output(gy, expected, what):
 def _operands(nd, layouts, **named):
     """The ``named`` arrays cast to their float dtype (None stays None), in
     order, each name in ``layouts`` checked to have nd + 2 dimensions."""
+    for name in layouts:  # required: None is not an array (it gave AttributeError)
+        if named[name] is None:
+            raise TypeError(f"Expected {name} to be an array, got None")
     arrays, _ = as_float_arrays(named)
     for name, layout in layouts.items():
         check_ndim(arrays[name], nd + 2, name, layout)

@@ -123,6 +123,7 @@ def check_size(size, nd, name, layout="(N, C, spatial...)"):
     out = tuple(_int(s, name) for s in size)
     if any(s < 0 for s in out):
         raise ValueError(f"Expected non-negative sizes in {name}, got {out}")
+    check_elements(out, name)  # the array of this size is allocated (NumPy's words, else)
     return out
 
 
@@ -211,6 +212,10 @@ def _groups_and_kernel(groups, c_in, w_shape):
     groups = _int(groups, "groups")
     if groups < 1:
         raise ValueError(f"Expected groups >= 1, got {groups}")
+    if any(c < 1 for c in w_shape[:2]):  # PyTorch too: "expected weight to be at least 1"
+        raise ValueError(
+            f"Expected weight with non-zero channel sizes, got weight shape {tuple(w_shape)}"
+        )
     kernel = tuple(w_shape[2:])
     if any(k < 1 for k in kernel):
         raise ValueError(f"Expected a non-empty kernel, got weight shape {tuple(w_shape)}")
@@ -294,10 +299,13 @@ def _check_out_size(out, in_size, pad_begin, pad_end, kernel, dilation, what):
 
 
 def check_elements(shape, what):
-    """Reject shapes whose element count no array can hold."""
+    """Reject shapes whose element count no array can hold. NumPy sizes an
+    array by its non-zero dimensions, so an empty batch does not make a
+    plane of 2**62 positions valid (NumPy's "array is too big" came
+    instead, worded otherwise)."""
     total = 1
     for s in shape:
-        total *= int(s)
+        total *= max(int(s), 1)
     if total > _MAX_ELEMENTS:
         raise ValueError(
             f"Expected {what} to have at most {_MAX_ELEMENTS} elements, got shape "

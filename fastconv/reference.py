@@ -122,6 +122,8 @@ def _columns(x4, g):
 def _conv_forward(x4, w4, g):
     """Convolution of ``x4`` (N, c_in, H, W) with ``w4`` as described by ``g``."""
     n = x4.shape[0]
+    if n == 0:  # an empty batch: no padded copy (with a huge padding NumPy cannot size it)
+        return np.zeros((0, g.c_out, *g.out_size), dtype=x4.dtype)
     og = g.c_out // g.groups
     wm = w4.reshape(g.groups, og, -1)
     out = _matmul(wm, _columns(x4, g))  # (N, groups, og, OH * OW)
@@ -131,6 +133,8 @@ def _conv_forward(x4, w4, g):
 def _conv_input(gy4, w4, g):
     """Input gradient of the convolution ``g``: a transposed convolution of ``gy4``."""
     n = gy4.shape[0]
+    if n == 0:
+        return np.zeros((0, g.c_in, *g.in_size), dtype=gy4.dtype)
     (kh, kw), (oh, ow), (h, w) = g.kernel, g.out_size, g.in_size
     og = g.c_out // g.groups
     wm = w4.reshape(g.groups, og, -1).transpose(0, 2, 1)
@@ -155,6 +159,8 @@ def _conv_input(gy4, w4, g):
 def _conv_weight(x4, gy4, g):
     """Weight gradient of the convolution ``g`` with input ``x4``."""
     n = x4.shape[0]
+    if n == 0:
+        return np.zeros((g.c_out, g.c_in // g.groups, *g.kernel), dtype=x4.dtype)
     (kh, kw), (oh, ow) = g.kernel, g.out_size
     og, cg = g.c_out // g.groups, g.c_in // g.groups
     gy = gy4.reshape(n, g.groups, og, oh * ow)
@@ -569,13 +575,38 @@ def conv_bias(grad_output):
 # -- pooling ----------------------------------------------------------------------
 
 
-def _pool_plane(g):
-    """Plane size holding the padded input and every window, even in ceil mode."""
-    return tuple(
-        max(i + 2 * p, s * (o - 1) + d * (k - 1) + 1)
-        for i, p, s, o, d, k in zip(g.in_size, g.padding, g.stride, g.out_size,
-                                    g.dilation, g.kernel)
-    )
+def _pool_taps(g):
+    """Per axis, the range [lo, hi) of kernel taps that reach the input in
+    some window: the others see only padding. A window may be far larger
+    than the input (ceil_mode accepts kernel_size=10**7 on 47 inputs): the
+    taps and the plane are then bounded by the input and the outputs, not
+    by the kernel (all 10**14 taps took forever)."""
+    taps = []
+    for i, p, s, o, d, k in zip(g.in_size, g.padding, g.stride, g.out_size, g.dilation,
+                                g.kernel):
+        # tap t reaches position o*s - p + t*d in [0, i) for some output o
+        lo = max(0, -(-(p - (o - 1) * s) // d))
+        hi = min(k, (p + i - 1) // d + 1)
+        taps.append((lo, max(lo + 1, hi)))
+    return taps
+
+
+def _pool_plane(g, taps):
+    """(plane, offset of the input in it): a plane holding every position
+    the taps in ``taps`` see, and where the input starts in it (negative:
+    the input's first rows and columns are not seen, and are cut)."""
+    plane, offset = [], []
+    for (lo, hi), p, s, o, d in zip(taps, g.padding, g.stride, g.out_size, g.dilation):
+        plane.append(s * (o - 1) + d * (hi - 1 - lo) + 1)
+        offset.append(p - lo * d)  # input position 0 in plane coordinates
+    return tuple(plane), tuple(offset)
+
+
+def _pool_padded(x4, g, taps, value):
+    """The input placed in the plane of ``_pool_plane``, the rest ``value``."""
+    size, offset = _pool_plane(g, taps)
+    cut = tuple(max(0, -b) for b in offset)
+    return _padded(x4[:, :, cut[0]:, cut[1]:], tuple(max(0, b) for b in offset), size, value)
 
 
 def _avg_divisor(g, count_include_pad, dtype):
@@ -627,10 +658,11 @@ def _torch_scan(taps, first_inside, dtype):
 def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     x, g = _preprocess.max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode)
     x4 = _as4d(x, nd)
-    xp = _padded(x4, g.padding, _pool_plane(g), -np.inf)
-    (kh, kw), (oh, ow), (sh, sw), (dh, dw) = g.kernel, g.out_size, g.stride, g.dilation
+    (hlo, hhi), (wlo, whi) = hull = _pool_taps(g)
+    xp = _pool_padded(x4, g, hull, -np.inf)
+    (oh, ow), (sh, sw), (dh, dw) = g.out_size, g.stride, g.dilation
     taps = [_tap(xp, i, j, g.out_size, g.stride, g.dilation)
-            for i in range(kh) for j in range(kw)]
+            for i in range(hhi - hlo) for j in range(whi - wlo)]
     val = np.full(x4.shape[:2] + g.out_size, -np.inf, dtype=x.dtype)
     for v in taps:
         # np.maximum keeps its second argument on ties (the earlier tap), which
@@ -646,8 +678,12 @@ def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_i
     # past the input when no tap of the window is inside.)
     rows = np.arange(oh) * sh - g.padding[0]
     cols = np.arange(ow) * sw - g.padding[1]
-    first_inside = np.add.outer(-(rows.clip(max=0) // dh) * kw, -(cols.clip(max=0) // dw))
-    tap_dtype = np.uint8 if kh * kw <= 255 else np.int64
+    # (numbered among the taps of the hull, which holds them: every window
+    # overlaps the input)
+    hw = whi - wlo
+    first_inside = np.add.outer((-(rows.clip(max=0) // dh) - hlo) * hw,
+                                -(cols.clip(max=0) // dw) - wlo)
+    tap_dtype = np.uint8 if len(taps) <= 255 else np.int64
     if np.isnan(val).any():
         val, tap = _torch_scan(taps, first_inside, tap_dtype)
     else:
@@ -655,7 +691,8 @@ def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_i
         # or its initial index when the maximum is -inf.
         tap = _first_tap(taps, val, tap_dtype)
         tap = np.where(val == -np.inf, first_inside, tap)
-    ti, tj = np.divmod(tap, kw)
+    ti, tj = np.divmod(tap.astype(np.int64), hw)
+    ti, tj = ti + hlo, tj + wlo
     idx = np.add.outer(rows * g.in_size[1], cols)
     idx = idx + ti.astype(np.int64) * (dh * g.in_size[1]) + tj.astype(np.int64) * dw
     return _from4d(val, nd), _from4d(idx, nd)
@@ -721,10 +758,11 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
 def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad):
     x, g = _preprocess.avg_pool(nd, x, kernel_size, stride, padding, ceil_mode,
                                 count_include_pad)
-    xp = _padded(_as4d(x, nd), g.padding, _pool_plane(g), 0)
+    (hlo, hhi), (wlo, whi) = hull = _pool_taps(g)
+    xp = _pool_padded(_as4d(x, nd), g, hull, 0)
     acc = np.zeros(x.shape[:2] + g.out_size, dtype=x.dtype)
-    for i in range(g.kernel[0]):
-        for j in range(g.kernel[1]):
+    for i in range(hhi - hlo):
+        for j in range(whi - wlo):
             acc += _tap(xp, i, j, g.out_size, g.stride, g.dilation)
     acc /= _avg_divisor(g, count_include_pad, x.dtype)
     return _from4d(acc, nd)
@@ -861,12 +899,19 @@ def _avg_pool_grad(nd, grad_output, input_size, kernel_size, stride, padding, ce
                                                   stride, padding, ceil_mode, count_include_pad)
     dtype = gy.dtype
     share = _as4d(gy, nd) / _avg_divisor(g, count_include_pad, dtype)
-    buf = np.zeros(tuple(input_size[:2]) + _pool_plane(g), dtype=dtype)
-    for i in range(g.kernel[0]):
-        for j in range(g.kernel[1]):
+    (hlo, hhi), (wlo, whi) = hull = _pool_taps(g)
+    size, (bh, bw) = _pool_plane(g, hull)
+    buf = np.zeros(tuple(input_size[:2]) + size, dtype=dtype)
+    for i in range(hhi - hlo):
+        for j in range(whi - wlo):
             _tap(buf, i, j, g.out_size, g.stride, g.dilation)[...] += share
-    (ph, pw), (h, w) = g.padding, g.in_size
-    return _from4d(buf[:, :, ph : ph + h, pw : pw + w], nd)
+    # the input's part of the plane (rows and columns no tap sees stay zero)
+    h, w = g.in_size
+    out = np.zeros(tuple(input_size[:2]) + (h, w), dtype=dtype)
+    r0, c0 = max(0, -bh), max(0, -bw)
+    part = buf[:, :, max(0, bh) : bh + h, max(0, bw) : bw + w]
+    out[:, :, r0 : r0 + part.shape[2], c0 : c0 + part.shape[3]] = part
+    return _from4d(out, nd)
 
 
 def avg_pool1d_grad(grad_output, input_size, kernel_size, stride=None, padding=0,

@@ -331,13 +331,13 @@ def test_conv_gradients_central_differences(nd, case, rng):
     conv, conv_input, conv_weight = _ops(nd)
     y = conv(x, w, b, **kw)
     gy = rng.standard_normal(y.shape)
-    np.testing.assert_allclose(conv_input(x.shape, w, gy, **kw),
+    assert_close(conv_input(x.shape, w, gy, **kw),
                                numerical_grad(lambda a: conv(a, w, b, **kw), x, gy),
                                rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(conv_weight(x, w.shape, gy, **kw),
+    assert_close(conv_weight(x, w.shape, gy, **kw),
                                numerical_grad(lambda a: conv(x, a, b, **kw), w, gy),
                                rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(fastconv.grad.conv_bias(gy),
+    assert_close(fastconv.grad.conv_bias(gy),
                                numerical_grad(lambda a: conv(x, w, a, **kw), b, gy),
                                rtol=1e-6, atol=1e-7)
 
@@ -350,13 +350,13 @@ def test_conv_transpose_gradients_central_differences(nd, case, rng):
     op = getattr(fastconv, f"conv_transpose{nd}d")
     y = op(x, w, b, **kw)
     gy = rng.standard_normal(y.shape)
-    np.testing.assert_allclose(
+    assert_close(
         getattr(fastconv.grad, f"conv_transpose{nd}d_input")(x.shape, w, gy, **kw),
         numerical_grad(lambda a: op(a, w, b, **kw), x, gy), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(
+    assert_close(
         getattr(fastconv.grad, f"conv_transpose{nd}d_weight")(x, w.shape, gy, **kw),
         numerical_grad(lambda a: op(x, a, b, **kw), w, gy), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(
+    assert_close(
         fastconv.grad.conv_bias(gy),
         numerical_grad(lambda a: op(x, w, a, **kw), b, gy), rtol=1e-6, atol=1e-7)
 

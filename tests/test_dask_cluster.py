@@ -135,7 +135,6 @@ def _crash(block):
     return block
 
 
-@pytest.mark.slow
 def test_a_task_that_kills_its_worker_ends_in_a_clear_error(own_client):
     client = own_client
     xd = da.ones((1, 1, 8), chunks=(1, 1, 8)).map_blocks(_crash, meta=np.empty((0,) * 3))
@@ -152,7 +151,6 @@ def _hog(block):
     return block
 
 
-@pytest.mark.slow
 def test_a_worker_over_its_memory_limit_is_restarted(own_client):
     client = own_client
     before = _settle(client)

@@ -112,7 +112,7 @@ def check_central_differences(model, x, G, rng, eps=1e-6, n_probe=25):
             f_minus = np.sum(model(x) * G)
             a.flat[i] = orig
             numeric.append((f_plus - f_minus) / (2 * eps))
-        np.testing.assert_allclose(g.flat[probes], numeric, rtol=1e-5, atol=1e-7,
+        assert_close(g.flat[probes], numeric, rtol=1e-5, atol=1e-7,
                                    err_msg=name)
 
 
@@ -243,7 +243,7 @@ def test_cross_entropy_matches_torch(dtype, rng):
         t_loss.backward()
         assert isinstance(value, float) and np.isfinite(value)
         assert grad.dtype == dtype
-        np.testing.assert_allclose(value, t_loss.item(), rtol=10 * np.finfo(dtype).eps)
+        assert_close(value, t_loss.item(), rtol=10 * np.finfo(dtype).eps)
         assert_close(grad, t_logits.grad.numpy(), n_terms=5)
 
 
@@ -252,9 +252,9 @@ def test_cross_entropy_by_hand():
     logits = np.array([[0.0, np.log(3.0)], [1000.0, 0.0]])
     # p = [1/4, 3/4] and [1, e^-1000]
     assert loss(logits, np.array([0, 0])) == pytest.approx(np.log(4) / 2)
-    np.testing.assert_allclose(loss.backward(), [[-3 / 8, 3 / 8], [0, 0]], atol=1e-15)
+    assert_close(loss.backward(), [[-3 / 8, 3 / 8], [0, 0]], atol=1e-15)
     assert loss(logits, np.array([1, 1])) == pytest.approx((np.log(4 / 3) + 1000) / 2)
-    np.testing.assert_allclose(loss.backward(2.0), [[1 / 4, -1 / 4], [1, -1]], atol=1e-15)
+    assert_close(loss.backward(2.0), [[1 / 4, -1 / 4], [1, -1]], atol=1e-15)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -269,7 +269,7 @@ def test_mse_matches_torch(dtype, rng):
     t_loss = torch.nn.functional.mse_loss(t_pred, torch.tensor(target, dtype=t_pred.dtype))
     t_loss.backward()
     assert grad.dtype == dtype
-    np.testing.assert_allclose(value, t_loss.item(), rtol=10 * np.finfo(dtype).eps)
+    assert_close(value, t_loss.item(), rtol=10 * np.finfo(dtype).eps)
     assert_close(grad, t_pred.grad.numpy())
 
 
@@ -309,7 +309,7 @@ def test_optimizer_trajectory_matches_torch(opt_class, torch_name, kwargs, rng):
         topt.step()
         assert value == pytest.approx(t_loss.item(), rel=1e-10)
         for ours, theirs in pairs:
-            np.testing.assert_allclose(ours.data, theirs.detach().numpy(), rtol=1e-9,
+            assert_close(ours.data, theirs.detach().numpy(), rtol=1e-9,
                                        atol=1e-12)
 
 
@@ -354,7 +354,7 @@ def test_initialisation_matches_torch(build, torch_args, fan_in, rng):
     for ours, theirs in ((layer.weight.data, t_layer.weight), (layer.bias.data, t_layer.bias)):
         theirs = theirs.detach().numpy()
         # Same distribution: the same bound, approached by both.
-        np.testing.assert_allclose(np.abs(ours).max(), np.abs(theirs).max(), rtol=0.5)
+        assert_close(np.abs(ours).max(), np.abs(theirs).max(), rtol=0.5)
         assert np.abs(theirs).max() <= 1 / np.sqrt(fan_in) * (1 + 1e-6)
     assert np.abs(layer.weight.data).max() == pytest.approx(
         np.abs(t_layer.weight.detach().numpy()).max(), rel=0.02)
@@ -473,9 +473,9 @@ def test_dropout_train_and_eval(rng):
     assert y.dtype == np.float32
     kept = y != 0
     assert kept.mean() == pytest.approx(0.75, abs=0.02)
-    np.testing.assert_allclose(y[kept], x[kept] / 0.75, rtol=1e-6)
+    assert_close(y[kept], x[kept] / 0.75, rtol=1e-6)
     g = layer.backward(np.ones_like(x))
-    np.testing.assert_allclose(g, kept / np.float32(0.75), rtol=1e-6)
+    assert_close(g, kept / np.float32(0.75), rtol=1e-6)
     assert not np.array_equal(layer(x) != 0, kept)  # a new mask per forward
 
     model = nn.Sequential(nn.Linear(50, 50, rng=rng), layer)

@@ -1,14 +1,15 @@
 """Every kernel path of the plan (fastconv._plan), forced on every geometry
 where it applies, against the reference and the loop oracles: on each ISA
 build this CPU runs, at 1 and 3 threads, with the work grain lowered so
-that these small cases are really shared among the threads."""
+that these small cases are really shared among the threads (conftest's
+n_threads fixture). With FASTCONV_ISA set, only that build is run."""
 
 import importlib
 
 import loops
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, isa_allowed
 
 import fastconv
 from fastconv import _config, _plan
@@ -41,6 +42,8 @@ def isa(request, monkeypatch):
     name = request.param
     if name not in _config._supported_isas():
         pytest.skip(f"this CPU cannot run the {name} build")
+    if not isa_allowed(name):
+        pytest.skip(f"this run is on the {_config.ISA} build (FASTCONV_ISA)")
     try:
         conv = importlib.import_module(f"fastconv._kernels._conv_{name}")
         pool = importlib.import_module(f"fastconv._kernels._pool_{name}")
@@ -52,16 +55,6 @@ def isa(request, monkeypatch):
     _plan._plan_cached.cache_clear()
     yield name
     _config.blocking.cache_clear()
-    _plan._plan_cached.cache_clear()
-
-
-@pytest.fixture(params=[1, 3])
-def n_threads(request, monkeypatch, threads):
-    """1 or 3 threads, with a grain small enough for every case to use them."""
-    monkeypatch.setattr(_plan, "GRAIN", {"conv": 1, "pool": 1})
-    threads.set_num_threads(request.param)
-    _plan._plan_cached.cache_clear()
-    yield request.param
     _plan._plan_cached.cache_clear()
 
 

@@ -3,6 +3,10 @@
 The loops in ``tests/loops.py`` are the independent oracle: every reference
 op is compared with them on tiny nasty cases. PyTorch, when importable, is a
 second oracle on the same cases; those tests skip without it.
+
+The loop comparisons also run on fastconv's kernels (the ``impl`` fixture),
+at 1 and 3 threads with the work grain lowered, so that these small cases
+are shared among the threads as large ones are.
 """
 
 import numpy as np
@@ -34,8 +38,35 @@ def pair(v, nd, fill):
     return t if nd == 2 else (fill,) + t
 
 
-def ops(nd):
-    """The reference ops of rank nd, by their rank-free names."""
+IMPLS = ["reference", "fastconv-1-thread", "fastconv-3-threads"]
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request, low_grain, threads):
+    """The implementation under test: the reference, or fastconv at 1 or 3
+    threads with the grain lowered (conftest's low_grain)."""
+    if request.param != "reference":
+        threads.set_num_threads(int(request.param.split("-")[1]))
+    return request.param
+
+
+def ops(nd, impl="reference"):
+    """The ops of rank nd of the reference (or of fastconv), by their rank-free names."""
+    if impl != "reference":
+        g = fastconv.grad
+        return {
+            "conv": getattr(fastconv, f"conv{nd}d"),
+            "conv_input": getattr(g, f"conv{nd}d_input"),
+            "conv_weight": getattr(g, f"conv{nd}d_weight"),
+            "conv_transpose": getattr(fastconv, f"conv_transpose{nd}d"),
+            "conv_transpose_input": getattr(g, f"conv_transpose{nd}d_input"),
+            "conv_transpose_weight": getattr(g, f"conv_transpose{nd}d_weight"),
+            "conv_bias": g.conv_bias,
+            "max_pool": getattr(fastconv, f"max_pool{nd}d"),
+            "avg_pool": getattr(fastconv, f"avg_pool{nd}d"),
+            "max_pool_grad": getattr(g, f"max_pool{nd}d"),
+            "avg_pool_grad": getattr(g, f"avg_pool{nd}d"),
+        }
     spelled = {
         "conv": f"conv{nd}d",
         "conv_input": f"conv{nd}d_input",
@@ -48,7 +79,8 @@ def ops(nd):
         "max_pool_grad": f"max_pool{nd}d_grad",
         "avg_pool_grad": f"avg_pool{nd}d_grad",
     }
-    return {name: getattr(ref, full) for name, full in spelled.items()}
+    return {name: getattr(ref, full) for name, full in spelled.items()} | {
+        "conv_bias": ref.conv_bias}
 
 
 # -- convolution cases --------------------------------------------------------------
@@ -102,10 +134,10 @@ def conv_data(x_shape, w_shape, seed=0):
 
 @pytest.mark.parametrize(CONV_ARGS, CONV_CASES)
 def test_conv_forward_matches_loops(x_shape, w_shape, stride, padding, dilation, groups,
-                                    begin, end):
+                                    begin, end, impl):
     nd = len(x_shape) - 2
     x, w, b = conv_data(x_shape, w_shape)
-    got = ops(nd)["conv"](x, w, b, stride, padding, dilation, groups)
+    got = ops(nd, impl)["conv"](x, w, b, stride, padding, dilation, groups)
     want = loops.conv2d(to4d(x, nd), to4d(w, nd), b, pair(stride, nd, 1), begin, end,
                         pair(dilation, nd, 1), groups)
     assert_close(got, from4d(want, nd), n_terms=w[0].size + 1)
@@ -113,9 +145,9 @@ def test_conv_forward_matches_loops(x_shape, w_shape, stride, padding, dilation,
 
 @pytest.mark.parametrize(CONV_ARGS, CONV_CASES)
 def test_conv_gradients_match_loops(x_shape, w_shape, stride, padding, dilation, groups,
-                                    begin, end):
+                                    begin, end, impl):
     nd = len(x_shape) - 2
-    op = ops(nd)
+    op = ops(nd, impl)
     x, w, _ = conv_data(x_shape, w_shape)
     y_shape = op["conv"](x, w, None, stride, padding, dilation, groups).shape
     gy = np.random.default_rng(1).standard_normal(y_shape)
@@ -131,16 +163,16 @@ def test_conv_gradients_match_loops(x_shape, w_shape, stride, padding, dilation,
                                   d2, groups)
     assert_close(gw, from4d(want_gw, nd), n_terms=gy[:, 0].size)
 
-    assert_close(ref.conv_bias(gy), gy.sum(axis=tuple(i for i in range(gy.ndim) if i != 1)),
+    assert_close(op["conv_bias"](gy), gy.sum(axis=tuple(i for i in range(gy.ndim) if i != 1)),
                  n_terms=gy[:, 0].size)
 
 
 @pytest.mark.parametrize(CONV_ARGS, CONV_CASES)
 def test_conv_gradients_are_adjoint(x_shape, w_shape, stride, padding, dilation, groups,
-                                    begin, end):
+                                    begin, end, impl):
     # <conv(x, w), gy> = <x, conv_input(gy)> = <w, conv_weight(x, gy)>
     nd = len(x_shape) - 2
-    op = ops(nd)
+    op = ops(nd, impl)
     x, w, _ = conv_data(x_shape, w_shape, seed=2)
     y = op["conv"](x, w, None, stride, padding, dilation, groups)
     gy = np.random.default_rng(3).standard_normal(y.shape)
@@ -195,9 +227,9 @@ def transpose_out_shape(x_shape, w_shape, stride, padding, output_padding, group
 
 @pytest.mark.parametrize(TRANSPOSE_ARGS, TRANSPOSE_CASES)
 def test_conv_transpose_matches_loops(x_shape, w_shape, stride, padding, output_padding,
-                                      groups, dilation):
+                                      groups, dilation, impl):
     nd = len(x_shape) - 2
-    op = ops(nd)
+    op = ops(nd, impl)
     x, w, _ = conv_data(x_shape, w_shape, seed=5)
     b = np.random.default_rng(6).standard_normal(w_shape[1] * groups)
     s, p = pair(stride, nd, 1), pair(padding, nd, 0)
@@ -274,9 +306,9 @@ MAX_POOL_ARGS = "x_shape, kernel, stride, padding, dilation, ceil_mode, kind"
 
 @pytest.mark.parametrize(MAX_POOL_ARGS, MAX_POOL_CASES)
 def test_max_pool_matches_loops(x_shape, kernel, stride, padding, dilation, ceil_mode,
-                                kind):
+                                kind, impl):
     nd = len(x_shape) - 2
-    op = ops(nd)
+    op = ops(nd, impl)
     x = pool_input(x_shape, kind)
     y, idx = op["max_pool"](x, kernel, stride, padding, dilation, ceil_mode,
                             return_indices=True)
@@ -340,9 +372,9 @@ AVG_POOL_ARGS = "x_shape, kernel, stride, padding, ceil_mode"
 @pytest.mark.parametrize("count_include_pad", [True, False])
 @pytest.mark.parametrize(AVG_POOL_ARGS, AVG_POOL_CASES)
 def test_avg_pool_matches_loops(x_shape, kernel, stride, padding, ceil_mode,
-                                count_include_pad):
+                                count_include_pad, impl):
     nd = len(x_shape) - 2
-    op = ops(nd)
+    op = ops(nd, impl)
     x = pool_input(x_shape, "random", seed=9)
     y = op["avg_pool"](x, kernel, stride, padding, ceil_mode, count_include_pad)
     want = loops.avg_pool2d(to4d(x, nd), pair(kernel, nd, 1), pair(stride, nd, 1),
@@ -366,9 +398,9 @@ def test_avg_pool_divisor_rule():
     # L=6, k=3, s=2, p=1, ceil: windows [-1,2), [1,4), [3,6), [5,8) clipped to
     # [5,7): divisors 3, 3, 3, 2 with padding counted, 2, 3, 3, 1 without.
     x = np.ones((1, 1, 6))
-    np.testing.assert_allclose(ref.avg_pool1d(x, 3, 2, 1, ceil_mode=True),
+    assert_close(ref.avg_pool1d(x, 3, 2, 1, ceil_mode=True),
                                [[[2 / 3, 1.0, 1.0, 0.5]]], rtol=1e-15)
-    np.testing.assert_allclose(
+    assert_close(
         ref.avg_pool1d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
         [[[1.0, 1.0, 1.0, 1.0]]], rtol=1e-15)
 
@@ -422,9 +454,9 @@ def test_dtypes():
     w32 = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
     y = ref.conv2d(x32, w32, np.zeros(3, np.float32), padding=1)
     assert y.dtype == np.float32
-    np.testing.assert_allclose(
+    assert_close(
         y, loops.conv2d(x32.astype(float), w32.astype(float), None, (1, 1), (1, 1),
-                        (1, 1), (1, 1), 1), rtol=1e-5, atol=1e-5)
+                        (1, 1), (1, 1), 1), n_terms=w32[0].size)
     assert ref.conv2d_input(x32.shape, w32, y, padding=1).dtype == np.float32
     assert ref.conv2d_weight(x32, w32.shape, y, padding=1).dtype == np.float32
     assert ref.conv2d(x32, w32.astype(np.float64)).dtype == np.float64

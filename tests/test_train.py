@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import assert_close
 
 import fastconv
 from fastconv import _backend, nn
@@ -45,7 +46,7 @@ def test_digits_split_is_stratified_and_scaled(digits):
     assert 0 <= digits.x_train.min() and digits.x_train.max() <= 1
     train_counts = np.bincount(digits.y_train, minlength=10) / len(digits.y_train)
     test_counts = np.bincount(digits.y_test, minlength=10) / len(digits.y_test)
-    np.testing.assert_allclose(train_counts, test_counts, atol=0.01)
+    assert_close(train_counts, test_counts, atol=0.01)
 
 
 def test_mnist1d_shapes_and_global_rng_untouched(mnist1d):
@@ -115,7 +116,7 @@ def test_residual_gradient_matches_central_differences():
         d = np.zeros_like(x)
         d[i] = eps
         numeric[i] = np.sum((block(x + d) - block(x - d)) * gy) / (2 * eps)
-    np.testing.assert_allclose(gx, numeric, rtol=1e-6, atol=1e-8)
+    assert_close(gx, numeric, rtol=1e-6, atol=1e-8)
     assert [name for name, _ in block.named_parameters()] == ["body.0.weight", "body.0.bias"]
 
 
@@ -174,7 +175,7 @@ def test_cosine_schedule_decays_from_the_optimizer_rate(digits):
     step = opt.step
     opt.step = lambda: (seen.append(opt.lr), step())[1]
     T.train(model, digits, optimizer=opt, steps=10, lr_schedule="cosine")
-    np.testing.assert_allclose(seen, 0.01 * (1 + np.cos(np.pi * np.arange(10) / 10)))
+    assert_close(seen, 0.01 * (1 + np.cos(np.pi * np.arange(10) / 10)))
     with pytest.raises(ValueError, match="Expected lr_schedule"):
         T.train(model, digits, steps=1, lr_schedule="step")
 
@@ -204,7 +205,7 @@ def test_numpy_backend_trains_the_same_model(digits):
     (a, loss_a), (b, loss_b) = states["numpy"], states["fastconv"]
     assert abs(loss_a - loss_b) < 1e-4
     for k in a:
-        np.testing.assert_allclose(a[k], b[k], atol=1e-4)
+        assert_close(a[k], b[k], atol=1e-4)
 
 
 def test_time_backends_runs_the_same_epoch_on_each(digits):

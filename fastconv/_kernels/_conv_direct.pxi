@@ -274,6 +274,7 @@ def depthwise_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C, 
                                   grad_out.shape[3], sh, sw, ph, pw, dh, dw)
     cdef Py_ssize_t c, n, kh, kw, oh, ih, iw0, ow, lo, hi
     cdef _Range rg
+    cdef bint gy_finite
     cdef double total
     cdef floating row
     cdef const floating* xp
@@ -294,13 +295,23 @@ def depthwise_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C, 
                 for n in range(N):
                     xp = &x[n, c, 0, 0]
                     gp = &grad_out[n, c, 0, 0]
+                    # a non-finite grad_out times the padding's zeros is NaN,
+                    # as on the other paths, in the reference and in PyTorch
+                    gy_finite = _all_finite(gp, geo.OH * geo.OW)
                     for oh in range(geo.OH):
                         ih = oh * geo.sh - geo.ph + kh * geo.dh
                         if ih < 0 or ih >= geo.H:
+                            if not gy_finite:
+                                for ow in range(geo.OW):
+                                    total = total + gp[oh * geo.OW + ow] * 0
                             continue
                         row = 0
                         for ow in range(lo, hi):
                             row = row + gp[oh * geo.OW + ow] * \
                                 xp[ih * geo.W + iw0 + ow * geo.sw]
+                        if not gy_finite:
+                            for ow in range(geo.OW):
+                                if ow < lo or ow >= hi:
+                                    row = row + gp[oh * geo.OW + ow] * 0
                         total = total + row
                 partial[0, (c * KH + kh) * KW + kw] = <floating> total
