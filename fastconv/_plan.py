@@ -222,11 +222,20 @@ def _one_tap_per_phase(geo):
 
 def _implicit_tile(geo, itemsize, n_threads):
     """(rows, cols, efficiency) of the implicit kernels' tile, or None where
-    no tile holds a row of outputs."""
+    no tile holds a row of outputs, or where the input a tile copies (its
+    outputs' windows, per channel) would outgrow FLAT_MAX_BYTES: dilations
+    and strides of millions make that span, not the tile, the workspace."""
     (h, w), (kh, kw), (oh, ow) = geo.in_size, geo.kernel, geo.out_size
-    return _config.conv_kernels.implicit_tiles(
+    tile = _config.conv_kernels.implicit_tiles(
         itemsize, geo.n, h, w, kh, kw, oh, ow, *geo.stride, geo.pad_begin[0],
         *geo.dilation, geo.groups, n_threads, IMPLICIT_ROWS_SLACK)
+    if tile is None:
+        return None
+    rows, cols = tile[:2]
+    sh = 1 if _images_as_rows(geo) else geo.stride[0]
+    span = (((rows - 1) * sh + (kh - 1) * geo.dilation[0] + 1)
+            * ((cols - 1) * geo.stride[1] + (kw - 1) * geo.dilation[1] + 1))
+    return tile if span * itemsize <= FLAT_MAX_BYTES else None
 
 
 # -- the plans ----------------------------------------------------------------------

@@ -486,28 +486,20 @@ for i, f in enumerate(bad):
 print(answered, raised)
 """
 
-WORKSPACE_GROWS = ("kernel defect (fastconv/_kernels, workspace): this path's workspace grows "
-                   "with the padded input or the dilated window, not with its tiles, so a "
-                   "problem of 5 inputs and 1-5 outputs with padding and dilation 2**31 - 1 "
-                   "raises MemoryError (it asks for tens of GB)")
 # (op, path, input channels): every path, on 1 channel (depthwise) and 2
-# (the flat-plane paths, depthwise_flat and direct, do not apply where one
-# padded row outgrows their scratch bound, as on all of these geometries)
+# (the flat-plane paths, depthwise_flat and direct, and the implicit ones do
+# not apply where the input they copy outgrows their scratch bound, as on all
+# of these geometries)
 CONV_PATH_CASES = [(op, path, 1 if path.startswith("depthwise") else 2)
                    for op in ("forward", "input_grad", "weight_grad")
                    for path in ("auto",) + _PATHS[op]
-                   if path not in ("depthwise_flat", "direct")] + [
+                   if path not in ("depthwise_flat", "direct", "implicit_row", "implicit",
+                                   "implicit_adjoint")] + [
                    ("forward", "auto", 1), ("input_grad", "auto", 1), ("weight_grad", "auto", 1)]
-# forced onto these geometries, the implicit paths still copy the dilated
-# window's span (the plan does not take them there: the "auto" cases pass)
-FAILING = {("forward", "implicit_row"), ("forward", "implicit"),
-           ("input_grad", "implicit_adjoint"), ("weight_grad", "implicit")}
 
 
 def _adversarial_param(op, path, c_in):
-    fails = (op, path) in FAILING
-    marks = [pytest.mark.xfail(strict=True, reason=WORKSPACE_GROWS)] if fails else []
-    return pytest.param(op, path, c_in, marks=marks, id=f"{op}-{path}-{c_in}ch")
+    return pytest.param(op, path, c_in, id=f"{op}-{path}-{c_in}ch")
 
 
 @pytest.mark.parametrize("op,path,c_in", [_adversarial_param(*c) for c in CONV_PATH_CASES])
