@@ -2,6 +2,9 @@
 for key, central differences through BatchNorm + Residual + adaptive pooling,
 a small ResNet trained step for step against PyTorch, and the train command."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import assert_close
@@ -12,55 +15,15 @@ from fastconv import train as T
 
 
 def _torch_resnet(torch, layers, num_classes, in_channels, width, small_input):
-    """torchvision's ResNet with BasicBlock, written out (torchvision is not a
-    dependency): the same module names, so the same state-dict keys."""
-    tnn = torch.nn
-
-    class Block(tnn.Module):
-        def __init__(self, inplanes, planes, stride, downsample):
-            super().__init__()
-            self.conv1 = tnn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(planes)
-            self.relu = tnn.ReLU(inplace=True)
-            self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-            self.bn2 = tnn.BatchNorm2d(planes)
-            self.downsample = downsample
-
-        def forward(self, x):
-            out = self.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            return self.relu(out + (x if self.downsample is None else self.downsample(x)))
-
-    class Net(tnn.Module):
-        def __init__(self):
-            super().__init__()
-            if small_input:
-                self.conv1 = tnn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
-            else:
-                self.conv1 = tnn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
-            self.bn1 = tnn.BatchNorm2d(width)
-            self.relu = tnn.ReLU(inplace=True)
-            self.maxpool = tnn.Identity() if small_input else tnn.MaxPool2d(3, 2, 1)
-            inplanes = width
-            for i, n in enumerate(layers):
-                planes, stride = width * 2 ** i, 1 if i == 0 else 2
-                down = None
-                if stride != 1 or inplanes != planes:
-                    down = tnn.Sequential(tnn.Conv2d(inplanes, planes, 1, stride, bias=False),
-                                          tnn.BatchNorm2d(planes))
-                blocks = [Block(inplanes, planes, stride, down)]
-                blocks += [Block(planes, planes, 1, None) for _ in range(1, n)]
-                inplanes = planes
-                setattr(self, f"layer{i + 1}", tnn.Sequential(*blocks))
-            self.avgpool = tnn.AdaptiveAvgPool2d((1, 1))
-            self.fc = tnn.Linear(inplanes, num_classes)
-
-        def forward(self, x):
-            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-            return self.fc(torch.flatten(self.avgpool(x), 1))
-
-    return Net()
+    """torchvision's ResNet with BasicBlock, written out in
+    benchmarks/torch_resnet.py (torchvision is not a dependency): the same
+    module names, so the same state-dict keys."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        from torch_resnet import torch_resnet
+    finally:
+        sys.path.pop(0)
+    return torch_resnet(torch, layers, num_classes, in_channels, width, small_input)
 
 
 def _randomise_torch_bn(torch, model, seed):
