@@ -92,6 +92,11 @@ def _compiles(compiler, source, compile_args, link_args=()):
 class BuildExt(build_ext):
     """build_ext that adds OpenMP and per-variant ISA flags for the compiler in use."""
 
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:  # pip and build pass no -j: one job per core
+            self.parallel = True
+
     def build_extensions(self):
         ctype = self.compiler.compiler_type
         compile_args, link_args = _openmp_flags(ctype)
