@@ -162,9 +162,11 @@ def api_modules():
     found = []
     for name, title in API_MODULES:
         try:
-            found.append((importlib.import_module(name), title))
+            module = importlib.import_module(name)
+            public_names(module)  # fastconv.dask imports, but needs dask for its names
         except ImportError:
             continue
+        found.append((module, title))
     return found
 
 

@@ -28,9 +28,12 @@ def _public_modules():
     modules = [importlib.import_module(name) for name in PUBLIC]
     for name in OPTIONAL:
         try:
-            modules.append(importlib.import_module(name))
+            module = importlib.import_module(name)
+            for attr in module.__all__:  # fastconv.dask imports, but needs dask for its names
+                getattr(module, attr)
         except ImportError:
             continue
+        modules.append(module)
     # sub-modules that fastconv.__all__ exports (a new one is public too)
     for name in fastconv.__all__:
         obj = getattr(fastconv, name)
