@@ -64,12 +64,12 @@ cdef void avg_pool_plane(const floating* x, floating* out, const Pool2d* p,
             for ih in range(win.h0, win.h1):
                 for iw in range(win.w0, win.w1):
                     s += x[ih * p.W + iw]
-            o[ow] = s / win.divisor
+            o[ow] = s * (<floating> 1 / win.divisor)
         if lo == hi:
             continue
         win = _avg_window(oh, lo, p, count_include_pad)
         if fixed and win.h1 - win.h0 == p.KH:
-            _fixed_row(x, p, win.h0, lo, hi, o, NULL, split, True, win.divisor)
+            _fixed_row(x, p, win.h0, lo, hi, o, NULL, split, True, <floating> 1 / win.divisor)
             continue
         for ow in range(lo, hi):
             o[ow] = 0
@@ -84,7 +84,7 @@ cdef void avg_pool_plane(const floating* x, floating* out, const Pool2d* p,
                     _sum_row(xr, o, lo, hi, p.sw)
         if win.h0 < win.h1:
             for ow in range(lo, hi):
-                o[ow] = o[ow] / win.divisor
+                o[ow] = o[ow] * (<floating> 1 / win.divisor)
 
 
 cdef void _avg_pool_grad_tiled(const floating* grad_out, floating* grad_in,
@@ -105,12 +105,12 @@ cdef void _avg_pool_grad_tiled(const floating* grad_out, floating* grad_in,
         go = grad_out + oh * p.OW
         if p.KW == 2:  # a literal width, which gcc vectorises
             for ow in range(p.OW):
-                g = go[ow] / div
+                g = go[ow] * (<floating> 1 / div)
                 row[2 * ow] = g
                 row[2 * ow + 1] = g
         else:
             for ow in range(p.OW):
-                g = go[ow] / div
+                g = go[ow] * (<floating> 1 / div)
                 for kw in range(p.KW):
                     row[ow * p.KW + kw] = g
         for c in range(covered, p.W):
@@ -157,7 +157,7 @@ cdef void avg_pool_grad_plane(const floating* grad_out, floating* grad_in, const
             win = _avg_window(oh, ow, p, count_include_pad)
             if win.h0 >= win.h1 or win.w0 >= win.w1:
                 continue
-            g = grad_out[oh * p.OW + ow] / win.divisor
+            g = grad_out[oh * p.OW + ow] * (<floating> 1 / win.divisor)
             for ih in range(win.h0, win.h1):
                 for iw in range(win.w0, win.w1):
                     grad_in[ih * p.W + iw] += g
@@ -169,7 +169,7 @@ cdef void avg_pool_grad_plane(const floating* grad_out, floating* grad_in, const
         # s[1 + i] = output lo + i's share, with s[0] = s[n + 1] = 0
         s[0] = s[n + 1] = 0
         for ow in range(lo, hi):
-            s[1 + ow - lo] = grad_out[oh * p.OW + ow] / win.divisor
+            s[1 + ow - lo] = grad_out[oh * p.OW + ow] * (<floating> 1 / win.divisor)
         # h[j] = the sum of the shares of the outputs covering column c0 + j
         if p.sw == 2 and p.KW == 2:
             for j in range(n):

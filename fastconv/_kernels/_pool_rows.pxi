@@ -83,10 +83,12 @@ cdef inline floating _tap(const floating* x0, const floating* x1, Py_ssize_t ld,
 cdef inline void _row_fixed(const floating* x0, const floating* x1, Py_ssize_t ld,
                             Py_ssize_t W, floating* o, int64_t* idx, Py_ssize_t base,
                             Py_ssize_t lo, Py_ssize_t hi, const int K, const int S,
-                            const bint split, const bint avg, floating divisor) noexcept nogil:
+                            const bint split, const bint avg, floating scale) noexcept nogil:
     """A row of outputs whose K x K windows (stride S, no dilation) lie inside
     the input, whose rows are W apart: the maximum, with idx[ow] (unless NULL)
-    = base + ow*S + the winning tap's offset, or with `avg` the sum / divisor.
+    = base + ow*S + the winning tap's offset, or with `avg` the sum times
+    `scale` (1 / the divisor: a division by subnormal sums took 1.6-1.8x
+    the time of normal ones, a multiplication none).
     Called with literal K, S, split and avg, so the compiler unrolls the
     window and vectorises over ow; the taps are visited in the row-major order
     of the edge loops (_max_window, avg_pool_plane), so the results agree
@@ -108,7 +110,7 @@ cdef inline void _row_fixed(const floating* x0, const floating* x1, Py_ssize_t l
             for kh in range(K):
                 for kw in range(K):
                     m = m + _tap(x0, x1, ld, ow, kh, kw, S, split)
-            o[ow] = m / divisor
+            o[ow] = m * scale
         return
     if idx == NULL:
         for ow in range(lo, hi):
@@ -140,7 +142,7 @@ cdef inline void _row_fixed_tiled(const floating* x0, const floating* x1, Py_ssi
                                   Py_ssize_t W, floating* o, int64_t* idx, Py_ssize_t base,
                                   Py_ssize_t lo, Py_ssize_t hi, const int K, const int S,
                                   const bint split, const bint avg,
-                                  floating divisor) noexcept nogil:
+                                  floating scale) noexcept nogil:
     """_row_fixed over [lo, hi). A row of at least two vectors is done in
     whole vectors: a multiple of `vl` outputs, then the last `vl` again
     (recomputing a few outputs, with the same result) instead of the scalar
@@ -150,9 +152,9 @@ cdef inline void _row_fixed_tiled(const floating* x0, const floating* x1, Py_ssi
     cdef Py_ssize_t n = (hi - lo) // vl * vl
     if hi - lo < 2 * vl:
         n = hi - lo
-    _row_fixed(x0, x1, ld, W, o, idx, base, lo, lo + n, K, S, split, avg, divisor)
+    _row_fixed(x0, x1, ld, W, o, idx, base, lo, lo + n, K, S, split, avg, scale)
     if lo + n < hi:
-        _row_fixed(x0, x1, ld, W, o, idx, base, hi - vl, hi, K, S, split, avg, divisor)
+        _row_fixed(x0, x1, ld, W, o, idx, base, hi - vl, hi, K, S, split, avg, scale)
 
 
 cdef inline void _deinterleave(const floating* xr, floating* ev, floating* od,
@@ -173,7 +175,7 @@ cdef inline bint _has_fixed_rows(const Pool2d* p) noexcept nogil:
 
 cdef inline void _fixed_row(const floating* x, const Pool2d* p, Py_ssize_t hs, Py_ssize_t lo,
                             Py_ssize_t hi, floating* o, int64_t* idx, floating* split,
-                            const bint avg, floating divisor) noexcept nogil:
+                            const bint avg, floating scale) noexcept nogil:
     """Outputs [lo, hi) of the row whose windows start at input row hs, all of
     whose window rows are inside the input (see _row_fixed). `split` is
     scratch for 6*(OW + 1) values."""
@@ -183,10 +185,10 @@ cdef inline void _fixed_row(const floating* x, const Pool2d* p, Py_ssize_t hs, P
         for kh in range(3):
             _deinterleave(xr + kh * p.W, split + kh * ld, split + (3 + kh) * ld, lo, hi)
         _row_fixed_tiled(split, split + 3 * ld, ld, p.W, o, idx, base, lo, hi, 3, 2, True,
-                         avg, divisor)
+                         avg, scale)
     elif p.KH == 2 and p.sw == 2:
-        _row_fixed_tiled(xr, NULL, p.W, p.W, o, idx, base, lo, hi, 2, 2, False, avg, divisor)
+        _row_fixed_tiled(xr, NULL, p.W, p.W, o, idx, base, lo, hi, 2, 2, False, avg, scale)
     elif p.KH == 2:
-        _row_fixed_tiled(xr, NULL, p.W, p.W, o, idx, base, lo, hi, 2, 1, False, avg, divisor)
+        _row_fixed_tiled(xr, NULL, p.W, p.W, o, idx, base, lo, hi, 2, 1, False, avg, scale)
     else:
-        _row_fixed_tiled(xr, NULL, p.W, p.W, o, idx, base, lo, hi, 3, 1, False, avg, divisor)
+        _row_fixed_tiled(xr, NULL, p.W, p.W, o, idx, base, lo, hi, 3, 1, False, avg, scale)
