@@ -22,6 +22,7 @@ FOUND = [
     446, 581, 36, 277,  # an array argument None: AttributeError, or NumPy's words
     320, 1003, 1291, 1331, 2267, 1932, 178,  # weight_grad direct/depthwise: NaN beyond reach
     1340, 2616, 1144,  # forward depthwise at stride > 1 skipped the padding's zeros
+    100009,  # weight_grad depthwise_rows skipped the padding's zeros times an inf grad_out
     1000596,  # a weight of zero output channels: fastconv answered, the reference crashed
     2003897,  # an empty batch with a huge padding: the reference could not size its copy
     2036514,  # an empty batch of a plane no array can hold: NumPy's words, not ours

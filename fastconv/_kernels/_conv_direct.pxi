@@ -285,6 +285,13 @@ def depthwise_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C, 
         _weight_grad_direct(x, grad_out, partial, &geo, C, band, n_threads)
         return
     for c in prange(C, schedule='static', nogil=True, num_threads=n_threads):
+        # a non-finite grad_out times the padding's zeros is NaN, as on the
+        # other paths, in the reference and in PyTorch: checked once a channel
+        gy_finite = True
+        for n in range(N):
+            if not _all_finite(&grad_out[n, c, 0, 0], geo.OH * geo.OW):
+                gy_finite = False
+                break
         for kh in range(KH):
             for kw in range(KW):
                 iw0 = kw * geo.dw - geo.pw
@@ -295,9 +302,6 @@ def depthwise_weight_grad(const floating[:, :, :, ::1] x,          # IN  (N, C, 
                 for n in range(N):
                     xp = &x[n, c, 0, 0]
                     gp = &grad_out[n, c, 0, 0]
-                    # a non-finite grad_out times the padding's zeros is NaN,
-                    # as on the other paths, in the reference and in PyTorch
-                    gy_finite = _all_finite(gp, geo.OH * geo.OW)
                     for oh in range(geo.OH):
                         ih = oh * geo.sh - geo.ph + kh * geo.dh
                         if ih < 0 or ih >= geo.H:
