@@ -43,9 +43,11 @@ __all__ = [
 # -- convolution --------------------------------------------------------------
 
 
-def _conv(x, weight, bias, nd, stride, padding, dilation, groups, activation):
+def _conv(x, weight, bias, nd, stride, padding, dilation, groups, activation, packed=None):
+    """``conv{nd}d``; ``packed``: a ``_launch.PackedWeight`` of ``weight``
+    (the fused inference layers)."""
     return conv_forward(*_preprocess.conv(nd, x, weight, bias, stride, padding, dilation,
-                                          groups, activation))
+                                          groups, activation), packed=packed)
 
 
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, activation=None):

@@ -181,3 +181,34 @@ def test_fused_matches_torch_conv_bn_relu(rng):
     with torch.no_grad():
         expected = torch.relu(tbn.eval()(tconv(torch.from_numpy(x)))).numpy()
     assert_close(nn.FusedConv2d(conv, bn, relu=True)(x), expected, n_terms=27)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_weight_is_packed_once_and_kept_its_own(dtype, rng):
+    """A fused convolution packs its weight's panels on its first call and
+    reuses them; the weight is read-only, and a new one gets new panels."""
+    conv = nn.Conv2d(5, 7, 3, padding=1, rng=rng, dtype=dtype)
+    fused = nn.FusedConv2d(conv, relu=True)
+    x = rng.standard_normal((2, 5, 6, 6)).astype(dtype)
+    assert fused._packed._panels is None
+    first = fused(x)
+    panels = fused._packed._panels
+    assert panels is not None and panels.dtype == dtype
+    assert_close(first, np.maximum(conv(x), 0), n_terms=45)
+    again = fused(x)
+    assert fused._packed._panels is panels  # not packed again
+    np.testing.assert_array_equal(again, first)
+    with pytest.raises(ValueError, match="read-only"):
+        fused.weight[0, 0, 0, 0] = 1
+    fused.weight = -conv.weight.data
+    assert fused._packed._panels is None
+    assert_close(fused(x), np.maximum(-conv(x) + 2 * conv.bias.data[:, None, None], 0),
+                 n_terms=45)
+
+
+def test_depthwise_fused_conv_packs_nothing(rng):
+    conv = nn.Conv2d(6, 6, 3, padding=1, groups=6, rng=rng)
+    fused = nn.FusedConv2d(conv)
+    x = rng.standard_normal((1, 6, 8, 8)).astype(np.float32)
+    assert_close(fused(x), conv(x), n_terms=9)
+    assert fused._packed._panels is None  # the depthwise paths read the weight as it is

@@ -12,7 +12,7 @@ import pytest
 from conftest import assert_close, isa_allowed
 
 import fastconv
-from fastconv import _config, _plan
+from fastconv import _config, _launch, _plan
 from fastconv import reference as ref
 from fastconv._validation import conv_geometry
 
@@ -160,6 +160,40 @@ def test_every_path_matches_the_loops(op, isa):
             assert_close(got.reshape(want.shape), want, n_terms=24, err_msg=f"{op} {path}")
             taken.add(path)
     assert taken == set(_plan.PATHS[op]), f"paths never taken: {set(_plan.PATHS[op]) - taken}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forward_paths_take_a_packed_weight(dtype, isa):
+    """The forward of a weight packed ahead (_launch.PackedWeight, the fused
+    inference layers) on every path: the same result as packing per call;
+    panels of another build are packed again, and a wrong size is refused."""
+    rng = np.random.default_rng(11)
+    for case in CASES:
+        x, w, b, _, kw, geo = _operands(case, dtype, rng)
+        for path in _plan.PATHS["forward"]:
+            with _plan.forced(forward=path):
+                try:
+                    _plan.plan_for("forward", geo, np.dtype(dtype).itemsize)
+                except ValueError:
+                    continue
+                want = _launch.conv_forward(x, w, b, geo)
+                packed = _launch.PackedWeight(w)
+                for _ in range(2):
+                    got = _launch.conv_forward(x, w, b, geo, packed=packed)
+                    np.testing.assert_array_equal(got, want, err_msg=f"{path} {case[0]}")
+                used = packed._kernels is _config.conv_kernels
+                assert used != path.startswith("depthwise")  # which read the weight as it is
+    other = importlib.import_module("fastconv._kernels._conv_generic")
+    x, w, b, _, kw, geo = _operands(CASES[0], dtype, rng)
+    packed = _launch.PackedWeight(w)
+    packed.panels(other, geo.nd, geo.groups, 1)
+    np.testing.assert_array_equal(_launch.conv_forward(x, w, b, geo, packed=packed),
+                                  _launch.conv_forward(x, w, b, geo))
+    assert packed._kernels is _config.conv_kernels
+    out = np.empty(geo.output_shape(), dtype)
+    with pytest.raises(ValueError, match="packed weight of 3 values"):
+        _config.conv_kernels.conv2d_forward(x, w, b, np.ones(3, dtype), out,
+                                            *geo.kernel_args(), "im2col", 0, 0, False, 1)
 
 
 def test_conv_plan_names_the_paths_a_call_takes():

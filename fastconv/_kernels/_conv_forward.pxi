@@ -4,6 +4,7 @@
 def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W)
                    const floating[:, :, :, ::1] weight,     # IN  (C_out, C_in/g, kH, kW)
                    const floating[::1] bias,                # IN  (C_out,) or empty
+                   const floating[::1] packed,              # IN  pack_forward_weight(weight) or empty
                    floating[:, :, :, ::1] out,              # OUT (N, C_out, OH, OW)
                    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                    Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t groups,
@@ -26,11 +27,12 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
         raise ValueError(f"unknown forward path {path!r}")
     if N * geo.OH * geo.OW == 0:
         return
-    dtype = np.float32 if floating is float else np.float64
-    cdef floating[::1] wpack = np.empty(groups * nmp * MR * K, dtype=dtype)
-    with nogil:
-        for g in range(groups):
-            _pack_rows(&weight[g * Mg, 0, 0, 0], Mg, K, K, &wpack[g * nmp * MR * K])
+    cdef const floating[::1] wpack = packed
+    if packed.shape[0] == 0:
+        wpack = _pack_groups(weight, groups, False, n_threads)
+    elif packed.shape[0] != groups * nmp * MR * K:
+        raise ValueError(f"packed weight of {packed.shape[0]} values, expected "
+                         f"{groups * nmp * MR * K} (pack_forward_weight of this build)")
     cdef bint by_rows = path == "implicit_row"
     if path != "im2col":
         _forward_implicit(x, wpack, bias, out, &igeo, n_images, groups, rows, cw, by_rows,

@@ -54,11 +54,7 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
     n_chunks = _ceil_div(Cg, chunk)
     n_items = N * groups * n_chunks
 
-    dtype = np.float32 if floating is float else np.float64
-    cdef floating[::1] wpack = np.empty(max(1, groups * nrp * MR * Mg), dtype=dtype)
-    with nogil:
-        for g in range(groups):
-            _pack_cols(&weight[g * Mg, 0, 0, 0], Mg, K, K, &wpack[g * nrp * MR * Mg])
+    cdef floating[::1] wpack = _pack_groups(weight, groups, True, n_threads)
     cdef Py_ssize_t n_images
     cdef Geometry igeo = _implicit_geometry(&geo, N, C_in, C_out, &n_images)
     if path == "implicit_adjoint":
@@ -156,7 +152,7 @@ cdef void _input_grad_implicit(const floating[:, :, :, ::1] grad_out,
     tile (zero in the columns c >= cols). The outputs of row (ci, kw) of
     colgrad are added to a zeroed copy xt at the tap's offset
     (_add_outputs), and xt is added into grad_in (_unfill_tile): the adjoint
-    of the forward's reads. `wpack` is W_g^T packed by _pack_cols; `geo` is
+    of the forward's reads. `wpack` is W_g^T packed by _pack_groups; `geo` is
     an _implicit_geometry.
     """
     cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
