@@ -25,6 +25,14 @@ fastconv, else reported as unknown.
     python benchmarks/resnet18_inference.py                   # batch 1 and 8, 2 threads
     python benchmarks/resnet18_inference.py --repeats 1 --rounds 1 --batches 1
     python benchmarks/resnet18_inference.py --json resnet18.json --wheel-dir wheels/
+    python benchmarks/resnet18_inference.py --layers --batches 1  # where the time goes
+
+With ``--layers``, each distinct convolution of the network is also timed
+alone, side by side: the fused fastconv layer, ``torch.nn.functional.conv2d``
+(+ ReLU) with the same folded weight, and NumPy's GEMM (OpenBLAS) of the
+same M x K x N, the roofline of an im2col convolution. Their sums over the
+network's layers (each times its count) show how much of the whole model's
+time is convolution and how far each layer is from its GEMM.
 """
 
 import argparse
@@ -128,6 +136,79 @@ def check_logits(ours, expected):
             "allclose_rtol_1e-4": ok}
 
 
+def _conv_calls(fused, x):
+    """[(layer, input shape)] of each FusedConv2d call of one forward of ``x``."""
+    calls = []
+
+    def walk(module):
+        if isinstance(module, nn.FusedConv2d):
+            def record(inp, module=module, forward=module.forward):
+                calls.append((module, inp.shape))
+                return forward(inp)
+            module.forward = record
+        for _, child in module._children():
+            walk(child)
+
+    walk(fused)
+    fused(x)
+    for layer, _ in calls:
+        del layer.forward  # the class's own again
+    return calls
+
+
+def layer_table(torch, fused, x, repeats, rounds):
+    """Each distinct convolution of one forward of ``x``, timed alone side by
+    side: fastconv, torch (same folded weight and ReLU) and the GEMM."""
+    import torch.nn.functional as TF
+
+    rows = {}
+    for layer, shape in _conv_calls(fused, x):
+        key = (shape, layer.weight.shape, layer.stride, layer.padding)
+        if key in rows:
+            rows[key]["count"] += 1
+            continue
+        rng = np.random.default_rng(0)
+        xi = rng.standard_normal(shape).astype(np.float32)
+        out = layer(xi)
+        m, k = layer.weight.shape[0], int(np.prod(layer.weight.shape[1:]))
+        n = out.shape[0] * out.shape[2] * out.shape[3]
+        a = np.ascontiguousarray(layer.weight.reshape(m, k))
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        xt, wt, bt = (torch.from_numpy(v) for v in (xi, np.array(layer.weight), layer.bias))
+        relu = layer.activation == "relu"
+
+        def run_torch(xt=xt, wt=wt, bt=bt, layer=layer, relu=relu):
+            with torch.no_grad():
+                y = TF.conv2d(xt, wt, bt, layer.stride, layer.padding)
+                return TF.relu(y) if relu else y
+
+        t = side_by_side({"fastconv": lambda xi=xi, layer=layer: layer(xi), "torch": run_torch,
+                          "gemm": lambda a=a, b=b: a @ b}, repeats, rounds=rounds)
+        plan = fastconv.conv_plan(shape, layer.weight.shape, stride=layer.stride,
+                                  padding=layer.padding)["forward"]
+        rows[key] = {"input": list(shape), "weight": list(layer.weight.shape),
+                     "stride": layer.stride[0], "count": 1, "path": plan,
+                     "gflop": 2 * m * k * n / 1e9, **{f"{k}_ms": 1e3 * v for k, v in t.items()}}
+    return list(rows.values())
+
+
+def print_layers(rows):
+    print(f"\n{'input':>18} {'weight':>18} {'s':>1} {'x':>2} {'path':>7} {'fastconv':>9} "
+          f"{'torch':>7} {'gemm':>7} {'GF/s':>5} {'%gemm':>6}")
+    total = {"fastconv": 0.0, "torch": 0.0, "gemm": 0.0}
+    for r in rows:
+        for k in total:
+            total[k] += r["count"] * r[f"{k}_ms"]
+        print(f"{'x'.join(map(str, r['input'])):>18} {'x'.join(map(str, r['weight'])):>18} "
+              f"{r['stride']:>1} {r['count']:>2} {r['path']:>7} {r['fastconv_ms']:>9.3f} "
+              f"{r['torch_ms']:>7.3f} {r['gemm_ms']:>7.3f} "
+              f"{r['gflop'] / r['fastconv_ms'] * 1e3:>5.0f} "
+              f"{100 * r['gemm_ms'] / r['fastconv_ms']:>5.0f}%")
+    print(f"{'sum over the network (ms)':>59} {total['fastconv']:>9.2f} {total['torch']:>7.2f} "
+          f"{total['gemm']:>7.2f}")
+    return total
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
@@ -136,6 +217,8 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--wheel-dir", default="", help="a directory holding the wheels")
     p.add_argument("--json", default="", help="write the results to this file")
+    p.add_argument("--layers", action="store_true",
+                   help="also time each distinct convolution alone (see above)")
     args = p.parse_args(argv)
     if args.repeats < 1 or args.rounds < 1:
         p.error("Expected --repeats and --rounds >= 1")
@@ -184,6 +267,10 @@ def main(argv=None):
                   f"{t['onnxruntime'] / t['fastconv']:>7.2f}  max|diff| "
                   f"{check['max_abs_diff']:.1e} of max|logit| {check['max_abs_logit']:.2f}: "
                   f"{'equal' if check['allclose_rtol_1e-4'] else 'NOT equal'} at rtol 1e-4")
+            if args.layers:
+                rows = layer_table(torch, fused, x, args.repeats, args.rounds)
+                results["batches"][n]["layers"] = rows
+                results["batches"][n]["layer_sums_ms"] = print_layers(rows)
     results["footprints"] = footprints(args.wheel_dir)
     print("\ninstall footprint (MB)    wheel   unpacked")
     for dist, r in results["footprints"].items():
