@@ -27,6 +27,9 @@ CASES = [
     ("depthwise-s2", (2, 4, 9, 8), (4, 1, 3, 3), 2, 1, 1, 4),
     ("2x2-s2", (2, 3, 8, 10), (5, 3, 2, 2), 2, 0, 1, 1),
     ("many-channels", (2, 40, 6, 6), (13, 40, 3, 3), 1, 0, 1, 1),
+    # one tile of positions for 2 groups of 17 output channels: im2col
+    # splits the channels of each group into parts for the threads
+    ("groups-parts", (1, 36, 5, 5), (34, 18, 3, 3), 1, 1, 1, 2),
     ("1d-rows", (7, 4, 10), (6, 4, 3), 1, 1, 1, 1),
     ("1d-s2", (5, 3, 19), (5, 3, 3), 2, 1, 1, 1),
     ("1d-wide", (2, 2, 70), (3, 2, 5), 1, 0, 2, 1),

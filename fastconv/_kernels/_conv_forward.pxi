@@ -104,11 +104,14 @@ cdef void _forward_im2col(const floating[:, :, :, ::1] x, const floating[::1] wp
             if col == NULL or ctile == NULL or runs == NULL:
                 n_failed += 1
                 continue
-            part = item % nparts
+            # parts outermost: the static schedule then gives each thread
+            # whole parts of the channels over every tile, the same work
+            # whatever the width of the last tile
+            part = item // (groups * ntiles)
             mp0 = part * mpb
             mp1 = min(nmp, mp0 + mpb)
-            g = item // nparts // ntiles
-            q0 = (item // nparts % ntiles) * TP
+            g = item // ntiles % groups
+            q0 = (item % ntiles) * TP
             tp = min(TP, NP - q0)
             nrun = _tile_runs(geo, q0, tp, runs)
             for kb0 in range(nkb):
