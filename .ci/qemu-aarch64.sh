@@ -43,9 +43,7 @@
 #   tests/test_faults.py (RLIMIT_AS does not bound an emulated process's
 #   allocations, and its malloc shim is built by the host's gcc for x86-64)
 #   and tests/test_sanitizer.py (the host's libasan and libubsan). Both run
-#   on x86-64 in sections 1-4 of .ci/run. And two tests, deselected below,
-#   whose expectations do not hold here (x86-64 block sizes, NumPy 2's
-#   reprs): take them out of DEFAULT once they are fixed.
+#   on x86-64 in sections 1-4 of .ci/run.
 # * Time, 2 cores: the root ~30 s, the build 20-45 s, the tests ~3 min, ~4
 #   min in all (with the two files, `.ci/qemu-aarch64.sh tests`: ~5.5 min
 #   of tests). It prints its time.
@@ -58,12 +56,7 @@ trap 'rm -rf "$Q"' EXIT
 ROOT=$Q/root
 step() { printf -- '-- %s (%d s)\n' "$*" "$((SECONDS - START))"; }
 
-DEFAULT=(tests --ignore=tests/test_faults.py --ignore=tests/test_sanitizer.py
-    # the lenet1 weight gradient is "direct" only where float32 micro-kernel
-    # rows hold 16 or more values (AVX2, AVX-512); NEON's hold 8: "implicit"
-    --deselect tests/test_large_planes.py::test_small_planes_keep_the_flat_kernels
-    # the expected message is NumPy 2's repr of np.True_; NumPy 1.x says True
-    --deselect "tests/test_validation.py::test_geometry_cache_never_confuses_equal_values_of_other_types[good3-bad3-groups to be an int, got np.True_]")
+DEFAULT=(tests --ignore=tests/test_faults.py --ignore=tests/test_sanitizer.py)
 if [ $# -gt 0 ]; then TESTS=("$@"); else TESTS=("${DEFAULT[@]}"); fi
 
 # -- host tools ---------------------------------------------------------------------

@@ -805,7 +805,7 @@ def test_set_num_threads_rejects(n, exc, match, monkeypatch):
     (dict(stride=1), dict(stride=True), "stride to be an int, got True"),
     (dict(stride=(1, 1)), dict(stride=(1, True)), "stride to be an int, got True"),
     (dict(dilation=2), dict(dilation=2.0), "dilation to be an int, got 2.0"),
-    (dict(groups=1), dict(groups=np.True_), "groups to be an int, got np.True_"),
+    (dict(groups=1), dict(groups=np.True_), f"groups to be an int, got {np.True_!r}"),
 ])
 def test_geometry_cache_never_confuses_equal_values_of_other_types(good, bad, match):
     # The valid call first, so that its geometry is cached under an equal key.
