@@ -3,6 +3,8 @@
 Two levels:
 * each compiled build this CPU can run (generic, AVX2, AVX-512) through its
   test entry points, against NumPy;
+* the disassembly of each compiled build, on any x86-64 CPU: the kernels
+  keep their vectors in registers (no stack traffic);
 * the C header itself (tests/ukernels/check_ukernels.c), compiled for every
   vector layer: the x86-64 ones this CPU runs, the scalar fallback, and NEON
   with an aarch64 cross compiler run under qemu-user (skipped where those
@@ -12,6 +14,7 @@ Two levels:
 import importlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -143,3 +146,45 @@ def test_c_micro_kernels_scalar_fallback():
 def test_c_micro_kernels_neon_under_qemu():
     out = _run_harness("aarch64-linux-gnu-gcc", ["-static"], runner=("qemu-aarch64",))
     assert out.startswith("neon 8x8")  # 32 registers: MR = 8
+
+
+KERNELS = ("fc_gemm", "fc_gemm_taps", "fc_gemm_row", "fc_gemm_rows")
+# a vector register stored to or loaded from the stack frame (AT&T syntax)
+STACK_VECTOR = re.compile(r"%[xyz]mm\d+.*\(%r[sb]p|\(%r[sb]p[^)]*\).*%[xyz]mm\d+")
+
+
+def _functions(path):
+    """{symbol: [instruction lines]} of objdump's disassembly of ``path``."""
+    text = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(path)],
+                          capture_output=True, text=True, check=True).stdout
+    functions, body = {}, None
+    for line in text.splitlines():
+        head = re.match(r"[0-9a-f]+ <([^>]+)>:$", line)
+        if head:
+            body = functions.setdefault(head[1], [])
+        elif body is not None and line.strip():
+            body.append(line)
+    return functions
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_micro_kernels_keep_their_vectors_in_registers(isa):
+    """Every micro-kernel of every x86-64 build is its own function (never
+    inlined: see _ukernel.h) with no vector register spilled to the stack.
+    Inlined into the forward, the float64 AVX2 kernel spilled an accumulator
+    in its inner loop and ran at half speed. Disassembly only, so the AVX-512
+    build is checked on CPUs that cannot run it."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("not an x86-64 machine")
+    if shutil.which("objdump") is None:
+        pytest.skip("objdump (binutils) is not installed")
+    try:
+        module = importlib.import_module(f"fastconv._kernels._conv_{isa}")
+    except ImportError:
+        pytest.skip(f"the {isa} build is not part of this installation")
+    functions = _functions(module.__file__)
+    for name in (f"{k}_{s}" for k in KERNELS for s in ("f32", "f64")):
+        body = functions.get(name)
+        assert body, f"{name} is not a function of {module.__file__} (inlined, or stripped)"
+        spills = [line for line in body if STACK_VECTOR.search(line)]
+        assert not spills, f"{isa} {name} moves vectors through the stack:\n" + "\n".join(spills)

@@ -22,10 +22,13 @@
  * scalar), FC_S (its suffix) and FC_W (the lanes) bound. It uses intrinsics
  * through _isa.h's vector layer, not GCC vector extensions, which MSVC
  * lacks. The accumulators are named variables, c<i><a|b>, never an array,
- * so that the compiler keeps all 2*MR in registers (checked with objdump:
- * no stack traffic in the loops of fc_gemm, fc_gemm_taps and fc_gemm_row;
- * fc_gemm_rows keeps two of its loop counters on the stack, outside the
- * inner loop).
+ * so that the compiler keeps all 2*MR in registers. The kernels are never
+ * inlined (FC_KERNEL): inlined into a large caller, the float64 AVX2 kernel
+ * (12 accumulators of AVX2's 16 registers) had one accumulator spilled to
+ * the stack in its inner loop, and the forward ran at half speed. Called,
+ * each is register-allocated alone; tests/test_ukernels.py disassembles
+ * every build and fails on any vector register stored to or loaded from
+ * the stack in them.
  */
 #ifndef FASTCONV_UKERNEL_H
 #define FASTCONV_UKERNEL_H
@@ -33,8 +36,10 @@
 
 #if defined(_MSC_VER)
 #define FC_RESTRICT __restrict
+#define FC_KERNEL static __declspec(noinline)
 #else
 #define FC_RESTRICT __restrict__
+#define FC_KERNEL static __attribute__((noinline, unused))
 #endif
 
 /* the MR rows, unrolled: R(i) for i = 0..MR-1 */

@@ -21,9 +21,9 @@
 #define FC_PUT(i) FC_STORE(c + (i) * ldc, c##i##a); FC_STORE(c + (i) * ldc + FC_W, c##i##b);
 
 /* C (MR x NR) = A (packed, kc x MR)^T B (kc rows of NR, ldb apart) */
-static inline void FC_NAME(fc_gemm)(ptrdiff_t kc, const FC_T* FC_RESTRICT a,
-                                    const FC_T* FC_RESTRICT b, ptrdiff_t ldb,
-                                    FC_T* FC_RESTRICT c, ptrdiff_t ldc) {
+FC_KERNEL void FC_NAME(fc_gemm)(ptrdiff_t kc, const FC_T* FC_RESTRICT a,
+                                const FC_T* FC_RESTRICT b, ptrdiff_t ldb,
+                                FC_T* FC_RESTRICT c, ptrdiff_t ldc) {
     FC_ROWS(FC_ACC)
     for (ptrdiff_t k = 0; k < kc; k++) {
         FC_V b0 = FC_LOAD(b), b1 = FC_LOAD(b + FC_W);
@@ -35,10 +35,10 @@ static inline void FC_NAME(fc_gemm)(ptrdiff_t kc, const FC_T* FC_RESTRICT a,
 }
 
 /* fc_gemm with row k of B at b + off[k] */
-static inline void FC_NAME(fc_gemm_taps)(ptrdiff_t kc, const FC_T* FC_RESTRICT a,
-                                         const FC_T* FC_RESTRICT b,
-                                         const ptrdiff_t* FC_RESTRICT off,
-                                         FC_T* FC_RESTRICT c, ptrdiff_t ldc) {
+FC_KERNEL void FC_NAME(fc_gemm_taps)(ptrdiff_t kc, const FC_T* FC_RESTRICT a,
+                                     const FC_T* FC_RESTRICT b,
+                                     const ptrdiff_t* FC_RESTRICT off,
+                                     FC_T* FC_RESTRICT c, ptrdiff_t ldc) {
     FC_ROWS(FC_ACC)
     for (ptrdiff_t k = 0; k < kc; k++) {
         const FC_T* bk = b + off[k];
@@ -55,10 +55,10 @@ static inline void FC_NAME(fc_gemm_taps)(ptrdiff_t kc, const FC_T* FC_RESTRICT a
     c##i##b = FC_FMA(s_, FC_LOAD(bk + (2 * (i) + 1) * FC_W), c##i##b);
 #define FC_PUT_ROW(i) FC_STORE(c + 2 * (i) * FC_W, c##i##a); \
     FC_STORE(c + (2 * (i) + 1) * FC_W, c##i##b);
-static inline void FC_NAME(fc_gemm_row)(ptrdiff_t kc, const FC_T* FC_RESTRICT a,
-                                        const FC_T* FC_RESTRICT b,
-                                        const ptrdiff_t* FC_RESTRICT off,
-                                        FC_T* FC_RESTRICT c) {
+FC_KERNEL void FC_NAME(fc_gemm_row)(ptrdiff_t kc, const FC_T* FC_RESTRICT a,
+                                    const FC_T* FC_RESTRICT b,
+                                    const ptrdiff_t* FC_RESTRICT off,
+                                    FC_T* FC_RESTRICT c) {
     FC_ROWS(FC_ACC)
     for (ptrdiff_t k = 0; k < kc; k++) {
         const FC_T* bk = b + off[k];
@@ -72,11 +72,11 @@ static inline void FC_NAME(fc_gemm_row)(ptrdiff_t kc, const FC_T* FC_RESTRICT a,
  * values, at a + aoff[i] + s*sstride; B is contiguous, row k at b + k*NR */
 #define FC_ROW_PTR(i) const FC_T* p##i = a + aoff[i];
 #define FC_ROW_NEXT(i) p##i += sstride;
-static inline void FC_NAME(fc_gemm_rows)(ptrdiff_t nseg, ptrdiff_t seglen, ptrdiff_t sstride,
-                                         const FC_T* FC_RESTRICT a,
-                                         const ptrdiff_t* FC_RESTRICT aoff,
-                                         const FC_T* FC_RESTRICT b,
-                                         FC_T* FC_RESTRICT c, ptrdiff_t ldc) {
+FC_KERNEL void FC_NAME(fc_gemm_rows)(ptrdiff_t nseg, ptrdiff_t seglen, ptrdiff_t sstride,
+                                     const FC_T* FC_RESTRICT a,
+                                     const ptrdiff_t* FC_RESTRICT aoff,
+                                     const FC_T* FC_RESTRICT b,
+                                     FC_T* FC_RESTRICT c, ptrdiff_t ldc) {
     FC_ROWS(FC_ACC)
     FC_ROWS(FC_ROW_PTR)
     for (ptrdiff_t s = 0; s < nseg; s++) {
@@ -99,7 +99,7 @@ static inline void FC_NAME(fc_gemm_rows)(ptrdiff_t nseg, ptrdiff_t seglen, ptrdi
 #define FC_PEAK(i) c##i##a = FC_FMA(c##i##a, x, y); c##i##b = FC_FMA(c##i##b, x, y);
 #define FC_SUM(i) FC_STORE(out, c##i##a); for (int l = 0; l < FC_W; l++) total += out[l]; \
     FC_STORE(out, c##i##b); for (int l = 0; l < FC_W; l++) total += out[l];
-static inline double FC_NAME(fc_fma_peak)(ptrdiff_t n, FC_T seed) {
+FC_KERNEL double FC_NAME(fc_fma_peak)(ptrdiff_t n, FC_T seed) {
     FC_T out[FC_W];
     double total = 0;
     FC_V x = FC_BCAST((FC_T)0.999999), y = FC_BCAST((FC_T)1e-6);
