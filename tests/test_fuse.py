@@ -212,3 +212,14 @@ def test_depthwise_fused_conv_packs_nothing(rng):
     x = rng.standard_normal((1, 6, 8, 8)).astype(np.float32)
     assert_close(fused(x), conv(x), n_terms=9)
     assert fused._packed._panels is None  # the depthwise paths read the weight as it is
+
+
+def test_fused_model_with_packed_weights_copies_and_pickles(rng):
+    import copy
+    import pickle
+
+    fused = nn.fuse(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, rng=rng), nn.ReLU()))
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    y = fused(x)  # packs
+    for twin in (copy.deepcopy(fused), pickle.loads(pickle.dumps(fused))):
+        np.testing.assert_array_equal(twin(x), y)

@@ -41,7 +41,7 @@ cdef floating[::1] _pack_groups(const floating[:, :, :, ::1] weight, Py_ssize_t 
 
 def pack_forward_weight(const floating[:, :, :, ::1] weight, Py_ssize_t groups,
                         int n_threads):
-    """The forward's A panels of `weight`, for conv2d_forward's `wpack`: packed
+    """The forward's A panels of `weight`, for conv2d_forward's `packed`: packed
     once for a model whose weights stay fixed (inference), not on every call."""
     return np.asarray(_pack_groups(weight, groups, False, n_threads))
 

@@ -39,7 +39,13 @@
 #define FC_KERNEL static __declspec(noinline)
 #else
 #define FC_RESTRICT __restrict__
+#if defined(__aarch64__) && defined(__GNUC__) && !defined(__clang__)
+/* gcc's scheduling before register allocation hoisted all 16 B loads of
+ * fc_gemm_row to the top of its loop and spilled one to the stack */
+#define FC_KERNEL static __attribute__((noinline, unused, optimize("no-schedule-insns")))
+#else
 #define FC_KERNEL static __attribute__((noinline, unused))
+#endif
 #endif
 
 /* the MR rows, unrolled: R(i) for i = 0..MR-1 */
