@@ -57,6 +57,11 @@ class PackedWeight:
         self.weight = weight
         self._kernels = self._panels = None
 
+    def __reduce__(self):
+        # copies and pickles keep the weight and pack again on first use
+        # (the panels belong to a loaded kernels module, which does not pickle)
+        return PackedWeight, (self.weight,)
+
     def panels(self, kernels, nd, groups, n_threads):
         """The panels for ``kernels`` (the build in use), packed if needed."""
         if self._kernels is not kernels:

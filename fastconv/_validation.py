@@ -93,7 +93,10 @@ def as_float_arrays(named):
     dtype = dtypes[0] if same else np.result_type(*dtypes)
     for name, a in arrays.items():
         if a is not None:
-            arrays[name] = np.asarray(a, dtype=dtype, order="C")
+            # astype, not asarray: NumPy 2's asarray copies an array whose
+            # dtype is equal to `dtype` but another instance of it (as a
+            # deepcopy makes), and the fused layers' weights are deepcopies
+            arrays[name] = a.astype(dtype, order="C", copy=False)
     return arrays, dtype
 
 

@@ -220,6 +220,12 @@ def test_fused_model_with_packed_weights_copies_and_pickles(rng):
 
     fused = nn.fuse(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, rng=rng), nn.ReLU()))
     x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
-    y = fused(x)  # packs
+    y = fused(x)
+    # fuse deep-copies the model, and so its dtypes: the panels are still used
+    # (NumPy's asarray copied a weight of a copied dtype, which then was not
+    # the packed one, and every call packed it again)
+    assert fused[0]._packed._panels is not None
     for twin in (copy.deepcopy(fused), pickle.loads(pickle.dumps(fused))):
+        assert twin[0]._packed.weight is twin[0].weight
         np.testing.assert_array_equal(twin(x), y)
+        assert twin[0]._packed._panels is not None

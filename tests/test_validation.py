@@ -618,6 +618,24 @@ def test_unsupported_dtypes(dtype):
                f"got {re.escape(shown)}")
 
 
+
+def test_float_operands_are_not_copied():
+    """C-contiguous float operands are used as they are, also when their
+    dtype is an equal but distinct instance (a deepcopy's: NumPy's asarray
+    copies those), and the others are converted."""
+    import copy
+
+    from fastconv._validation import as_float_arrays
+
+    a = np.ones((2, 3), dtype=copy.deepcopy(np.dtype(np.float32)))
+    b = np.ones((2, 3), np.float32)
+    arrays, dtype = as_float_arrays({"a": a, "b": b, "none": None})
+    assert arrays["a"] is a and arrays["b"] is b and arrays["none"] is None
+    assert dtype == np.float32
+    f = np.asfortranarray(np.ones((2, 3)))
+    arrays, dtype = as_float_arrays({"f": f, "i": np.arange(3)})
+    assert arrays["f"].flags.c_contiguous and arrays["i"].dtype == np.float64 == dtype
+
 GRAD_OUTPUT_SHAPE = [
     _case(lambda: grad.conv2d_input(X2.shape, W2, G2[:, :, :3]), ValueError,
           r"grad_output of shape \(2, 6, 4, 4\).*got \(2, 6, 3, 4\)", "conv2d_input"),
