@@ -10,6 +10,7 @@
   ``-march=native``.
 """
 
+import glob
 import os
 import platform
 import sys
@@ -142,8 +143,10 @@ def _extensions():
     names = ["_openmp"] + [f"_{kind}_{isa}" for kind in ("conv", "pool", "norm")
                             for isa in isas]
     exts = [
+        # depends: the C headers, which the micro-kernels include from one
+        # another where Cython does not see it
         Extension(f"fastconv._kernels.{name}", [f"{KERNELS}/{name}.pyx"],
-                  include_dirs=[KERNELS])
+                  include_dirs=[KERNELS], depends=sorted(glob.glob(f"{KERNELS}/*.h")))
         for name in names
     ]
     return cythonize(exts, compiler_directives=CYTHON_DIRECTIVES, include_path=["."])
