@@ -507,13 +507,15 @@ def format_table(result):
                     f"({m[f'ukernel_gflops_{d}'] / m[f'fma_gflops_{d}']:.0%})"
                     for d in ("float32", "float64")))
     header = (f"{'case':<12}{'op':<12}{'dtype':<8}{'thr':>3}{'time ms':>10}{'rate':>9}"
-              f"{'unit':>8}{'x numpy':>9}{'x torch':>9}{'peak MB':>9}  path")
+              f"{'unit':>8}{'%fma':>6}{'x numpy':>9}{'x torch':>9}{'peak MB':>9}  path")
     lines += ["", header, "-" * len(header)]
     for r in result["rows"]:
         vt = f"{r['vs_torch']:.2f}" if r["vs_torch"] else "-"
+        share = _fma_share(result, r)
+        fma = "-" if share is None else f"{share:.0%}"
         lines.append(
             f"{r['case']:<12}{r['kind']:<12}{r['dtype']:<8}{r['threads']:>3}"
-            f"{r['time_s'] * 1e3:>10.3f}{r['rate']:>9.1f}{r['unit']:>8}"
+            f"{r['time_s'] * 1e3:>10.3f}{r['rate']:>9.1f}{r['unit']:>8}{fma:>6}"
             f"{r['vs_reference']:>9.2f}{vt:>9}{r['peak_bytes'] / 2**20:>9.1f}"
             f"  {r.get('path', '')}"
         )
@@ -521,12 +523,24 @@ def format_table(result):
     for dtype in sorted({r["dtype"] for r in result["rows"]}):
         for t in sorted({r["threads"] for r in result["rows"]}):
             sel = [r for r in result["rows"] if r["dtype"] == dtype and r["threads"] == t]
-            lines.append(
-                f"geometric mean, {dtype}, {t} thread(s): x numpy "
-                f"{_geomean([r['vs_reference'] for r in sel]):.2f}, x torch "
-                f"{_geomean([r['vs_torch'] for r in sel]):.2f}"
-            )
+            line = (f"geometric mean, {dtype}, {t} thread(s): x numpy "
+                    f"{_geomean([r['vs_reference'] for r in sel]):.2f}, x torch "
+                    f"{_geomean([r['vs_torch'] for r in sel]):.2f}")
+            conv = [(r, _fma_share(result, r)) for r in sel]
+            conv = [(r, share) for r, share in conv if share]
+            if conv:
+                # the ceiling: each convolution at 100% of the FMA peak
+                line += (f"; convolutions x numpy {_geomean([r['vs_reference'] for r, _ in conv]):.2f}"
+                         f" ({_geomean([r['vs_reference'] / s for r, s in conv]):.2f} at the FMA peak)")
+            lines.append(line)
     return "\n".join(lines)
+
+
+def _fma_share(result, row):
+    """A convolution row's rate as a share of the FMA peak measured in the
+    same run (None for pooling rows, or without the peak)."""
+    peak = result["machine"].get(str(row["threads"]), {}).get(f"fma_gflops_{row['dtype']}")
+    return row["rate"] / peak if row["unit"] == "GFLOP/s" and peak else None
 
 
 def plot(result, path):

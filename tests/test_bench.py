@@ -26,3 +26,29 @@ def test_bench_rejects_non_positive_counts(option, value, capsys):
     with pytest.raises(SystemExit):
         bench.main([option, value, "--cases", "lenet1"])
     assert "positive integer" in capsys.readouterr().err
+
+
+def test_table_shows_each_convolution_against_the_fma_peak():
+    """%fma is a convolution's rate over the run's FMA peak, and the summary
+    gives the reference ratio every convolution would have at that peak."""
+    machine = {"gemm_gflops_float32": 90.0, "gemm_gflops_float64": 45.0, "copy_gbs": 20.0,
+               "fma_gflops_float32": 100.0, "fma_gflops_float64": 50.0,
+               "ukernel_gflops_float32": 95.0, "ukernel_gflops_float64": 48.0}
+
+    def row(case, kind, rate, unit, vs_reference):
+        return {"case": case, "kind": kind, "dtype": "float32", "threads": 1, "time_s": 1e-3,
+                "rate": rate, "unit": unit, "vs_reference": vs_reference, "vs_torch": None,
+                "peak_bytes": 2**20, "path": "implicit"}
+
+    result = {"fastconv": "x", "numpy": "x", "torch": None, "rounds": 1, "repeats": 1,
+              "processor": "cpu", "cores": 1, "isa": "avx2", "machine": {"1": machine},
+              "rows": [row("a", "conv", 50.0, "GFLOP/s", 2.0),
+                       row("b", "conv", 25.0, "GFLOP/s", 2.0),
+                       row("p", "pool_max", 10.0, "GB/s", 8.0)]}
+    lines = bench.format_table(result).splitlines()
+    cells = {line.split()[0]: line.split() for line in lines if line[:2] in ("a ", "b ", "p ")}
+    assert cells["a"][7] == "50%" and cells["b"][7] == "25%" and cells["p"][7] == "-"
+    # geomean of 2, 2 and 8 is 3.17; of the convolutions 2.00; at the peak
+    # they would be 2/0.5 = 4 and 2/0.25 = 8, geomean 5.66
+    assert lines[-1] == ("geometric mean, float32, 1 thread(s): x numpy 3.17, x torch nan; "
+                         "convolutions x numpy 2.00 (5.66 at the FMA peak)")
