@@ -37,6 +37,14 @@ def test_found_cases_replay_clean(seed):
     assert status in ("ok", "raised", "known"), (op, status)
 
 
+def test_the_cost_guard_counts_the_weight_gradient():
+    """Seed 5238315: a weight gradient of an empty batch whose weight_size
+    (4, 4, 1, 2**31 - 1) is 256 GiB of float64. Both backends rightly fail
+    to allocate it; the guard, which counted only the input and the output
+    of the forward, now skips it as too big to fuzz."""
+    assert cases.run(5238315) == ("grad.conv2d_weight", "skipped")
+
+
 def test_a_slice_of_the_fuzzer():
     """400 seeds past the CI slice's start, in this process: none is a finding."""
     statuses = [cases.run(seed)[1] for seed in range(100_000, 100_400)]
