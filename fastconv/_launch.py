@@ -39,36 +39,39 @@ def _bias_or_empty(b, dtype):
 
 
 class PackedWeight:
-    """A fixed convolution weight and its forward A panels, packed once.
+    """A fixed convolution weight and its forward panels, packed once.
 
-    ``conv_forward`` packs its weight into the micro-kernels' panels of MR
-    rows on every call: 9.4 MB for a 512 -> 512 channel 3x3 layer in
-    float32, as much memory traffic as the GEMM of a 7x7 batch-1 input does
-    over its 49 columns. An inference layer whose weight never changes
+    ``conv_forward`` packs its weight into the micro-kernels' panels on
+    every call: 9.4 MB for a 512 -> 512 channel 3x3 layer in float32, as
+    much memory traffic as the GEMM of a 7x7 batch-1 input does over its 49
+    columns. An inference layer whose weight never changes
     (:func:`fastconv.nn.fuse`) hands one of these to ``conv_forward``
     instead, which packs on first use and keeps the panels for the build
-    that packed them. The weight must not change in place afterwards; the
-    fused layers make it read-only.
+    that packed them: A panels of MR output channels, and B panels of NR of
+    them where the ``channels`` path runs. The weight must not change in
+    place afterwards; the fused layers make it read-only.
     """
 
     __slots__ = ("weight", "_kernels", "_panels")
 
     def __init__(self, weight):
         self.weight = weight
-        self._kernels = self._panels = None
+        self._kernels, self._panels = None, {}
 
     def __reduce__(self):
         # copies and pickles keep the weight and pack again on first use
         # (the panels belong to a loaded kernels module, which does not pickle)
         return PackedWeight, (self.weight,)
 
-    def panels(self, kernels, nd, groups, n_threads):
-        """The panels for ``kernels`` (the build in use), packed if needed."""
+    def panels(self, kernels, nd, groups, n_threads, channels=False):
+        """The panels for ``kernels`` (the build in use), packed if needed;
+        with ``channels``, those of the ``channels`` path."""
         if self._kernels is not kernels:
-            self._panels = kernels.pack_forward_weight(_as4d(self.weight, nd), groups,
-                                                       n_threads)
-            self._kernels = kernels
-        return self._panels
+            self._kernels, self._panels = kernels, {}
+        if channels not in self._panels:
+            self._panels[channels] = kernels.pack_forward_weight(
+                _as4d(self.weight, nd), groups, channels, n_threads)
+        return self._panels[channels]
 
 
 def conv_forward(x, w, b, geo, relu=False, packed=None):
@@ -86,7 +89,8 @@ def conv_forward(x, w, b, geo, relu=False, packed=None):
             relu, plan.n_threads)
         return out
     if packed is not None and packed.weight is w:
-        panels = packed.panels(kernels, geo.nd, geo.groups, plan.n_threads)
+        panels = packed.panels(kernels, geo.nd, geo.groups, plan.n_threads,
+                               plan.path == "channels")
     else:
         panels = np.empty(0, dtype=x.dtype)
     kernels.conv2d_forward(x4, w4, bias, panels, out4, *geo.kernel_args(), plan.path,

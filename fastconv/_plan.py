@@ -21,6 +21,9 @@ forward         ``depthwise_flat``  ``depthwise_forward_or_input_grad``: flat
                 ``implicit``        ``conv2d_forward``: implicit tiles (B read
                                     in place from a padded input copy)
                 ``im2col``          ``conv2d_forward``: patch tiles
+                ``channels``        ``conv2d_forward``: the patches of all
+                                    positions as A panels, the weight as B
+                                    panels of output channels (few positions)
 input_grad      ``depthwise_flat``, as for forward
                 ``depthwise_rows``
                 ``implicit_adjoint`` ``conv2d_input_grad``: adjoint of the
@@ -72,7 +75,8 @@ __all__ = ["Plan", "PATHS", "CONV_OPS", "plan_for", "pool_plan", "conv_plan", "c
 
 CONV_OPS = ("forward", "input_grad", "weight_grad")
 PATHS = {
-    "forward": ("depthwise_flat", "depthwise_rows", "implicit_row", "implicit", "im2col"),
+    "forward": ("depthwise_flat", "depthwise_rows", "implicit_row", "implicit", "im2col",
+                "channels"),
     "input_grad": ("depthwise_flat", "depthwise_rows", "implicit_adjoint", "col2im"),
     "weight_grad": ("depthwise_flat", "depthwise_rows", "direct", "implicit",
                     "im2col_by_columns", "im2col"),
@@ -123,6 +127,16 @@ WEIGHT_IMPLICIT_MIN_SHARE = 1 / 4
 # positions that walk all of dW (8x slower than PyTorch on a 7x7 map with
 # 512 channels).
 DW_CACHED = 1 << 20
+# The forward with the GEMM's operands swapped (channels) holds the patches
+# of all positions at once, K x CHANNELS_MAX_POSITIONS values at most. It is
+# taken, with at least NR output channels per group, for at most TP
+# positions (one im2col tile), or up to the bound where the weight is this
+# large: Zen 5, 2 threads, float32 (AVX-512 / AVX2), 3x3 with 512 channels
+# at 7x7: 1.6-1.8x / 1.3-1.5x the im2col rate for 1 and 2 images, 1.35x /
+# 1.25x the best of im2col and implicit for 4 (9.4 MB of weight); 0.8-1.2x
+# them at 14x14 with 64 to 256 channels (at most 2.4 MB).
+CHANNELS_MAX_POSITIONS = 256
+CHANNELS_MIN_WEIGHT_BYTES = 4 << 20
 # Bytes of per-thread scratch of the kernels over flat planes. The weight
 # gradient's (direct, depthwise_flat) go over bands of output rows that fit;
 # the forward and input gradient (depthwise_flat) hold two whole padded
@@ -161,6 +175,11 @@ def conv_threads(geo):
 
 def _depthwise(geo):
     return geo.c_in == geo.groups == geo.c_out
+
+
+def _positions(geo):
+    """Output positions over the batch: N x OH x OW."""
+    return geo.n * geo.out_size[0] * geo.out_size[1]
 
 
 def _flat_width(geo):
@@ -255,6 +274,8 @@ def _applies(op, path, geo, itemsize, n_threads):
         return _images_as_rows(geo) and tile is not None and tile[1] == geo.out_size[1]
     if path == "direct":
         return _flat_applies(op, geo, itemsize, n_threads)
+    if path == "channels":
+        return _positions(geo) <= CHANNELS_MAX_POSITIONS
     return True  # im2col, col2im, im2col_by_columns
 
 
@@ -272,6 +293,12 @@ def _auto(op, geo, itemsize, n_threads):
         if planes >= n_threads:
             return "depthwise_rows"
 
+    positions = _positions(geo)
+    weight_bytes = geo.c_out * cg * geo.kernel[0] * geo.kernel[1] * itemsize
+    if (op == "forward" and mg >= nr and positions <= CHANNELS_MAX_POSITIONS
+            and (positions <= blk["TP"] or weight_bytes >= CHANNELS_MIN_WEIGHT_BYTES)):
+        return "channels"
+
     tile = _implicit_tile(geo, itemsize, n_threads)
     implicit = (tile is not None and tile[2] >= IMPLICIT_MIN_EFFICIENCY
                 and nr >= IMPLICIT_MIN_NR and not _one_tap_per_phase(geo))
@@ -280,8 +307,8 @@ def _auto(op, geo, itemsize, n_threads):
             return "im2col"
         return "implicit_row" if mg <= ROW_KERNEL_MAX_SHARE * mr else "implicit"
     if op == "input_grad":
-        positions = geo.out_size[0] * geo.out_size[1]
-        if (geo.n > 1 and 2 * positions < nr and implicit
+        per_image = geo.out_size[0] * geo.out_size[1]
+        if (geo.n > 1 and 2 * per_image < nr and implicit
                 and _applies(op, "implicit_adjoint", geo, itemsize, n_threads)):
             return "implicit_adjoint"
         return "col2im"
@@ -291,7 +318,6 @@ def _auto(op, geo, itemsize, n_threads):
     implicit = implicit and mg >= WEIGHT_IMPLICIT_MIN_SHARE * nr
     k = cg * geo.kernel[0] * geo.kernel[1]
     k_blocks = -(-k // blk["KC"])
-    positions = geo.n * geo.out_size[0] * geo.out_size[1]
     item_positions = tile[0] * tile[1] if implicit else min(positions, blk["TP"])
     if (geo.c_out * k * itemsize > DW_CACHED and geo.groups * k_blocks >= 2 * n_threads
             and item_positions < blk["TP"]):

@@ -190,18 +190,19 @@ def test_fused_weight_is_packed_once_and_kept_its_own(dtype, rng):
     conv = nn.Conv2d(5, 7, 3, padding=1, rng=rng, dtype=dtype)
     fused = nn.FusedConv2d(conv, relu=True)
     x = rng.standard_normal((2, 5, 6, 6)).astype(dtype)
-    assert fused._packed._panels is None
+    assert not fused._packed._panels
     first = fused(x)
-    panels = fused._packed._panels
-    assert panels is not None and panels.dtype == dtype
+    (panels,) = fused._packed._panels.values()
+    assert panels.dtype == dtype
     assert_close(first, np.maximum(conv(x), 0), n_terms=45)
     again = fused(x)
-    assert fused._packed._panels is panels  # not packed again
+    (kept,) = fused._packed._panels.values()
+    assert kept is panels  # not packed again
     np.testing.assert_array_equal(again, first)
     with pytest.raises(ValueError, match="read-only"):
         fused.weight[0, 0, 0, 0] = 1
     fused.weight = -conv.weight.data
-    assert fused._packed._panels is None
+    assert not fused._packed._panels
     assert_close(fused(x), np.maximum(-conv(x) + 2 * conv.bias.data[:, None, None], 0),
                  n_terms=45)
 
@@ -211,7 +212,7 @@ def test_depthwise_fused_conv_packs_nothing(rng):
     fused = nn.FusedConv2d(conv)
     x = rng.standard_normal((1, 6, 8, 8)).astype(np.float32)
     assert_close(fused(x), conv(x), n_terms=9)
-    assert fused._packed._panels is None  # the depthwise paths read the weight as it is
+    assert not fused._packed._panels  # the depthwise paths read the weight as it is
 
 
 def test_fused_model_with_packed_weights_copies_and_pickles(rng):
@@ -224,8 +225,8 @@ def test_fused_model_with_packed_weights_copies_and_pickles(rng):
     # fuse deep-copies the model, and so its dtypes: the panels are still used
     # (NumPy's asarray copied a weight of a copied dtype, which then was not
     # the packed one, and every call packed it again)
-    assert fused[0]._packed._panels is not None
+    assert fused[0]._packed._panels
     for twin in (copy.deepcopy(fused), pickle.loads(pickle.dumps(fused))):
         assert twin[0]._packed.weight is twin[0].weight
         np.testing.assert_array_equal(twin(x), y)
-        assert twin[0]._packed._panels is not None
+        assert twin[0]._packed._panels

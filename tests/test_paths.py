@@ -30,6 +30,9 @@ CASES = [
     # one tile of positions for 2 groups of 17 output channels: im2col
     # splits the channels of each group into parts for the threads
     ("groups-parts", (1, 36, 5, 5), (34, 18, 3, 3), 1, 1, 1, 2),
+    # channels: more output channels than one B panel, positions in two
+    # tiles of patches, K in two blocks
+    ("channel-panels", (2, 30, 9, 9), (70, 30, 3, 3), 1, 1, 1, 1),
     ("1d-rows", (7, 4, 10), (6, 4, 3), 1, 1, 1, 1),
     ("1d-s2", (5, 3, 19), (5, 3, 3), 2, 1, 1, 1),
     ("1d-wide", (2, 2, 70), (3, 2, 5), 1, 0, 2, 1),

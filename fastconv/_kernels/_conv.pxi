@@ -11,7 +11,7 @@
 #   _conv_patches.pxi     im2col and col2im
 #   _conv_pack.pxi        A and B panels for the micro-kernels
 #   _conv_implicit.pxi    implicit tiles: the padded input copy and its taps
-#   _conv_forward.pxi     conv2d_forward: im2col and implicit paths
+#   _conv_forward.pxi     conv2d_forward: im2col, implicit and channels paths
 #   _conv_input_grad.pxi  conv2d_input_grad: col2im and implicit adjoint
 #   _conv_weight_grad.pxi conv2d_weight_grad: implicit, im2col, direct
 #   _conv_direct.pxi      flat planes and the depthwise kernels
@@ -36,9 +36,10 @@
 #   KC*TP per thread. The implicit forward (_forward_implicit) needs no col
 #   tile: it copies a padded block of input rows once and reads each row of
 #   B from it in place (at stride s, from a copy split into s x s phases;
-#   for 1-D convolutions, with the images as rows). The input gradient at
-#   stride 1 is this forward with the flipped weight
-#   (fastconv.functional.conv_input_grad).
+#   for 1-D convolutions, with the images as rows). For few positions
+#   (_forward_channels) the operands swap: out_g^T = col_g^T @ W_g^T, the
+#   patches of all positions as A panels and the weight as B panels of NR
+#   output channels, parallel over those panels.
 # * input grad:   colgrad (K x P) = W_g^T (K x Mg) @ grad_out[n, g] (Mg x P),
 #   scattered (col2im) into grad_in. Parallel over (n, g, chunk of input
 #   channels): every item owns whole planes of grad_in, so the scatter-add has

@@ -1,5 +1,6 @@
-# The forward convolution: conv2d_forward and its two GEMM paths, im2col
-# tiles and implicit tiles. Included by _conv.pxi.
+# The forward convolution: conv2d_forward and its GEMM paths, im2col tiles,
+# implicit tiles, and the operands swapped for few positions (channels).
+# Included by _conv.pxi.
 
 def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W)
                    const floating[:, :, :, ::1] weight,     # IN  (C_out, C_in/g, kH, kW)
@@ -13,7 +14,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
     with `relu`, max(out, 0), applied as the last block of K is stored.
 
     `path` (chosen by fastconv._plan): "im2col", or "implicit" or
-    "implicit_row" on tiles of rows x cw outputs.
+    "implicit_row" on tiles of rows x cw outputs, or "channels".
     """
     cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
     cdef Py_ssize_t N = x.shape[0], C_in = x.shape[1]
@@ -21,20 +22,25 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
     cdef Geometry geo = _geometry(x.shape[2], x.shape[3], KH, KW, out.shape[2], out.shape[3],
                                   sh, sw, ph, pw, dh, dw)
     cdef Py_ssize_t Cg = C_in // groups, Mg = C_out // groups, K = Cg * KH * KW
-    cdef Py_ssize_t nmp = _ceil_div(Mg, MR), g, n_images
+    cdef Py_ssize_t n_images
     cdef Geometry igeo = _implicit_geometry(&geo, N, C_in, C_out, &n_images)
-    if path not in ("im2col", "implicit", "implicit_row"):
+    if path not in ("im2col", "implicit", "implicit_row", "channels"):
         raise ValueError(f"unknown forward path {path!r}")
     if N * geo.OH * geo.OW == 0:
         return
+    # the weight's panels: of MR output channels (A), or of NR ("channels": B)
+    cdef bint channels = path == "channels", by_rows = path == "implicit_row"
+    cdef Py_ssize_t width = nr if channels else MR
     cdef const floating[::1] wpack = packed
     if packed.shape[0] == 0:
-        wpack = _pack_groups(weight, groups, False, n_threads)
-    elif packed.shape[0] != groups * nmp * MR * K:
+        wpack = _pack_groups(weight, groups, False, width, n_threads)
+    elif packed.shape[0] != groups * _ceil_div(Mg, width) * width * K:
         raise ValueError(f"packed weight of {packed.shape[0]} values, expected "
-                         f"{groups * nmp * MR * K} (pack_forward_weight of this build)")
-    cdef bint by_rows = path == "implicit_row"
-    if path != "im2col":
+                         f"{groups * _ceil_div(Mg, width) * width * K} (pack_forward_weight "
+                         f"of this build, channels={channels})")
+    if channels:
+        _forward_channels(x, wpack, bias, out, &geo, groups, relu, n_threads)
+    elif path != "im2col":
         _forward_implicit(x, wpack, bias, out, &igeo, n_images, groups, rows, cw, by_rows,
                           relu, n_threads)
     else:
@@ -208,5 +214,119 @@ cdef void _forward_implicit(const floating[:, :, :, ::1] x, const floating[::1] 
                                     cb == 0, relu and cb == t.ncb - 1)
         free(ctile)
         free(xt)
+    if n_failed:
+        raise MemoryError("fastconv: could not allocate per-thread workspace")
+
+
+cdef void _forward_channels(const floating[:, :, :, ::1] x, const floating[::1] wpack,
+                            const floating[::1] bias, floating[:, :, :, ::1] out,
+                            const Geometry* geo, Py_ssize_t groups, bint relu,
+                            int n_threads) except *:
+    """The forward for few positions (deep layers of small batches: 49 at
+    7x7), with the GEMM's operands swapped:
+    out_g^T (N*P x Mg) = col_g^T (N*P x K) @ W_g^T (K x Mg).
+
+    The micro-kernel's vectors then run along the output channels, which
+    are many, and its MR rows along the positions, which are few: 49
+    positions fill 7 panels of 8 where they filled 2 blocks of NR = 32 of
+    the im2col path (77% useful). Two phases:
+
+    1. The patches of all positions, as A panels of MR positions in blocks
+       of K (`apack`, shared), items (group, chunk of positions, block of K).
+    2. Items (group, panel of NR output channels): each reads its panel of
+       the weight (pack_forward_weight(..., channels=True)) once, in order,
+       a KC x NR block at a time against every position panel, and sums the
+       blocks of K in `acc` before storing, with the bias and ReLU, once.
+    """
+    cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
+    cdef Py_ssize_t N = x.shape[0], C_in = x.shape[1], C_out = out.shape[1]
+    cdef Py_ssize_t P = geo.OH * geo.OW, NP = N * P
+    cdef Py_ssize_t Cg = C_in // groups, Mg = C_out // groups, K = Cg * geo.KH * geo.KW
+    cdef Py_ssize_t npp = _ceil_div(NP, MR), ncp = _ceil_div(Mg, nr)
+    # chunks of whole position panels that one tile of patches holds
+    cdef Py_ssize_t chunk = TP // MR, nchunks = _ceil_div(npp, chunk)
+    cdef Py_ssize_t nkb = _ceil_div(K, KC), kcb = _ceil_div(K, nkb)
+    cdef Py_ssize_t item, g, c, pp0, pp1, pp, q0, tp, kb, k0, kc, kk, i, cp, co, j, q
+    cdef Py_ssize_t nch, npos, n_failed = 0
+    cdef floating* col
+    cdef floating* acc
+    cdef floating* ctile
+    cdef floating* dst
+    cdef const floating* src
+    cdef _Run* runs
+    cdef floating v, b
+    cdef bint has_bias = bias.shape[0] > 0
+    dtype = np.float32 if floating is float else np.float64
+    # apack[g][kb]: npp panels of kc x MR, K-block-major as phase 2 reads them
+    cdef floating[::1] apack = np.empty(groups * npp * MR * K, dtype=dtype)
+    # qoff[q]: where position q (image n, position p) is in channel 0 of `out`
+    cdef Py_ssize_t[::1] qoff = np.empty(NP, dtype=np.intp)
+    for q in range(NP):
+        qoff[q] = q // P * C_out * P + q % P
+
+    _note_workspace((KC * LD + (npp + 1) * MR * NR_MAX) * sizeof(floating)
+                    + TP * sizeof(_Run), n_threads)
+    with nogil, parallel(num_threads=n_threads):
+        col = <floating*> calloc(KC * LD, sizeof(floating))
+        acc = <floating*> malloc(npp * MR * NR_MAX * sizeof(floating))
+        ctile = <floating*> malloc(MR * NR_MAX * sizeof(floating))
+        runs = <_Run*> malloc(TP * sizeof(_Run))
+        for item in prange(groups * nchunks * nkb, schedule='static'):
+            if col == NULL or acc == NULL or ctile == NULL or runs == NULL:
+                n_failed += 1
+                continue
+            g = item // (nchunks * nkb)
+            c = item // nkb % nchunks
+            kb = item % nkb
+            k0 = kb * kcb
+            kc = min(kcb, K - k0)
+            pp0 = c * chunk
+            pp1 = min(npp, pp0 + chunk)
+            q0 = pp0 * MR
+            tp = min(NP, pp1 * MR) - q0
+            _im2col(&x[0, g * Cg, 0, 0], C_in * geo.H * geo.W, geo, k0, kc, runs,
+                    _tile_runs(geo, q0, tp, runs), col)
+            for pp in range(pp0, pp1):
+                dst = &apack[(g * npp * K + k0 * npp + pp * kc) * MR]
+                npos = min(MR, NP - pp * MR)
+                for kk in range(kc):
+                    src = col + kk * LD + (pp - pp0) * MR
+                    for i in range(npos):
+                        dst[kk * MR + i] = src[i]
+                    for i in range(npos, MR):  # past the last position
+                        dst[kk * MR + i] = 0
+        # (the prange ends with a barrier: apack is whole from here on)
+        for item in prange(groups * ncp, schedule='static'):
+            if col == NULL or acc == NULL or ctile == NULL or runs == NULL:
+                n_failed += 1
+                continue
+            g = item // ncp
+            cp = item % ncp
+            for kb in range(nkb):
+                k0 = kb * kcb
+                kc = min(kcb, K - k0)
+                src = &wpack[((g * ncp + cp) * K + k0) * nr]
+                for pp in range(npp):
+                    if kb == 0:
+                        _micro(kc, &apack[(g * npp * K + pp * kc) * MR], src, nr,
+                               acc + pp * MR * nr, nr)
+                        continue
+                    _micro(kc, &apack[(g * npp * K + k0 * npp + pp * kc) * MR], src, nr,
+                           ctile, nr)
+                    for i in range(MR * nr):
+                        acc[pp * MR * nr + i] += ctile[i]
+            # acc[pp][i][j]: position pp*MR + i, channel cp*nr + j of the group
+            co = g * Mg + cp * nr
+            nch = min(nr, Mg - cp * nr)
+            for j in range(nch):
+                dst = &out[0, co + j, 0, 0]
+                b = bias[co + j] if has_bias else 0
+                for q in range(NP):
+                    v = acc[q // MR * MR * nr + q % MR * nr + j] + b
+                    dst[qoff[q]] = 0 if relu and v < 0 else v  # NaN stays NaN
+        free(runs)
+        free(ctile)
+        free(acc)
+        free(col)
     if n_failed:
         raise MemoryError("fastconv: could not allocate per-thread workspace")

@@ -11,7 +11,7 @@ _ForwardPath = Literal["im2col", "implicit", "implicit_row"]
 _InputGradPath = Literal["col2im", "implicit_adjoint"]
 _WeightGradPath = Literal["direct", "implicit", "im2col", "im2col_by_columns"]
 
-def pack_forward_weight(weight: _Float, groups: int, n_threads: int) -> _Float: ...
+def pack_forward_weight(weight: _Float, groups: int, channels: bool, n_threads: int) -> _Float: ...
 def conv2d_forward(
     x: _Float, weight: _Float, bias: _Float, packed: _Float, out: _Float,
     sh: int, sw: int, ph: int, pw: int, dh: int, dw: int, groups: int,

@@ -54,7 +54,7 @@ def conv2d_input_grad(const floating[:, :, :, ::1] grad_out,  # IN  (N, C_out, O
     n_chunks = _ceil_div(Cg, chunk)
     n_items = N * groups * n_chunks
 
-    cdef floating[::1] wpack = _pack_groups(weight, groups, True, n_threads)
+    cdef floating[::1] wpack = _pack_groups(weight, groups, True, MR, n_threads)
     cdef Py_ssize_t n_images
     cdef Geometry igeo = _implicit_geometry(&geo, N, C_in, C_out, &n_images)
     if path == "implicit_adjoint":

@@ -3,47 +3,53 @@
 # panels, and grad_out at a tile's outputs as B panels. Included by _conv.pxi.
 
 cdef void _pack_panel(const floating* a, Py_ssize_t m, Py_ssize_t k, Py_ssize_t ld_row,
-                      Py_ssize_t ld_col, Py_ssize_t mp, floating* out) noexcept nogil:
-    """Pack panel mp (rows mp*MR.. as k x MR, zero past row m) of the m x k
-    matrix whose value (i, kk) is a[i*ld_row + kk*ld_col]."""
-    cdef Py_ssize_t i, kk, rows = min(MR, m - mp * MR)
-    cdef const floating* src = a + mp * MR * ld_row
+                      Py_ssize_t ld_col, Py_ssize_t mp, Py_ssize_t width,
+                      floating* out) noexcept nogil:
+    """Pack panel mp (rows mp*width.., as k x width, zero past row m) of the
+    m x k matrix whose value (i, kk) is a[i*ld_row + kk*ld_col]."""
+    cdef Py_ssize_t i, kk, rows = min(width, m - mp * width)
+    cdef const floating* src = a + mp * width * ld_row
     for kk in range(k):
         for i in range(rows):
-            out[kk * MR + i] = src[i * ld_row + kk * ld_col]
-        for i in range(rows, MR):
-            out[kk * MR + i] = 0
+            out[kk * width + i] = src[i * ld_row + kk * ld_col]
+        for i in range(rows, width):
+            out[kk * width + i] = 0
 
 
 cdef floating[::1] _pack_groups(const floating[:, :, :, ::1] weight, Py_ssize_t groups,
-                                bint transposed, int n_threads):
-    """The weight (C_out, C_in/g, kH, kW) as A panels of MR rows, group by
-    group: W_g (Mg x K) for the forward, or its transpose (K x Mg, with
-    `transposed`) for the input gradient. Parallel over panels: the weight
-    of a deep layer is MBs (9.4 for 512 -> 512 channels, 3x3, float32)."""
+                                bint transposed, Py_ssize_t width, int n_threads):
+    """The weight (C_out, C_in/g, kH, kW) in panels of `width` rows, group by
+    group: W_g (Mg x K) for the forward (A panels of MR output channels, or
+    B panels of NR of them for the "channels" path), or its transpose
+    (K x Mg, with `transposed`) for the input gradient. Parallel over
+    panels: the weight of a deep layer is MBs (9.4 for 512 -> 512 channels,
+    3x3, float32)."""
     cdef Py_ssize_t Mg = weight.shape[0] // groups
     cdef Py_ssize_t K = weight.shape[1] * weight.shape[2] * weight.shape[3]
     cdef Py_ssize_t m = K if transposed else Mg, k = Mg if transposed else K
     cdef Py_ssize_t ld_row = 1 if transposed else K, ld_col = K if transposed else 1
-    cdef Py_ssize_t npanels = _ceil_div(m, MR), item, g, mp
+    cdef Py_ssize_t npanels = _ceil_div(m, width), item, g, mp
     dtype = np.float32 if floating is float else np.float64
-    cdef floating[::1] packed = np.empty(groups * npanels * MR * k, dtype=dtype)
+    cdef floating[::1] packed = np.empty(groups * npanels * width * k, dtype=dtype)
     if groups * m * k == 0:
         return packed
     with nogil:
         for item in prange(groups * npanels, schedule='static', num_threads=n_threads):
             g = item // npanels
             mp = item % npanels
-            _pack_panel(&weight[g * Mg, 0, 0, 0], m, k, ld_row, ld_col, mp,
-                        &packed[(g * npanels + mp) * MR * k])
+            _pack_panel(&weight[g * Mg, 0, 0, 0], m, k, ld_row, ld_col, mp, width,
+                        &packed[(g * npanels + mp) * width * k])
     return packed
 
 
 def pack_forward_weight(const floating[:, :, :, ::1] weight, Py_ssize_t groups,
-                        int n_threads):
-    """The forward's A panels of `weight`, for conv2d_forward's `packed`: packed
-    once for a model whose weights stay fixed (inference), not on every call."""
-    return np.asarray(_pack_groups(weight, groups, False, n_threads))
+                        bint channels, int n_threads):
+    """The forward's panels of `weight`, for conv2d_forward's `packed`: packed
+    once for a model whose weights stay fixed (inference), not on every call.
+    A panels of MR output channels, or with `channels` B panels of NR of them
+    (the "channels" path)."""
+    cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
+    return np.asarray(_pack_groups(weight, groups, False, nr if channels else MR, n_threads))
 
 
 cdef void _pack_positions(const floating* y_g, Py_ssize_t y_image, Py_ssize_t P,
