@@ -130,13 +130,15 @@ DW_CACHED = 1 << 20
 # The forward with the GEMM's operands swapped (channels) holds the patches
 # of all positions at once, K x CHANNELS_MAX_POSITIONS values at most. It is
 # taken, with at least NR output channels per group, for at most TP
-# positions (one im2col tile), or up to the bound where the weight is this
-# large: Zen 5, 2 threads, float32 (AVX-512 / AVX2), 3x3 with 512 channels
-# at 7x7: 1.6-1.8x / 1.3-1.5x the im2col rate for 1 and 2 images, 1.35x /
-# 1.25x the best of im2col and implicit for 4 (9.4 MB of weight); 0.8-1.2x
-# them at 14x14 with 64 to 256 channels (at most 2.4 MB).
-CHANNELS_MAX_POSITIONS = 256
-CHANNELS_MIN_WEIGHT_BYTES = 4 << 20
+# positions (one im2col tile), or up to the bound for a weight of at least
+# CHANNELS_MIN_WEIGHT values, which it reads once where the other paths
+# read it once per tile. Zen 5, 2 threads, float32 AVX-512, rates against
+# the best other path: 3x3, 512 channels at 7x7: 1.4-1.8x for 1 and 2
+# images, 1.15-1.35x for 4 to 8 (2.4M weights; float64 and AVX2
+# 1.05-1.4x); 256 -> 512 at stride 2, 8 images: 1.06-1.1x (1.2M); 256 ->
+# 256 at 14x14: 0.8-1.2x (0.6M, not taken); 784 positions: 0.8-1.15x.
+CHANNELS_MAX_POSITIONS = 512
+CHANNELS_MIN_WEIGHT = 1 << 20
 # Bytes of per-thread scratch of the kernels over flat planes. The weight
 # gradient's (direct, depthwise_flat) go over bands of output rows that fit;
 # the forward and input gradient (depthwise_flat) hold two whole padded
@@ -294,9 +296,9 @@ def _auto(op, geo, itemsize, n_threads):
             return "depthwise_rows"
 
     positions = _positions(geo)
-    weight_bytes = geo.c_out * cg * geo.kernel[0] * geo.kernel[1] * itemsize
+    weight = geo.c_out * cg * geo.kernel[0] * geo.kernel[1]
     if (op == "forward" and mg >= nr and positions <= CHANNELS_MAX_POSITIONS
-            and (positions <= blk["TP"] or weight_bytes >= CHANNELS_MIN_WEIGHT_BYTES)):
+            and (positions <= blk["TP"] or weight >= CHANNELS_MIN_WEIGHT)):
         return "channels"
 
     tile = _implicit_tile(geo, itemsize, n_threads)
