@@ -247,7 +247,7 @@ cdef void _forward_channels(const floating[:, :, :, ::1] x, const floating[::1] 
     cdef Py_ssize_t chunk = TP // MR, nchunks = _ceil_div(npp, chunk)
     cdef Py_ssize_t nkb = _ceil_div(K, KC), kcb = _ceil_div(K, nkb)
     cdef Py_ssize_t item, g, c, pp0, pp1, pp, q0, tp, kb, k0, kc, kk, i, cp, co, j, q
-    cdef Py_ssize_t nch, npos, n_failed = 0
+    cdef Py_ssize_t nch, npos, n_failed = 0, n_failed_gemm = 0
     cdef floating* col
     cdef floating* acc
     cdef floating* ctile
@@ -298,7 +298,7 @@ cdef void _forward_channels(const floating[:, :, :, ::1] x, const floating[::1] 
         # (the prange ends with a barrier: apack is whole from here on)
         for item in prange(groups * ncp, schedule='static'):
             if col == NULL or acc == NULL or ctile == NULL or runs == NULL:
-                n_failed += 1
+                n_failed_gemm += 1  # (one reduction variable per prange)
                 continue
             g = item // ncp
             cp = item % ncp
@@ -328,5 +328,5 @@ cdef void _forward_channels(const floating[:, :, :, ::1] x, const floating[::1] 
         free(ctile)
         free(acc)
         free(col)
-    if n_failed:
+    if n_failed or n_failed_gemm:
         raise MemoryError("fastconv: could not allocate per-thread workspace")
