@@ -129,14 +129,16 @@ WEIGHT_IMPLICIT_MIN_SHARE = 1 / 4
 DW_CACHED = 1 << 20
 # The forward with the GEMM's operands swapped (channels) holds the patches
 # of all positions at once, K x CHANNELS_MAX_POSITIONS values at most. It is
-# taken, with at least NR output channels per group, for at most TP
-# positions (one im2col tile), or up to the bound for a weight of at least
-# CHANNELS_MIN_WEIGHT values, which it reads once where the other paths
-# read it once per tile. Zen 5, 2 threads, float32 AVX-512, rates against
-# the best other path: 3x3, 512 channels at 7x7: 1.4-1.8x for 1 and 2
-# images, 1.15-1.35x for 4 to 8 (2.4M weights; float64 and AVX2
-# 1.05-1.4x); 256 -> 512 at stride 2, 8 images: 1.06-1.1x (1.2M); 256 ->
-# 256 at 14x14: 0.8-1.2x (0.6M, not taken); 784 positions: 0.8-1.15x.
+# taken with at least NR output channels per group, and panels of NR of them
+# for every thread, for at most TP positions (one im2col tile), or up to the
+# bound for a weight of at least CHANNELS_MIN_WEIGHT values, which it reads
+# once where the other paths read it once per tile. Zen 5, 2 threads, rates
+# against the best other path (float32 AVX-512; float64 and AVX2 alike
+# within 0.1-0.2x): 3x3, 512 channels at 7x7: 1.4-1.8x for 1 and 2 images,
+# 1.15-1.35x for 4 to 8 (2.4M weights); 256 -> 512 at stride 2, 8 images:
+# 1.05-1.1x (1.2M); 256 -> 256 at 14x14, 196 positions: 0.85-1.15x (0.6M,
+# not taken); 784 positions: 0.8-1.15x; one panel of 32 channels for 2
+# threads: 0.8-1.0x.
 CHANNELS_MAX_POSITIONS = 512
 CHANNELS_MIN_WEIGHT = 1 << 20
 # Bytes of per-thread scratch of the kernels over flat planes. The weight
@@ -297,7 +299,8 @@ def _auto(op, geo, itemsize, n_threads):
 
     positions = _positions(geo)
     weight = geo.c_out * cg * geo.kernel[0] * geo.kernel[1]
-    if (op == "forward" and mg >= nr and positions <= CHANNELS_MAX_POSITIONS
+    if (op == "forward" and mg >= nr and geo.groups * -(-mg // nr) >= n_threads
+            and positions <= CHANNELS_MAX_POSITIONS
             and (positions <= blk["TP"] or weight >= CHANNELS_MIN_WEIGHT)):
         return "channels"
 
