@@ -29,8 +29,9 @@ fastconv, else reported as unknown.
 
 With ``--layers``, each distinct convolution of the network is also timed
 alone, side by side: the fused fastconv layer, ``torch.nn.functional.conv2d``
-(+ ReLU) with the same folded weight, and NumPy's GEMM (OpenBLAS) of the
-same M x K x N, the roofline of an im2col convolution. Their sums over the
+(+ ReLU) with the same folded weight, onnxruntime on an export of that
+convolution (+ ReLU), and NumPy's GEMM (OpenBLAS) of the same M x K x N,
+the roofline of an im2col convolution. Their sums over the
 network's layers (each times its count) show how much of the whole model's
 time is convolution and how far each layer is from its GEMM.
 """
@@ -156,9 +157,29 @@ def _conv_calls(fused, x):
     return calls
 
 
-def layer_table(torch, fused, x, repeats, rounds):
+def _layer_session(torch, ort, opts, layer, relu, path):
+    """An onnxruntime session of one fused layer: its folded weight and bias,
+    its ReLU, exported from a torch module."""
+    conv = torch.nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                           layer.stride, layer.padding, layer.dilation, layer.groups)
+    with torch.no_grad():
+        conv.weight.copy_(torch.from_numpy(np.array(layer.weight)))
+        conv.bias.copy_(torch.from_numpy(layer.bias))
+    module = torch.nn.Sequential(conv, torch.nn.ReLU()) if relu else conv
+    x = torch.zeros(1, layer.in_channels, 8 * layer.kernel_size[0], 8 * layer.kernel_size[1])
+    kwargs = dict(input_names=["x"], output_names=["y"],
+                  dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}})
+    try:
+        torch.onnx.export(module.eval(), (x,), path, dynamo=False, **kwargs)
+    except TypeError:  # a torch without the dynamo keyword
+        torch.onnx.export(module.eval(), (x,), path, **kwargs)
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def layer_table(torch, ort, opts, workdir, fused, x, repeats, rounds):
     """Each distinct convolution of one forward of ``x``, timed alone side by
-    side: fastconv, torch (same folded weight and ReLU) and the GEMM."""
+    side: fastconv, torch and onnxruntime (same folded weight and ReLU) and
+    the GEMM."""
     import torch.nn.functional as TF
 
     rows = {}
@@ -176,6 +197,9 @@ def layer_table(torch, fused, x, repeats, rounds):
         b = rng.standard_normal((k, n)).astype(np.float32)
         xt, wt, bt = (torch.from_numpy(v) for v in (xi, np.array(layer.weight), layer.bias))
         relu = layer.activation == "relu"
+        session = _layer_session(torch, ort, opts, layer, relu,
+                                 os.path.join(workdir, f"layer{len(rows)}.onnx"))
+        np.testing.assert_allclose(session.run(None, {"x": xi})[0], out, rtol=1e-3, atol=1e-3)
 
         def run_torch(xt=xt, wt=wt, bt=bt, layer=layer, relu=relu):
             with torch.no_grad():
@@ -183,6 +207,7 @@ def layer_table(torch, fused, x, repeats, rounds):
                 return TF.relu(y) if relu else y
 
         t = side_by_side({"fastconv": lambda xi=xi, layer=layer: layer(xi), "torch": run_torch,
+                          "onnxruntime": lambda xi=xi, s=session: s.run(None, {"x": xi}),
                           "gemm": lambda a=a, b=b: a @ b}, repeats, rounds=rounds)
         plan = fastconv.conv_plan(shape, layer.weight.shape, stride=layer.stride,
                                   padding=layer.padding)["forward"]
@@ -193,19 +218,19 @@ def layer_table(torch, fused, x, repeats, rounds):
 
 
 def print_layers(rows):
-    print(f"\n{'input':>18} {'weight':>18} {'s':>1} {'x':>2} {'path':>7} {'fastconv':>9} "
-          f"{'torch':>7} {'gemm':>7} {'GF/s':>5} {'%gemm':>6}")
-    total = {"fastconv": 0.0, "torch": 0.0, "gemm": 0.0}
+    print(f"\n{'input':>18} {'weight':>18} {'s':>1} {'x':>2} {'path':>8} {'fastconv':>9} "
+          f"{'torch':>7} {'onnxrt':>7} {'gemm':>7} {'GF/s':>5} {'%gemm':>6}")
+    total = {"fastconv": 0.0, "torch": 0.0, "onnxruntime": 0.0, "gemm": 0.0}
     for r in rows:
         for k in total:
             total[k] += r["count"] * r[f"{k}_ms"]
         print(f"{'x'.join(map(str, r['input'])):>18} {'x'.join(map(str, r['weight'])):>18} "
-              f"{r['stride']:>1} {r['count']:>2} {r['path']:>7} {r['fastconv_ms']:>9.3f} "
-              f"{r['torch_ms']:>7.3f} {r['gemm_ms']:>7.3f} "
+              f"{r['stride']:>1} {r['count']:>2} {r['path']:>8} {r['fastconv_ms']:>9.3f} "
+              f"{r['torch_ms']:>7.3f} {r['onnxruntime_ms']:>7.3f} {r['gemm_ms']:>7.3f} "
               f"{r['gflop'] / r['fastconv_ms'] * 1e3:>5.0f} "
               f"{100 * r['gemm_ms'] / r['fastconv_ms']:>5.0f}%")
-    print(f"{'sum over the network (ms)':>59} {total['fastconv']:>9.2f} {total['torch']:>7.2f} "
-          f"{total['gemm']:>7.2f}")
+    print(f"{'sum over the network (ms)':>60} {total['fastconv']:>9.2f} {total['torch']:>7.2f} "
+          f"{total['onnxruntime']:>7.2f} {total['gemm']:>7.2f}")
     return total
 
 
@@ -268,7 +293,8 @@ def main(argv=None):
                   f"{check['max_abs_diff']:.1e} of max|logit| {check['max_abs_logit']:.2f}: "
                   f"{'equal' if check['allclose_rtol_1e-4'] else 'NOT equal'} at rtol 1e-4")
             if args.layers:
-                rows = layer_table(torch, fused, x, args.repeats, args.rounds)
+                rows = layer_table(torch, ort, opts, workdir, fused, x, args.repeats,
+                                   args.rounds)
                 results["batches"][n]["layers"] = rows
                 results["batches"][n]["layer_sums_ms"] = print_layers(rows)
     results["footprints"] = footprints(args.wheel_dir)
