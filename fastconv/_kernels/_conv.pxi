@@ -23,7 +23,8 @@
 # Design
 # ------
 # All three ops are GEMMs over patches of the input, computed tile by tile so
-# that no whole-batch im2col buffer ever exists. Every 2-D geometry is handled
+# that no whole-batch im2col buffer ever exists (the channels forward holds
+# the patches of all its positions, at most 512). Every 2-D geometry is handled
 # (1-D convolutions arrive with H = kH = 1). Let Cg = C_in/groups,
 # Mg = C_out/groups, K = Cg*kH*kW and P = OH*OW. Rows of K are ordered
 # (ci, kh, kw), the order of the weight's memory. Output positions are

@@ -217,8 +217,9 @@ def workspace_peak(bint reset=False):
     reset=True, return it and start again from zero.
 
     Besides the NumPy arrays (outputs, packed weights, per-thread partial
-    sums) this is the whole of a call's workspace: it is bounded by tiles,
-    never by the batch.
+    sums, and the channels forward's patches of its at most 512 positions)
+    this is the whole of a call's workspace: it is bounded by tiles, never
+    by the batch.
     """
     global _workspace_peak
     peak = _workspace_peak
