@@ -558,6 +558,11 @@ def resolve_options(args):
     return args
 
 
+def _speedup(ratio):
+    """'2.4x faster' for a time ratio of 1 or more, '3.1x slower' below it."""
+    return f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower"
+
+
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
@@ -619,7 +624,7 @@ def _run(args):
               f"starting state, from the trained model), timed on each backend:")
         print(f"  numpy reference  {t_np:8.3f} s   (the faster of BLAS at its default thread "
               f"count and at 1 thread: {r['blas']['numpy'] or 'default'})")
-        print(f"  fastconv         {t_fc:8.3f} s   {t_np / t_fc:.1f}x faster "
+        print(f"  fastconv         {t_fc:8.3f} s   {_speedup(t_np / t_fc)} "
               f"(parameters afterwards agree to {r['max_param_diff']:.1e})")
     return 0
 

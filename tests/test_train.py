@@ -4,6 +4,7 @@ permutation, the residual block and the message for missing extras. Each test
 takes at most a few seconds; they are skipped without the demo extras."""
 
 import random
+import re
 import sys
 
 import numpy as np
@@ -225,6 +226,12 @@ def test_time_backends_runs_the_same_epoch_on_each(digits):
 # -- command line -------------------------------------------------------------
 
 
+def test_speedup_is_worded_both_ways():
+    assert T._speedup(2.44) == "2.4x faster"
+    assert T._speedup(1.0) == "1.0x faster"
+    assert T._speedup(0.3) == "3.3x slower"
+
+
 def test_cli_save_round_trip_and_plot(tmp_path, capsys, threads):
     pytest.importorskip("matplotlib")
     path, png = tmp_path / "model.npz", tmp_path / "curves.png"
@@ -235,7 +242,7 @@ def test_cli_save_round_trip_and_plot(tmp_path, capsys, threads):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "final test accuracy" in out and "time per epoch" in out
-    assert "numpy reference" in out and "x faster" in out
+    assert "numpy reference" in out and re.search(r"\d\.\dx (faster|slower) ", out)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # The saved weights, loaded into a fresh model, predict what the trained one did.
