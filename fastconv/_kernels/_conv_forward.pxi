@@ -307,14 +307,13 @@ cdef void _forward_channels(const floating[:, :, :, ::1] x, const floating[::1] 
                 kc = min(kcb, K - k0)
                 src = &wpack[((g * ncp + cp) * K + k0) * nr]
                 for pp in range(npp):
-                    if kb == 0:
-                        _micro(kc, &apack[(g * npp * K + pp * kc) * MR], src, nr,
-                               acc + pp * MR * nr, nr)
-                        continue
+                    # the first block of K straight into acc, the others added
+                    dst = acc + pp * MR * nr if kb == 0 else ctile
                     _micro(kc, &apack[(g * npp * K + k0 * npp + pp * kc) * MR], src, nr,
-                           ctile, nr)
-                    for i in range(MR * nr):
-                        acc[pp * MR * nr + i] += ctile[i]
+                           dst, nr)
+                    if kb > 0:
+                        for i in range(MR * nr):
+                            acc[pp * MR * nr + i] += ctile[i]
             # acc[pp][i][j]: position pp*MR + i, channel cp*nr + j of the group
             co = g * Mg + cp * nr
             nch = min(nr, Mg - cp * nr)
