@@ -189,7 +189,9 @@ def test_cases_reach_every_forward_path(dtype):
     """Geometries that take the implicit forward with several row tiles (a
     short last one), with column tiles and with several channel blocks, at
     stride 1 and 2, and with the images of a 1-D convolution as rows; and
-    the im2col forward at stride 1 and at stride 2."""
+    the im2col forward at stride 1 and at stride 2 (with 2 output channels,
+    fewer than any build's NR: the channels path takes few positions of
+    more); and the channels forward."""
     from fastconv import _plan
     from fastconv._validation import conv_geometry
 
@@ -205,14 +207,15 @@ def test_cases_reach_every_forward_path(dtype):
     assert 1 < rows < 37 and cols == 23
     assert plan((2, 1, 1, 1200), (1, 5), padding=(0, 2)).tile == (1, 508)  # 512 less the window
     assert plan((2, 70, 16, 16), (3, 3), padding=1).path == "implicit"  # K = 630: 3 channel blocks
-    assert plan((2, 1, 10, 10), (3, 3), dilation=4).path == "im2col"  # 2x2 outputs: mostly waste
+    assert plan((2, 1, 10, 10), (3, 3), c_out=2, dilation=4).path == "im2col"  # 2x2: mostly waste
     assert plan((2, 1, 31, 29), (3, 3), stride=2).path == "implicit"
     assert plan((1, 1, 40, 41), (7, 7), stride=2, padding=3).path == "implicit"
     assert plan((2, 1, 1100), (5,), stride=2, padding=2).tile == (1, 510)
     assert plan((40, 1, 12), (3,), padding=1).tile[0] > 1  # images as rows
     assert plan((16, 1, 19), (3,), stride=2, padding=1).path == "implicit"
-    assert plan((2, 1, 9, 8), (2, 2), stride=2).path == "im2col"  # one tap per phase
+    assert plan((2, 1, 9, 8), (2, 2), c_out=2, stride=2).path == "im2col"  # one tap per phase
     assert plan((2, 1, 16, 64), (3, 3), c_out=2, padding=1).path == "implicit_row"
+    assert plan((1, 64, 7, 7), (3, 3), c_out=128, padding=1).path == "channels"  # 49 positions
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
