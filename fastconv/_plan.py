@@ -298,10 +298,10 @@ def _auto(op, geo, itemsize, n_threads):
             return "depthwise_rows"
 
     positions = _positions(geo)
-    weight = geo.c_out * cg * geo.kernel[0] * geo.kernel[1]
+    k = cg * geo.kernel[0] * geo.kernel[1]
     if (op == "forward" and mg >= nr and geo.groups * -(-mg // nr) >= n_threads
             and positions <= CHANNELS_MAX_POSITIONS
-            and (positions <= blk["TP"] or weight >= CHANNELS_MIN_WEIGHT)):
+            and (positions <= blk["TP"] or geo.c_out * k >= CHANNELS_MIN_WEIGHT)):
         return "channels"
 
     tile = _implicit_tile(geo, itemsize, n_threads)
@@ -321,7 +321,6 @@ def _auto(op, geo, itemsize, n_threads):
     if mg <= DIRECT_MAX_SHARE * nr and _applies(op, "direct", geo, itemsize, n_threads):
         return "direct"
     implicit = implicit and mg >= WEIGHT_IMPLICIT_MIN_SHARE * nr
-    k = cg * geo.kernel[0] * geo.kernel[1]
     k_blocks = -(-k // blk["KC"])
     item_positions = tile[0] * tile[1] if implicit else min(positions, blk["TP"])
     if (geo.c_out * k * itemsize > DW_CACHED and geo.groups * k_blocks >= 2 * n_threads

@@ -314,14 +314,15 @@ cdef void _forward_channels(const floating[:, :, :, ::1] x, const floating[::1] 
                     if kb > 0:
                         for i in range(MR * nr):
                             acc[pp * MR * nr + i] += ctile[i]
-            # acc[pp][i][j]: position pp*MR + i, channel cp*nr + j of the group
+            # acc[pp][i][j] (at (pp*MR + i)*nr + j): position q = pp*MR + i,
+            # channel cp*nr + j of the group
             co = g * Mg + cp * nr
             nch = min(nr, Mg - cp * nr)
             for j in range(nch):
                 dst = &out[0, co + j, 0, 0]
                 b = bias[co + j] if has_bias else 0
                 for q in range(NP):
-                    v = acc[q // MR * MR * nr + q % MR * nr + j] + b
+                    v = acc[q * nr + j] + b
                     dst[qoff[q]] = 0 if relu and v < 0 else v  # NaN stays NaN
         free(runs)
         free(ctile)
