@@ -213,12 +213,18 @@ def test_time_backends_runs_the_same_epoch_on_each(digits):
     model = T.build_model("cnn", digits.input_shape, seed=0)
     from fastconv import optim
 
-    opt = optim.Adam(model.parameters(), lr=1e-3)
+    # SGD, whose steps are linear in the gradients: the backends' parameters
+    # then differ by rounding alone (3e-8 here, on every build), where another
+    # order of the same batches moves them by 6e-3. Adam divides each step by
+    # the gradient's running RMS, so rounding in a near-zero gradient can move
+    # a parameter by up to lr per step (1e-4 after this epoch on the generic
+    # build, whose rounding differs from the reference's more: no FMA).
+    opt = optim.SGD(model.parameters(), lr=0.1)
     before = model.state_dict()
     result = T.time_backends(model, opt, digits, batch_size=128, seed=0)
     assert result["steps"] == 11 and set(result["seconds"]) == {"numpy", "fastconv"}
     assert all(t > 0 for t in result["seconds"].values())
-    assert result["max_param_diff"] < 1e-4
+    assert result["max_param_diff"] < 1e-5
     after = model.state_dict()  # the timed copies leave the model alone
     assert all(np.array_equal(before[k], after[k]) for k in before)
 
