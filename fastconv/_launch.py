@@ -47,9 +47,10 @@ class PackedWeight:
     columns. An inference layer whose weight never changes
     (:func:`fastconv.nn.fuse`) hands one of these to ``conv_forward``
     instead, which packs on first use and keeps the panels for the build
-    that packed them: A panels of MR output channels, and B panels of NR of
-    them where the ``channels`` path runs. The weight must not change in
-    place afterwards; the fused layers make it read-only.
+    that packed them: A panels of MR output channels, B panels of NR of
+    them where the ``channels`` path runs, and the transformed weight where
+    the ``winograd`` one does. The weight must not change in place
+    afterwards; the fused layers make it read-only.
     """
 
     __slots__ = ("weight", "_kernels", "_panels")
@@ -63,15 +64,18 @@ class PackedWeight:
         # (the panels belong to a loaded kernels module, which does not pickle)
         return PackedWeight, (self.weight,)
 
-    def panels(self, kernels, nd, groups, n_threads, channels=False):
-        """The panels for ``kernels`` (the build in use), packed if needed;
-        with ``channels``, those of the ``channels`` path."""
+    def panels(self, kernels, nd, groups, n_threads, path="im2col"):
+        """The panels of forward path ``path`` for ``kernels`` (the build in
+        use), packed if needed."""
         if self._kernels is not kernels:
             self._kernels, self._panels = kernels, {}
-        if channels not in self._panels:
-            self._panels[channels] = kernels.pack_forward_weight(
-                _as4d(self.weight, nd), groups, channels, n_threads)
-        return self._panels[channels]
+        kind = path if path in ("channels", "winograd") else "A"
+        if kind not in self._panels:
+            w4 = _as4d(self.weight, nd)
+            self._panels[kind] = (
+                kernels.pack_winograd_weight(w4, n_threads) if kind == "winograd"
+                else kernels.pack_forward_weight(w4, groups, kind == "channels", n_threads))
+        return self._panels[kind]
 
 
 def conv_forward(x, w, b, geo, relu=False, packed=None):
@@ -88,14 +92,17 @@ def conv_forward(x, w, b, geo, relu=False, packed=None):
             x4, w4, bias, out4, *geo.kernel_args()[:-1], False, plan.path == "depthwise_flat",
             relu, plan.n_threads)
         return out
-    if packed is not None and packed.weight is w:
-        panels = packed.panels(kernels, geo.nd, geo.groups, plan.n_threads,
-                               plan.path == "channels")
-    else:
-        panels = np.empty(0, dtype=x.dtype)
-    kernels.conv2d_forward(x4, w4, bias, panels, out4, *geo.kernel_args(), plan.path,
-                           *plan.tile, relu, plan.n_threads)
-    return out
+    for _ in range(2):
+        if packed is not None and packed.weight is w:
+            panels = packed.panels(kernels, geo.nd, geo.groups, plan.n_threads, plan.path)
+        else:
+            panels = np.empty(0, dtype=x.dtype)
+        if not kernels.conv2d_forward(x4, w4, bias, panels, out4, *geo.kernel_args(),
+                                      plan.path, *plan.tile, relu, plan.n_threads):
+            return out
+        # the winograd path met a non-finite value: the others give the reference's
+        plan = _plan.plan_for("forward", geo, x.dtype.itemsize, winograd=False)
+    raise AssertionError("unreachable: only the winograd path returns True")
 
 
 def conv_input_grad(grad_out, w, b, geo):
@@ -106,6 +113,15 @@ def conv_input_grad(grad_out, w, b, geo):
     bias = _bias_or_empty(b, grad_out.dtype)
     gy4, w4, gx4 = _as4d(grad_out, geo.nd), _as4d(w, geo.nd), _as4d(grad_in, geo.nd)
     kernels = _config.conv_kernels
+    if plan.path == "winograd":
+        # the forward of grad_out with the weight flipped and its channels
+        # swapped, padded by 2 - padding
+        flipped = np.ascontiguousarray(w4.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+        (ph, pw), empty = geo.pad_begin, np.empty(0, dtype=grad_out.dtype)
+        if not kernels.conv2d_forward(gy4, flipped, bias, empty, gx4, 1, 1, 2 - ph, 2 - pw,
+                                      1, 1, 1, "winograd", *plan.tile, False, plan.n_threads):
+            return grad_in
+        plan = _plan.plan_for("input_grad", geo, grad_out.dtype.itemsize, winograd=False)
     if plan.path.startswith("depthwise"):
         kernels.depthwise_forward_or_input_grad(
             gy4, w4, bias, gx4, *geo.kernel_args()[:-1], True, plan.path == "depthwise_flat",

@@ -24,11 +24,16 @@ forward         ``depthwise_flat``  ``depthwise_forward_or_input_grad``: flat
                 ``channels``        ``conv2d_forward``: the patches of all
                                     positions as A panels, the weight as B
                                     panels of output channels (few positions)
+                ``winograd``        ``conv2d_forward``: Winograd F(2x2, 3x3),
+                                    16 GEMMs over transformed tiles (3x3 at
+                                    stride 1)
 input_grad      ``depthwise_flat``, as for forward
                 ``depthwise_rows``
                 ``implicit_adjoint`` ``conv2d_input_grad``: adjoint of the
                                     implicit forward (1-D, images as rows)
                 ``col2im``          ``conv2d_input_grad``: GEMM + scatter
+                ``winograd``        ``conv2d_forward``'s winograd path on
+                                    grad_out, with the flipped weight
 weight_grad     ``depthwise_flat``  ``depthwise_weight_grad``: dot products
                                     over flat planes (stride 1)
                 ``depthwise_rows``  ``depthwise_weight_grad``: by rows
@@ -76,8 +81,9 @@ __all__ = ["Plan", "PATHS", "CONV_OPS", "plan_for", "pool_plan", "conv_plan", "c
 CONV_OPS = ("forward", "input_grad", "weight_grad")
 PATHS = {
     "forward": ("depthwise_flat", "depthwise_rows", "implicit_row", "implicit", "im2col",
-                "channels"),
-    "input_grad": ("depthwise_flat", "depthwise_rows", "implicit_adjoint", "col2im"),
+                "channels", "winograd"),
+    "input_grad": ("depthwise_flat", "depthwise_rows", "implicit_adjoint", "col2im",
+                   "winograd"),
     "weight_grad": ("depthwise_flat", "depthwise_rows", "direct", "implicit",
                     "im2col_by_columns", "im2col"),
     "max_pool": ("flat", "rows", "windows"),
@@ -141,6 +147,27 @@ DW_CACHED = 1 << 20
 # threads: 0.8-1.0x.
 CHANNELS_MAX_POSITIONS = 512
 CHANNELS_MIN_WEIGHT = 1 << 20
+# Winograd F(2x2, 3x3) (3x3 at stride 1: the forward, and the input gradient
+# as the forward of grad_out) for at least these input and output channels
+# of its forward: its transforms cost O(C_in + C_out) per tile against the
+# GEMMs' O(C_in * C_out), the input's spread over the output channels and
+# the result's over the input channels. AVX2 build on Zen 5, 2 threads,
+# 32-64 images of 16x16 or 32x32, time of the best other path over
+# winograd's: (in, out) = (16, 32) 1.15-1.2x, (16, 64) 1.4-1.5x, (32, 64)
+# 1.2-1.85x, (64, 64) at 56x56 1.2-1.5x; not taken: (32, 16) 0.93-1.0x,
+# (64, 16) 0.84-0.95x, (16, 16) 0.9-1.2x, (8, 16) 0.7-0.9x.
+WINOGRAD_MIN_IN = 16
+WINOGRAD_MIN_OUT = 32
+# ... and for tiles enough for two items of NR tiles per thread (its
+# items are blocks of tiles), and a transformed weight (16 x C_in x C_out
+# values) of at most
+# this many bytes: every item of tiles reads all of it, and 512 -> 512
+# channels at 7x7 (16.8 MB in float32) ran at 0.55-0.8x the direct time.
+WINOGRAD_MAX_WEIGHT_BYTES = 1 << 23
+# Bytes of the transformed input of one winograd item (16 x C_in x tiles),
+# which its GEMMs read once per panel of MR output channels: 128 KiB was
+# within 5% of the best of 64 KiB to 1 MiB on each of the shapes above.
+WINOGRAD_BLOCK_BYTES = 1 << 17
 # Bytes of per-thread scratch of the kernels over flat planes. The weight
 # gradient's (direct, depthwise_flat) go over bands of output rows that fit;
 # the forward and input gradient (depthwise_flat) hold two whole padded
@@ -261,6 +288,28 @@ def _implicit_tile(geo, itemsize, n_threads):
     return tile if span * itemsize <= FLAT_MAX_BYTES else None
 
 
+def _winograd_channels(op, geo):
+    """(input, output) channels of the winograd forward that computes ``op``:
+    the input gradient is the forward of grad_out with the flipped weight."""
+    return (geo.c_in, geo.c_out) if op == "forward" else (geo.c_out, geo.c_in)
+
+
+def _winograd_tiles(op, geo):
+    """The 2x2 blocks of outputs of the winograd forward that computes ``op``."""
+    size = geo.in_size if op == "input_grad" else geo.out_size
+    return geo.n * -(-size[0] // 2) * -(-size[1] // 2)
+
+
+def _winograd_block(op, geo, itemsize, n_threads):
+    """Tiles per winograd item: a multiple of NR whose transformed input
+    fits WINOGRAD_BLOCK_BYTES, and small enough for two items per thread."""
+    nr = _config.blocking()["NR"][itemsize]
+    c_in = _winograd_channels(op, geo)[0]
+    blocks = max(1, WINOGRAD_BLOCK_BYTES // (16 * c_in * itemsize * nr))
+    blocks = min(blocks, max(1, _winograd_tiles(op, geo) // (2 * n_threads * nr)))
+    return blocks * nr
+
+
 # -- the plans ----------------------------------------------------------------------
 
 
@@ -280,11 +329,17 @@ def _applies(op, path, geo, itemsize, n_threads):
         return _flat_applies(op, geo, itemsize, n_threads)
     if path == "channels":
         return _positions(geo) <= CHANNELS_MAX_POSITIONS
+    if path == "winograd":
+        return (geo.nd == 2 and geo.kernel == (3, 3) and geo.stride == (1, 1)
+                and geo.dilation == (1, 1) and geo.groups == 1 and min(geo.c_in, geo.c_out) > 0
+                and (op == "forward" or max(geo.pad_begin) <= 2))
     return True  # im2col, col2im, im2col_by_columns
 
 
-def _auto(op, geo, itemsize, n_threads):
-    """The path of ``op``: every speed decision of the convolution kernels."""
+def _auto(op, geo, itemsize, n_threads, winograd=True):
+    """The path of ``op``: every speed decision of the convolution kernels;
+    without ``winograd``, the best of the others (where the winograd path
+    met a non-finite value)."""
     blk = _config.blocking()
     mr, nr = blk["MR"], blk["NR"][itemsize]
     cg, mg = geo.c_in // geo.groups, geo.c_out // geo.groups
@@ -303,6 +358,12 @@ def _auto(op, geo, itemsize, n_threads):
             and positions <= CHANNELS_MAX_POSITIONS
             and (positions <= blk["TP"] or geo.c_out * k >= CHANNELS_MIN_WEIGHT)):
         return "channels"
+    if winograd and op != "weight_grad" and _applies(op, "winograd", geo, itemsize, n_threads):
+        c_in, c_out = _winograd_channels(op, geo)
+        if (c_in >= WINOGRAD_MIN_IN and c_out >= WINOGRAD_MIN_OUT
+                and 16 * c_in * c_out * itemsize <= WINOGRAD_MAX_WEIGHT_BYTES
+                and _winograd_tiles(op, geo) >= 2 * n_threads * nr):
+            return "winograd"
 
     tile = _implicit_tile(geo, itemsize, n_threads)
     implicit = (tile is not None and tile[2] >= IMPLICIT_MIN_EFFICIENCY
@@ -351,10 +412,10 @@ def forced(**paths):
         _forced.update(saved)
 
 
-def _plan(op, geo, itemsize, n_threads):
-    path = _forced.get(op)
+def _plan(op, geo, itemsize, n_threads, winograd=True):
+    path = _forced.get(op) if winograd else None
     if path is None:
-        path = _auto(op, geo, itemsize, n_threads)
+        path = _auto(op, geo, itemsize, n_threads, winograd)
     elif not _applies(op, path, geo, itemsize, n_threads):
         raise ValueError(f"the {op} path {path!r} does not apply to {geo}")
     tile = (0, 0)
@@ -362,19 +423,23 @@ def _plan(op, geo, itemsize, n_threads):
         tile = _implicit_tile(geo, itemsize, n_threads)[:2]
     elif op == "weight_grad" and path in ("direct", "depthwise_flat"):
         tile = (_direct_band(geo, itemsize, n_threads), 0)
+    elif path == "winograd":
+        tile = (_winograd_block(op, geo, itemsize, n_threads), 0)
     return Plan(path, n_threads, tile)
 
 
 _plan_cached = functools.lru_cache(maxsize=1024)(_plan)
 
 
-def plan_for(op, geo, itemsize):
+def plan_for(op, geo, itemsize, winograd=True):
     """The Plan of ``op`` (``forward``, ``input_grad`` or ``weight_grad``) for
-    a convolution of geometry ``geo`` on values of ``itemsize`` bytes."""
+    a convolution of geometry ``geo`` on values of ``itemsize`` bytes;
+    without ``winograd``, the path taken where the winograd one met a
+    non-finite value (never a forced one)."""
     n_threads = conv_threads(geo)
-    if _forced:
+    if _forced and winograd:
         return _plan(op, geo, itemsize, n_threads)
-    return _plan_cached(op, geo, itemsize, n_threads)
+    return _plan_cached(op, geo, itemsize, n_threads, winograd)
 
 
 # -- pooling ---------------------------------------------------------------------

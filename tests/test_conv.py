@@ -345,6 +345,21 @@ def test_conv_gradients_central_differences(nd, case, rng):
                                rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("padding", [0, 1, 2])
+def test_winograd_gradients_central_differences(padding, rng):
+    """The winograd path's input gradient (the winograd forward of grad_out)
+    is the derivative of its forward, by central differences; odd sizes
+    leave partial 2x2 tiles on both edges."""
+    from fastconv import _plan
+    x, w = rng.standard_normal((2, 3, 5, 7)), rng.standard_normal((4, 3, 3, 3))
+    with _plan.forced(forward="winograd", input_grad="winograd"):
+        y = fastconv.conv2d(x, w, padding=padding)
+        gy = rng.standard_normal(y.shape)
+        assert_close(fastconv.grad.conv2d_input(x.shape, w, gy, padding=padding),
+                     numerical_grad(lambda a: fastconv.conv2d(a, w, padding=padding), x, gy),
+                     rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("nd,case", [(2, CONVT2D_CASES[0]), (2, CONVT2D_CASES[4]),
                                      (1, CONVT1D_CASES[1])])
 def test_conv_transpose_gradients_central_differences(nd, case, rng):

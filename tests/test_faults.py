@@ -489,12 +489,12 @@ print(answered, raised)
 # (op, path, input channels): every path, on 1 channel (depthwise) and 2
 # (the flat-plane paths, depthwise_flat and direct, and the implicit ones do
 # not apply where the input they copy outgrows their scratch bound, as on all
-# of these geometries)
+# of these geometries, and winograd takes 3x3 kernels at stride 1 only)
 CONV_PATH_CASES = [(op, path, 1 if path.startswith("depthwise") else 2)
                    for op in ("forward", "input_grad", "weight_grad")
                    for path in ("auto",) + _PATHS[op]
                    if path not in ("depthwise_flat", "direct", "implicit_row", "implicit",
-                                   "implicit_adjoint")] + [
+                                   "implicit_adjoint", "winograd")] + [
                    ("forward", "auto", 1), ("input_grad", "auto", 1), ("weight_grad", "auto", 1)]
 
 

@@ -132,6 +132,7 @@ LOOP_CASES = [  # (input shape, weight shape, stride, padding, groups), all 4-D
     ((3, 3, 1, 7), (2, 3, 1, 3), (1, 1), (0, 1), 1),  # a 1-D convolution: images as rows
     ((2, 3, 6, 5), (3, 1, 3, 3), (2, 1), (1, 0), 3),  # depthwise
     ((2, 3, 5, 6), (3, 1, 3, 3), (1, 1), (1, 1), 3),  # depthwise at stride 1: flat planes
+    ((2, 3, 5, 7), (4, 3, 3, 3), (1, 1), (1, 1), 1),  # 3x3 at stride 1: winograd, odd sizes
 ]
 
 
@@ -207,7 +208,7 @@ def test_conv_plan_names_the_paths_a_call_takes():
     assert set(plan) == {"forward", "input_grad", "weight_grad", "threads"}
     for op in _plan.CONV_OPS:
         assert plan[op] in _plan.PATHS[op]
-    assert plan["input_grad"] == "col2im"
+    assert plan["forward"] == plan["input_grad"] == "winograd"
     dw = fastconv.conv_plan((2, 8, 9, 9), (8, 1, 3, 3), np.float64, padding=1, groups=8)
     assert (dw["forward"], dw["input_grad"], dw["weight_grad"]) == ("depthwise_flat",) * 3
     with pytest.raises(TypeError, match="Expected dtype float32 or float64"):
@@ -343,6 +344,51 @@ def test_weight_gradient_is_nan_only_where_a_non_finite_input_reaches(ws, groups
         assert_close(got[finite], want[finite], n_terms=100, err_msg=path)
         taken += 1
     assert taken >= 2
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("where", ["input", "weight"])
+def test_winograd_gives_the_direct_non_finite_values(where, relu, isa):
+    """The winograd transforms would turn an inf into NaN (inf - inf) where
+    the direct sums are +-inf; meeting one, the path computes the call again
+    directly, so the forward (with and without its fused ReLU, which would
+    hide a -inf) and the input gradient give the reference's values."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 16, 9, 10))
+    w = rng.standard_normal((32, 16, 3, 3))
+    b = rng.standard_normal(32)
+    if where == "input":
+        x[0, 3, 4, 4], x[1, 0, 0, 9], x[1, 5, 6, 2] = np.inf, -np.inf, np.nan
+    else:
+        w[5, 2, 1, 1] = np.inf
+    geo = conv_geometry(x.shape, w.shape, 2, 1, 1, 1, 1)
+    with np.errstate(invalid="ignore"):  # inf - inf, on purpose
+        want = ref.conv2d(x, w, b, padding=1)
+        if relu:
+            want = np.where(want < 0, 0, want)
+        gy = rng.standard_normal(want.shape)
+        if where == "input":
+            gy[1, 7, 2, 3] = np.inf
+        want_input = ref.conv2d_input(x.shape, w, gy, padding=1)
+    with _plan.forced(forward="winograd", input_grad="winograd"):
+        assert _plan.plan_for("forward", geo, 8).path == "winograd"
+        got = _launch.conv_forward(x, w, b, geo, relu=relu)
+        got_input = fastconv.grad.conv2d_input(x.shape, w, gy, padding=1)
+    for g, wnt in ((got, want), (got_input, want_input)):
+        assert np.isfinite(wnt).any() and not np.isfinite(wnt).all()
+        for test in (np.isnan, np.isposinf, np.isneginf):
+            np.testing.assert_array_equal(test(g), test(wnt))
+        finite = np.isfinite(wnt)
+        assert_close(g[finite], wnt[finite], n_terms=16 * 9)
+    # the kernel's own answer: True (compute again) only with a non-finite value
+    out = np.empty(want.shape)
+    args = (*geo.kernel_args(), "winograd", 16, 0, relu, 1)
+    assert _config.conv_kernels.conv2d_forward(x, w, b, np.empty(0), out, *args)
+    x[~np.isfinite(x)] = 1.0
+    w[~np.isfinite(w)] = 1.0
+    assert not _config.conv_kernels.conv2d_forward(x, w, b, np.empty(0), out, *args)
+    want = ref.conv2d(x, w, b, padding=1)
+    assert_close(out, np.maximum(want, 0) if relu else want, n_terms=16 * 9)
 
 
 @pytest.mark.parametrize("stride", [1, 2])

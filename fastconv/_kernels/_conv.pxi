@@ -12,6 +12,7 @@
 #   _conv_pack.pxi        A and B panels for the micro-kernels
 #   _conv_implicit.pxi    implicit tiles: the padded input copy and its taps
 #   _conv_forward.pxi     conv2d_forward: im2col, implicit and channels paths
+#   _conv_winograd.pxi    its winograd path: F(2x2, 3x3) for 3x3 at stride 1
 #   _conv_input_grad.pxi  conv2d_input_grad: col2im and implicit adjoint
 #   _conv_weight_grad.pxi conv2d_weight_grad: implicit, im2col, direct
 #   _conv_direct.pxi      flat planes and the depthwise kernels
@@ -91,6 +92,7 @@ include "_conv_patches.pxi"
 include "_conv_pack.pxi"
 include "_conv_implicit.pxi"
 include "_conv_forward.pxi"
+include "_conv_winograd.pxi"
 include "_conv_input_grad.pxi"
 include "_conv_weight_grad.pxi"
 include "_conv_direct.pxi"

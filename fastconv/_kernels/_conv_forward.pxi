@@ -14,7 +14,13 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
     with `relu`, max(out, 0), applied as the last block of K is stored.
 
     `path` (chosen by fastconv._plan): "im2col", or "implicit" or
-    "implicit_row" on tiles of rows x cw outputs, or "channels".
+    "implicit_row" on tiles of rows x cw outputs, or "channels", or
+    "winograd" (3x3, stride 1, no dilation or groups) on blocks of `rows`
+    tiles, which takes pack_winograd_weight's panels as `packed`.
+
+    Returns True where the winograd path met a non-finite value, and wrote
+    no trustworthy output: the caller computes it again by another path.
+    Every other path returns False.
     """
     cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
     cdef Py_ssize_t N = x.shape[0], C_in = x.shape[1]
@@ -24,14 +30,25 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
     cdef Py_ssize_t Cg = C_in // groups, Mg = C_out // groups, K = Cg * KH * KW
     cdef Py_ssize_t n_images
     cdef Geometry igeo = _implicit_geometry(&geo, N, C_in, C_out, &n_images)
-    if path not in ("im2col", "implicit", "implicit_row", "channels"):
+    if path not in ("im2col", "implicit", "implicit_row", "channels", "winograd"):
         raise ValueError(f"unknown forward path {path!r}")
     if N * geo.OH * geo.OW == 0:
-        return
+        return False
+    cdef const floating[::1] wpack = packed
+    if path == "winograd":
+        if (KH, KW, sh, sw, dh, dw, groups) != (3, 3, 1, 1, 1, 1, 1):
+            raise ValueError("the winograd path takes 3x3 kernels at stride 1, without "
+                             "dilation or groups")
+        if packed.shape[0] == 0:
+            wpack = pack_winograd_weight(weight, n_threads)
+        elif packed.shape[0] != 16 * _ceil_div(C_out, MR) * MR * C_in:
+            raise ValueError(f"packed weight of {packed.shape[0]} values, expected "
+                             f"{16 * _ceil_div(C_out, MR) * MR * C_in} (pack_winograd_weight "
+                             f"of this build)")
+        return _forward_winograd(x, wpack, bias, out, ph, pw, rows, relu, n_threads)
     # the weight's panels: of MR output channels (A), or of NR ("channels": B)
     cdef bint channels = path == "channels", by_rows = path == "implicit_row"
     cdef Py_ssize_t width = nr if channels else MR
-    cdef const floating[::1] wpack = packed
     if packed.shape[0] == 0:
         wpack = _pack_groups(weight, groups, False, width, n_threads)
     elif packed.shape[0] != groups * _ceil_div(Mg, width) * width * K:
@@ -45,6 +62,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x,          # IN  (N, C_in, H, W
                           relu, n_threads)
     else:
         _forward_im2col(x, wpack, bias, out, &geo, groups, relu, n_threads)
+    return False
 
 
 cdef inline void _store_block(const floating* ctile, Py_ssize_t nr, Py_ssize_t rows,

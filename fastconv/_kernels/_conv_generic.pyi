@@ -7,16 +7,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 _Float = NDArray[np.float32] | NDArray[np.float64]
-_ForwardPath = Literal["im2col", "implicit", "implicit_row"]
+_ForwardPath = Literal["im2col", "implicit", "implicit_row", "channels", "winograd"]
 _InputGradPath = Literal["col2im", "implicit_adjoint"]
 _WeightGradPath = Literal["direct", "implicit", "im2col", "im2col_by_columns"]
 
 def pack_forward_weight(weight: _Float, groups: int, channels: bool, n_threads: int) -> _Float: ...
+def pack_winograd_weight(weight: _Float, n_threads: int) -> _Float: ...
 def conv2d_forward(
     x: _Float, weight: _Float, bias: _Float, packed: _Float, out: _Float,
     sh: int, sw: int, ph: int, pw: int, dh: int, dw: int, groups: int,
     path: _ForwardPath, rows: int, cw: int, relu: bool, n_threads: int,
-) -> None: ...
+) -> bool: ...  # True: winograd met a non-finite value, out is to be computed again
 def conv2d_input_grad(
     grad_out: _Float, weight: _Float, bias: _Float, grad_in: _Float,
     sh: int, sw: int, ph: int, pw: int, dh: int, dw: int, groups: int,

@@ -3,7 +3,7 @@
  * Every kernel module is compiled once per ISA (setup.py passes the flags);
  * this header reads the compiler's ISA macros and defines, for float32 and
  * float64, the handful of vector operations the micro-kernels need
- * (_ukernel.h), plus every block size of the convolution kernels, in one
+ * (_ukernel.h) and the Winograd transforms add (_winograd.h), plus every block size of the convolution kernels, in one
  * table with compile-time checks of the constraints the kernels rely on.
  *
  *   build            vector              MR x NR (f32 / f64)   registers
@@ -46,6 +46,10 @@ typedef __m512d fc_vf64;
 #define fc_bcast_f64(x) _mm512_set1_pd(x)
 #define fc_fma_f64(a, b, c) _mm512_fmadd_pd((a), (b), (c))
 #define fc_zero_f64() _mm512_setzero_pd()
+#define fc_add_f32(a, b) _mm512_add_ps((a), (b))
+#define fc_sub_f32(a, b) _mm512_sub_ps((a), (b))
+#define fc_add_f64(a, b) _mm512_add_pd((a), (b))
+#define fc_sub_f64(a, b) _mm512_sub_pd((a), (b))
 
 #elif defined(__AVX2__) && defined(__FMA__) || defined(_MSC_VER) && defined(__AVX2__)
 #define FASTCONV_ISA_NAME "avx2+fma"
@@ -63,6 +67,10 @@ typedef __m256d fc_vf64;
 #define fc_bcast_f64(x) _mm256_set1_pd(x)
 #define fc_fma_f64(a, b, c) _mm256_fmadd_pd((a), (b), (c))
 #define fc_zero_f64() _mm256_setzero_pd()
+#define fc_add_f32(a, b) _mm256_add_ps((a), (b))
+#define fc_sub_f32(a, b) _mm256_sub_ps((a), (b))
+#define fc_add_f64(a, b) _mm256_add_pd((a), (b))
+#define fc_sub_f64(a, b) _mm256_sub_pd((a), (b))
 
 #elif defined(__SSE2__) || defined(_M_X64)
 #define FASTCONV_ISA_NAME "sse2"
@@ -80,6 +88,10 @@ typedef __m128d fc_vf64;
 #define fc_bcast_f64(x) _mm_set1_pd(x)
 #define fc_fma_f64(a, b, c) _mm_add_pd(_mm_mul_pd((a), (b)), (c))
 #define fc_zero_f64() _mm_setzero_pd()
+#define fc_add_f32(a, b) _mm_add_ps((a), (b))
+#define fc_sub_f32(a, b) _mm_sub_ps((a), (b))
+#define fc_add_f64(a, b) _mm_add_pd((a), (b))
+#define fc_sub_f64(a, b) _mm_sub_pd((a), (b))
 
 #elif defined(__aarch64__) || defined(_M_ARM64)
 #define FASTCONV_ISA_NAME "neon"
@@ -97,6 +109,10 @@ typedef float64x2_t fc_vf64;
 #define fc_bcast_f64(x) vdupq_n_f64(x)
 #define fc_fma_f64(a, b, c) vfmaq_f64((c), (a), (b))
 #define fc_zero_f64() vdupq_n_f64(0.0)
+#define fc_add_f32(a, b) vaddq_f32((a), (b))
+#define fc_sub_f32(a, b) vsubq_f32((a), (b))
+#define fc_add_f64(a, b) vaddq_f64((a), (b))
+#define fc_sub_f64(a, b) vsubq_f64((a), (b))
 
 #else  /* any other CPU: one lane, which the compiler may still vectorise */
 #define FASTCONV_SCALAR_ISA 1
@@ -117,6 +133,10 @@ typedef double fc_vf64;
 #define fc_bcast_f64(x) (x)
 #define fc_fma_f64(a, b, c) ((a) * (b) + (c))
 #define fc_zero_f64() 0.0
+#define fc_add_f32(a, b) ((a) + (b))
+#define fc_sub_f32(a, b) ((a) - (b))
+#define fc_add_f64(a, b) ((a) + (b))
+#define fc_sub_f64(a, b) ((a) - (b))
 #endif
 
 #ifdef FASTCONV_SCALAR_ISA
