@@ -158,6 +158,11 @@ CHANNELS_MIN_WEIGHT = 1 << 20
 # (64, 16) 0.84-0.95x, (16, 16) 0.9-1.2x, (8, 16) 0.7-0.9x.
 WINOGRAD_MIN_IN = 16
 WINOGRAD_MIN_OUT = 32
+# ... with micro-kernel rows (NR) of at most this many values. Against the
+# AVX-512 build's float32 kernel (8 x 32) the direct paths were as fast or
+# faster: 0.63-1.07x on the shapes above (Zen 5); its float64 (8 x 16):
+# 0.97-1.5x, AVX2 (6 x 16, 6 x 8): 1.1-1.8x, SSE2 (6 x 8, 6 x 4): 1.1-1.8x.
+WINOGRAD_MAX_NR = 16
 # ... and for tiles enough for two items of NR tiles per thread (its
 # items are blocks of tiles), and a transformed weight (16 x C_in x C_out
 # values) of at most
@@ -360,7 +365,7 @@ def _auto(op, geo, itemsize, n_threads, winograd=True):
         return "channels"
     if winograd and op != "weight_grad" and _applies(op, "winograd", geo, itemsize, n_threads):
         c_in, c_out = _winograd_channels(op, geo)
-        if (c_in >= WINOGRAD_MIN_IN and c_out >= WINOGRAD_MIN_OUT
+        if (c_in >= WINOGRAD_MIN_IN and c_out >= WINOGRAD_MIN_OUT and nr <= WINOGRAD_MAX_NR
                 and 16 * c_in * c_out * itemsize <= WINOGRAD_MAX_WEIGHT_BYTES
                 and _winograd_tiles(op, geo) >= 2 * n_threads * nr):
             return "winograd"

@@ -30,15 +30,16 @@ def test_bench_rejects_non_positive_counts(option, value, capsys):
 
 def test_table_shows_each_convolution_against_the_fma_peak():
     """%fma is a convolution's rate over the run's FMA peak, and the summary
-    gives the reference ratio every convolution would have at that peak."""
+    gives the reference ratio every direct convolution would have at that
+    peak (winograd's effective rates are not bounded by it)."""
     machine = {"gemm_gflops_float32": 90.0, "gemm_gflops_float64": 45.0, "copy_gbs": 20.0,
                "fma_gflops_float32": 100.0, "fma_gflops_float64": 50.0,
                "ukernel_gflops_float32": 95.0, "ukernel_gflops_float64": 48.0}
 
-    def row(case, kind, rate, unit, vs_reference):
+    def row(case, kind, rate, unit, vs_reference, path="implicit"):
         return {"case": case, "kind": kind, "dtype": "float32", "threads": 1, "time_s": 1e-3,
                 "rate": rate, "unit": unit, "vs_reference": vs_reference, "vs_torch": None,
-                "peak_bytes": 2**20, "path": "implicit"}
+                "peak_bytes": 2**20, "path": path}
 
     result = {"fastconv": "x", "numpy": "x", "torch": None, "rounds": 1, "repeats": 1,
               "processor": "cpu", "cores": 1, "isa": "avx2", "machine": {"1": machine},
@@ -51,4 +52,13 @@ def test_table_shows_each_convolution_against_the_fma_peak():
     # geomean of 2, 2 and 8 is 3.17; of the convolutions 2.00; at the peak
     # they would be 2/0.5 = 4 and 2/0.25 = 8, geomean 5.66
     assert lines[-1] == ("geometric mean, float32, 1 thread(s): x numpy 3.17, x torch nan; "
-                         "convolutions x numpy 2.00 (5.66 at the FMA peak)")
+                         "convolutions x numpy 2.00 (2 direct: 2.00, 5.66 at the FMA peak)")
+    assert not any(line.startswith("winograd:") for line in lines)
+    # a winograd row at 120% of the peak: counted with the convolutions,
+    # not in the ceiling, and the table says why its rate passes the peak
+    result["rows"].append(row("w", "conv", 120.0, "GFLOP/s", 4.0, "winograd"))
+    lines = bench.format_table(result).splitlines()
+    assert any(line.startswith("winograd: rates count the direct sum") for line in lines)
+    # convolutions: geomean of 2, 2 and 4 is 2.52
+    assert lines[-1] == ("geometric mean, float32, 1 thread(s): x numpy 3.36, x torch nan; "
+                         "convolutions x numpy 2.52 (2 direct: 2.00, 5.66 at the FMA peak)")

@@ -85,49 +85,49 @@ def pack_winograd_weight(const floating[:, :, :, ::1] weight,   # IN (C_out, C_i
 
 
 cdef extern from "_winograd.h" nogil:
-    void fc_wino_input_f32(const float* r, Py_ssize_t ldr, Py_ssize_t L, float* v,
+    void fc_wino_input_f32(const float* d, Py_ssize_t ldd, Py_ssize_t L, float* v,
                            Py_ssize_t ld)
-    void fc_wino_input_f64(const double* r, Py_ssize_t ldr, Py_ssize_t L, double* v,
+    void fc_wino_input_f64(const double* d, Py_ssize_t ldd, Py_ssize_t L, double* v,
                            Py_ssize_t ld)
     bint fc_wino_output_f32(const float* m, Py_ssize_t ldm, Py_ssize_t L, float b, float* y)
     bint fc_wino_output_f64(const double* m, Py_ssize_t ldm, Py_ssize_t L, double b,
                             double* y)
-    void fc_wino_split_f32(const float* src, Py_ssize_t n, float* e, float* o)
-    void fc_wino_split_f64(const double* src, Py_ssize_t n, double* e, double* o)
+    void fc_wino_gather_f32(const float* src, Py_ssize_t n, float* dst)
+    void fc_wino_gather_f64(const double* src, Py_ssize_t n, double* dst)
     void fc_wino_interleave_f32(const float* a, const float* b, Py_ssize_t n, float* dst)
     void fc_wino_interleave_f64(const double* a, const double* b, Py_ssize_t n, double* dst)
 
 
-cdef void _split_columns(const floating* src, Py_ssize_t W, Py_ssize_t c0, Py_ssize_t L,
-                         floating* e, floating* o) noexcept nogil:
-    """e[k] = src[c0 + 2k], o[k] = src[c0 + 2k + 1] for k <= L, zero outside
-    0..W (the padding); src NULL: a row of padding."""
+cdef void _gather_column(const floating* src, Py_ssize_t W, Py_ssize_t c0, Py_ssize_t L,
+                         floating* dst) noexcept nogil:
+    """dst[k] = src[c0 + 2k] for k < L, zero outside 0..W (the padding);
+    src NULL: a row of padding."""
     cdef Py_ssize_t k, c, lo = 0, hi = 0
-    if src != NULL:  # k in lo..hi: both columns inside the row
-        lo = min(L + 1, _ceil_div(max(0, -c0), 2))
-        hi = max(lo, min(L + 1, (W - c0) // 2))
+    if src != NULL:  # k in lo..hi: inside the row
+        lo = min(L, _ceil_div(max(0, -c0), 2))
+        hi = max(lo, min(L, _ceil_div(W - c0, 2)))
     if floating is float:
-        fc_wino_split_f32(src + c0 + 2 * lo, hi - lo, e + lo, o + lo)
+        fc_wino_gather_f32(src + c0 + 2 * lo, hi - lo, dst + lo)
     else:
-        fc_wino_split_f64(src + c0 + 2 * lo, hi - lo, e + lo, o + lo)
-    for k in range(L + 1):  # the edges
+        fc_wino_gather_f64(src + c0 + 2 * lo, hi - lo, dst + lo)
+    for k in range(L):  # the edges
         if lo <= k < hi:
             continue
         c = c0 + 2 * k
-        e[k] = src[c] if src != NULL and 0 <= c < W else 0
-        o[k] = src[c + 1] if src != NULL and 0 <= c + 1 < W else 0
+        dst[k] = src[c] if src != NULL and 0 <= c < W else 0
 
 
 cdef void _winograd_input(const floating[:, :, :, ::1] x, Py_ssize_t ph, Py_ssize_t pw,
                           Py_ssize_t tH, Py_ssize_t tW, Py_ssize_t t0, Py_ssize_t nt,
                           Py_ssize_t ncols, Py_ssize_t wt, floating* v,
-                          floating* rows) noexcept nogil:
-    """V of tiles t0..t0+nt (see the layout), columns nt..ncols zero; `rows`
-    is scratch of 8*(tW + 1) values (fc_wino_input's even and odd columns)."""
+                          floating* d) noexcept nogil:
+    """V of tiles t0..t0+nt (see the layout), columns nt..ncols zero; `d` is
+    scratch of 16*wt values: the 4x4 input blocks of the tiles as 16 planes,
+    gathered a row of tiles at a time, then transformed all at once."""
     cdef Py_ssize_t C_in = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t ld = C_in * wt, ldr = tW + 1, per_image = tH * tW
-    cdef Py_ssize_t ci, t, n, th, tw, L, i, ih, xi
-    cdef const floating* xc
+    cdef Py_ssize_t ld = C_in * wt, per_image = tH * tW
+    cdef Py_ssize_t ci, t, n, th, tw, L, i, j, ih, xi
+    cdef const floating* row
     for ci in range(C_in):
         t = 0
         n = t0 // per_image
@@ -135,21 +135,21 @@ cdef void _winograd_input(const floating[:, :, :, ::1] x, Py_ssize_t ph, Py_ssiz
         tw = t0 - n * per_image - th * tW
         while t < nt:  # runs of tiles along a row of tiles
             L = min(tW - tw, nt - t)
-            xc = &x[n, ci, 0, 0]
             for i in range(4):
                 ih = 2 * th - ph + i
-                _split_columns(xc + ih * W if 0 <= ih < H else NULL, W, 2 * tw - pw, L,
-                               rows + 2 * i * ldr, rows + (2 * i + 1) * ldr)
-            if floating is float:
-                fc_wino_input_f32(rows, ldr, L, v + ci * wt + t, ld)
-            else:
-                fc_wino_input_f64(rows, ldr, L, v + ci * wt + t, ld)
+                row = &x[n, ci, 0, 0] + ih * W if 0 <= ih < H else NULL
+                for j in range(4):
+                    _gather_column(row, W, 2 * tw - pw + j, L, d + (4 * i + j) * wt + t)
             t = t + L
             tw = 0
             th = th + 1
             if th == tH:
                 th = 0
                 n = n + 1
+        if floating is float:
+            fc_wino_input_f32(d, wt, nt, v + ci * wt, ld)
+        else:
+            fc_wino_input_f64(d, wt, nt, v + ci * wt, ld)
         for t in range(nt, ncols):
             for xi in range(16):
                 v[xi * ld + ci * wt + t] = 0
@@ -160,8 +160,10 @@ cdef bint _winograd_output(const floating* m, Py_ssize_t wt, Py_ssize_t rows,
                            Py_ssize_t nt, const floating[::1] bias, bint relu,
                            floating[:, :, :, ::1] out, floating* y) noexcept nogil:
     """Y = A^T M A (+ bias, ReLU) of `rows` output channels from co0 at
-    tiles t0..t0+nt into `out` (clipped to it); `y` is scratch of 4*tW
-    values. False where an output is not finite."""
+    tiles t0..t0+nt into `out` (clipped to it): transformed all at once into
+    `y` (scratch of 4*wt values, 4 planes), then interleaved into the rows
+    of outputs a row of tiles at a time. False where an output is not
+    finite."""
     cdef Py_ssize_t OH = out.shape[2], OW = out.shape[3], per_image = tH * tW
     cdef Py_ssize_t i, t, n, th, tw, L, k, a, ncol
     cdef bint finite = True
@@ -169,28 +171,30 @@ cdef bint _winograd_output(const floating* m, Py_ssize_t wt, Py_ssize_t rows,
     cdef floating* dst
     for i in range(rows):
         b = bias[co0 + i] if bias.shape[0] > 0 else 0
+        # (finite: checked before the ReLU hides a -inf)
+        if floating is float:
+            finite = fc_wino_output_f32(m + i * wt, MR * wt, nt, b, y) and finite
+        else:
+            finite = fc_wino_output_f64(m + i * wt, MR * wt, nt, b, y) and finite
+        if relu:
+            for k in range(4 * nt):
+                y[k] = 0 if y[k] < 0 else y[k]  # NaN stays NaN
         t = 0
         n = t0 // per_image
         th = (t0 - n * per_image) // tW
         tw = t0 - n * per_image - th * tW
         while t < nt:  # runs of tiles along a row of tiles
             L = min(tW - tw, nt - t)
-            # (finite: checked before the ReLU hides a -inf)
-            if floating is float:
-                finite = fc_wino_output_f32(m + i * wt + t, MR * wt, L, b, y) and finite
-            else:
-                finite = fc_wino_output_f64(m + i * wt + t, MR * wt, L, b, y) and finite
-            if relu:
-                for k in range(4 * L):
-                    y[k] = 0 if y[k] < 0 else y[k]  # NaN stays NaN
             # y's planes (row a, column c of the 2x2 blocks) interleaved into rows
             ncol = min(2 * L, OW - 2 * tw)
             for a in range(min(2, OH - 2 * th)):
                 dst = &out[n, co0 + i, 2 * th + a, 2 * tw]
                 if floating is float:
-                    fc_wino_interleave_f32(y + 2 * a * L, y + (2 * a + 1) * L, ncol, dst)
+                    fc_wino_interleave_f32(y + 2 * a * nt + t, y + (2 * a + 1) * nt + t, ncol,
+                                           dst)
                 else:
-                    fc_wino_interleave_f64(y + 2 * a * L, y + (2 * a + 1) * L, ncol, dst)
+                    fc_wino_interleave_f64(y + 2 * a * nt + t, y + (2 * a + 1) * nt + t, ncol,
+                                           dst)
             t = t + L
             tw = 0
             th = th + 1
@@ -214,24 +218,24 @@ cdef bint _forward_winograd(const floating[:, :, :, ::1] x, const floating[::1] 
     cdef Py_ssize_t n_failed = 0, n_non_finite = 0
     cdef floating* v
     cdef floating* m
-    cdef floating* rows
+    cdef floating* scratch  # the input blocks' planes, then the outputs'
     if wt <= 0 or wt % nr:
         raise ValueError(f"Expected a winograd block of a multiple of {nr} tiles, got {wt}")
     if not _all_finite(&upack[0], upack.shape[0]):
         return True
-    _note_workspace((16 * (C_in + MR) * wt + 8 * (tW + 1)) * sizeof(floating), n_threads)
+    _note_workspace(16 * (C_in + MR + 1) * wt * sizeof(floating), n_threads)
     with nogil, parallel(num_threads=n_threads):
         v = <floating*> malloc(16 * C_in * wt * sizeof(floating))
         m = <floating*> malloc(16 * MR * wt * sizeof(floating))
-        rows = <floating*> malloc(8 * (tW + 1) * sizeof(floating))
+        scratch = <floating*> malloc(16 * wt * sizeof(floating))
         for item in prange(_ceil_div(NT, wt), schedule='static'):
-            if v == NULL or m == NULL or rows == NULL:
+            if v == NULL or m == NULL or scratch == NULL:
                 n_failed += 1
                 continue
             t0 = item * wt
             nt = min(wt, NT - t0)
             ncols = _ceil_div(nt, nr) * nr
-            _winograd_input(x, ph, pw, tH, tW, t0, nt, ncols, wt, v, rows)
+            _winograd_input(x, ph, pw, tH, tW, t0, nt, ncols, wt, v, scratch)
             for mp in range(nmp):
                 for xi in range(16):
                     for nb in range(ncols // nr):
@@ -239,9 +243,9 @@ cdef bint _forward_winograd(const floating[:, :, :, ::1] x, const floating[::1] 
                                v + xi * C_in * wt + nb * nr, wt,
                                m + xi * MR * wt + nb * nr, wt)
                 if not _winograd_output(m, wt, min(MR, C_out - mp * MR), mp * MR, tH, tW, t0,
-                                        nt, bias, relu, out, rows):
+                                        nt, bias, relu, out, scratch):
                     n_non_finite += 1
-        free(rows)
+        free(scratch)
         free(m)
         free(v)
     if n_failed:

@@ -3,21 +3,21 @@
  * definition, compiled per ISA and included per dtype from
  * _winograd_body.h.
  *
- *   fc_wino_input_S   V = B^T d B of L tiles: row i of tile k's 4x4 input
- *                     block d is e_i[k], o_i[k], e_i[k+1], o_i[k+1], where
- *                     e_i = r + 2i*ldr and o_i = r + (2i+1)*ldr hold the
- *                     even and odd columns of input row i (L+1 values
- *                     each, plus the vector tail's reads, see below);
- *                     value xi of tile k goes to v[xi*ld + k].
+ *   fc_wino_input_S   V = B^T d B of L tiles: value (i, j) of tile k's 4x4
+ *                     input block at d[(4i + j)*ldd + k] (16 planes);
+ *                     value xi of V goes to v[xi*ld + k].
  *   fc_wino_output_S  Y = A^T M A + b of L tiles, M value xi of tile k at
  *                     m[xi*ldm + k]; output (a, c) of tile k (row a and
  *                     column c of its 2x2 block) goes to y[(2a + c)*L + k].
  *                     Returns whether every output is finite.
- *   fc_wino_split_S, fc_wino_interleave_S
- *                     the even and odd columns of a row, and back: loops
- *                     that the compiler vectorises, given restrict.
+ *   fc_wino_gather_S, fc_wino_interleave_S
+ *                     a row's values at stride 2 into a plane, and two
+ *                     planes interleaved back into a row: loops that the
+ *                     compiler vectorises, given restrict.
  *
- * The transforms run L in whole vectors, then one lane at a time.
+ * The transforms run L in whole vectors, then one lane at a time: L is all
+ * the tiles of an item (tens), not a row of tiles, which at 8 tiles (a
+ * 16x16 map) would fill no AVX-512 vector of floats.
  */
 #ifndef FASTCONV_WINOGRAD_H
 #define FASTCONV_WINOGRAD_H

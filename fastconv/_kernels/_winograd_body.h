@@ -13,14 +13,13 @@
 #define FC_S_BCAST(x) (x)
 
 /* row i of the input blocks at tile k, times B: (a0 - a2, a1 + a2, a2 - a1,
- * a1 - a3) for the row (a0, a1, a2, a3) = (e[k], o[k], e[k+1], o[k+1]) */
+ * a1 - a3) for the row (a0, a1, a2, a3), planes 4i..4i+3 of d */
 #define FC_IN_ROW(T, LD, ADD, SUB, i, k) \
     T c##i##0, c##i##1, c##i##2, c##i##3; { \
-        const FC_T* e_ = r + 2 * (i) * ldr + (k); \
-        const FC_T* o_ = r + (2 * (i) + 1) * ldr + (k); \
-        T ea = LD(e_), eb = LD(e_ + 1), oa = LD(o_), ob = LD(o_ + 1); \
-        c##i##0 = SUB(ea, eb); c##i##1 = ADD(oa, eb); \
-        c##i##2 = SUB(eb, oa); c##i##3 = SUB(oa, ob); }
+        const FC_T* d_ = d + 4 * (i) * ldd + (k); \
+        T a0 = LD(d_), a1 = LD(d_ + ldd), a2 = LD(d_ + 2 * ldd), a3 = LD(d_ + 3 * ldd); \
+        c##i##0 = SUB(a0, a2); c##i##1 = ADD(a1, a2); \
+        c##i##2 = SUB(a2, a1); c##i##3 = SUB(a1, a3); }
 /* B^T on the columns of the four rows, stored */
 #define FC_IN_COL(ST, ADD, SUB, j, k) \
     ST(v + (j) * ld + (k), SUB(c0##j, c2##j)); \
@@ -33,10 +32,10 @@
     FC_IN_COL(ST, ADD, SUB, 0, k) FC_IN_COL(ST, ADD, SUB, 1, k) \
     FC_IN_COL(ST, ADD, SUB, 2, k) FC_IN_COL(ST, ADD, SUB, 3, k) }
 
-FC_WINO void FC_NAME(fc_wino_input)(const FC_T* FC_WINO_RESTRICT r, ptrdiff_t ldr,
+FC_WINO void FC_NAME(fc_wino_input)(const FC_T* FC_WINO_RESTRICT d, ptrdiff_t ldd,
                                     ptrdiff_t L, FC_T* FC_WINO_RESTRICT v, ptrdiff_t ld) {
     ptrdiff_t k = 0;
-    for (; k + FC_W <= L; k += FC_W)  /* reads e_i, o_i up to k + FC_W <= L */
+    for (; k + FC_W <= L; k += FC_W)
         FC_IN_STEP(FC_V, FC_NAME(fc_load), FC_NAME(fc_store), FC_NAME(fc_add),
                    FC_NAME(fc_sub), k)
     for (; k < L; k++)
@@ -97,13 +96,11 @@ FC_WINO void FC_NAME(fc_wino_interleave)(const FC_T* FC_WINO_RESTRICT a,
         dst[n - 1] = a[n / 2];
 }
 
-/* e[k] = src[2k], o[k] = src[2k + 1] for k < n: the even and odd columns */
-FC_WINO void FC_NAME(fc_wino_split)(const FC_T* FC_WINO_RESTRICT src, ptrdiff_t n,
-                                    FC_T* FC_WINO_RESTRICT e, FC_T* FC_WINO_RESTRICT o) {
-    for (ptrdiff_t k = 0; k < n; k++) {
-        e[k] = src[2 * k];
-        o[k] = src[2 * k + 1];
-    }
+/* dst[k] = src[2k] for k < n: one column of the blocks along a row of tiles */
+FC_WINO void FC_NAME(fc_wino_gather)(const FC_T* FC_WINO_RESTRICT src, ptrdiff_t n,
+                                     FC_T* FC_WINO_RESTRICT dst) {
+    for (ptrdiff_t k = 0; k < n; k++)
+        dst[k] = src[2 * k];
 }
 
 #undef FC_IN_ROW
