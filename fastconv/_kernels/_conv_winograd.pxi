@@ -92,29 +92,32 @@ cdef extern from "_winograd.h" nogil:
     bint fc_wino_output_f32(const float* m, Py_ssize_t ldm, Py_ssize_t L, float b, float* y)
     bint fc_wino_output_f64(const double* m, Py_ssize_t ldm, Py_ssize_t L, double b,
                             double* y)
-    void fc_wino_gather_f32(const float* src, Py_ssize_t n, float* dst)
-    void fc_wino_gather_f64(const double* src, Py_ssize_t n, double* dst)
+    void fc_wino_split_f32(const float* src, Py_ssize_t n, float* e, float* o)
+    void fc_wino_split_f64(const double* src, Py_ssize_t n, double* e, double* o)
     void fc_wino_interleave_f32(const float* a, const float* b, Py_ssize_t n, float* dst)
     void fc_wino_interleave_f64(const double* a, const double* b, Py_ssize_t n, double* dst)
 
 
-cdef void _gather_column(const floating* src, Py_ssize_t W, Py_ssize_t c0, Py_ssize_t L,
-                         floating* dst) noexcept nogil:
-    """dst[k] = src[c0 + 2k] for k < L, zero outside 0..W (the padding);
-    src NULL: a row of padding."""
+cdef void _split_columns(const floating* src, Py_ssize_t W, Py_ssize_t c0, Py_ssize_t n,
+                         floating* e, floating* o) noexcept nogil:
+    """e[k] = src[c0 + 2k], o[k] = src[c0 + 2k + 1] for k < n, zero outside
+    0..W (the padding); src NULL: a row of padding."""
     cdef Py_ssize_t k, c, lo = 0, hi = 0
-    if src != NULL:  # k in lo..hi: inside the row
-        lo = min(L, _ceil_div(max(0, -c0), 2))
-        hi = max(lo, min(L, _ceil_div(W - c0, 2)))
+    if src != NULL:  # k in lo..hi: both columns inside the row
+        lo = min(n, _ceil_div(max(0, -c0), 2))
+        hi = max(lo, min(n, (W - c0) // 2))
     if floating is float:
-        fc_wino_gather_f32(src + c0 + 2 * lo, hi - lo, dst + lo)
+        fc_wino_split_f32(src + c0 + 2 * lo, hi - lo, e + lo, o + lo)
     else:
-        fc_wino_gather_f64(src + c0 + 2 * lo, hi - lo, dst + lo)
-    for k in range(L):  # the edges
-        if lo <= k < hi:
-            continue
+        fc_wino_split_f64(src + c0 + 2 * lo, hi - lo, e + lo, o + lo)
+    for k in range(lo):  # the edges: in the padding, or past the row's end
         c = c0 + 2 * k
-        dst[k] = src[c] if src != NULL and 0 <= c < W else 0
+        e[k] = src[c] if src != NULL and 0 <= c < W else 0
+        o[k] = src[c + 1] if src != NULL and 0 <= c + 1 < W else 0
+    for k in range(hi, n):
+        c = c0 + 2 * k
+        e[k] = src[c] if src != NULL and 0 <= c < W else 0
+        o[k] = src[c + 1] if src != NULL and 0 <= c + 1 < W else 0
 
 
 cdef void _winograd_input(const floating[:, :, :, ::1] x, Py_ssize_t ph, Py_ssize_t pw,
@@ -122,12 +125,16 @@ cdef void _winograd_input(const floating[:, :, :, ::1] x, Py_ssize_t ph, Py_ssiz
                           Py_ssize_t ncols, Py_ssize_t wt, floating* v,
                           floating* d) noexcept nogil:
     """V of tiles t0..t0+nt (see the layout), columns nt..ncols zero; `d` is
-    scratch of 16*wt values: the 4x4 input blocks of the tiles as 16 planes,
-    gathered a row of tiles at a time, then transformed all at once."""
+    scratch of 16*(wt + 1) values: the 4x4 input blocks of the tiles as 16
+    planes, gathered a row of tiles at a time, then transformed all at once.
+    Columns 2 and 3 of a block are columns 0 and 1 of the next tile's, so
+    each row's even and odd columns are split once (with one value more),
+    then copied one place on."""
     cdef Py_ssize_t C_in = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t ld = C_in * wt, per_image = tH * tW
-    cdef Py_ssize_t ci, t, n, th, tw, L, i, j, ih, xi
+    cdef Py_ssize_t ld = C_in * wt, ldd = wt + 1, per_image = tH * tW
+    cdef Py_ssize_t ci, t, n, th, tw, L, i, ih, xi
     cdef const floating* row
+    cdef floating* p
     for ci in range(C_in):
         t = 0
         n = t0 // per_image
@@ -138,8 +145,11 @@ cdef void _winograd_input(const floating[:, :, :, ::1] x, Py_ssize_t ph, Py_ssiz
             for i in range(4):
                 ih = 2 * th - ph + i
                 row = &x[n, ci, 0, 0] + ih * W if 0 <= ih < H else NULL
-                for j in range(4):
-                    _gather_column(row, W, 2 * tw - pw + j, L, d + (4 * i + j) * wt + t)
+                p = d + 4 * i * ldd + t
+                # (the value past this run's end is the next run's first, written then)
+                _split_columns(row, W, 2 * tw - pw, L + 1, p, p + ldd)
+                memcpy(p + 2 * ldd, p + 1, L * sizeof(floating))
+                memcpy(p + 3 * ldd, p + ldd + 1, L * sizeof(floating))
             t = t + L
             tw = 0
             th = th + 1
@@ -147,9 +157,9 @@ cdef void _winograd_input(const floating[:, :, :, ::1] x, Py_ssize_t ph, Py_ssiz
                 th = 0
                 n = n + 1
         if floating is float:
-            fc_wino_input_f32(d, wt, nt, v + ci * wt, ld)
+            fc_wino_input_f32(d, ldd, nt, v + ci * wt, ld)
         else:
-            fc_wino_input_f64(d, wt, nt, v + ci * wt, ld)
+            fc_wino_input_f64(d, ldd, nt, v + ci * wt, ld)
         for t in range(nt, ncols):
             for xi in range(16):
                 v[xi * ld + ci * wt + t] = 0
@@ -223,11 +233,11 @@ cdef bint _forward_winograd(const floating[:, :, :, ::1] x, const floating[::1] 
         raise ValueError(f"Expected a winograd block of a multiple of {nr} tiles, got {wt}")
     if not _all_finite(&upack[0], upack.shape[0]):
         return True
-    _note_workspace(16 * (C_in + MR + 1) * wt * sizeof(floating), n_threads)
+    _note_workspace((16 * (C_in + MR + 1) * wt + 16) * sizeof(floating), n_threads)
     with nogil, parallel(num_threads=n_threads):
         v = <floating*> malloc(16 * C_in * wt * sizeof(floating))
         m = <floating*> malloc(16 * MR * wt * sizeof(floating))
-        scratch = <floating*> malloc(16 * wt * sizeof(floating))
+        scratch = <floating*> malloc(16 * (wt + 1) * sizeof(floating))
         for item in prange(_ceil_div(NT, wt), schedule='static'):
             if v == NULL or m == NULL or scratch == NULL:
                 n_failed += 1

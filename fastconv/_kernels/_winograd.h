@@ -10,10 +10,10 @@
  *                     m[xi*ldm + k]; output (a, c) of tile k (row a and
  *                     column c of its 2x2 block) goes to y[(2a + c)*L + k].
  *                     Returns whether every output is finite.
- *   fc_wino_gather_S, fc_wino_interleave_S
- *                     a row's values at stride 2 into a plane, and two
- *                     planes interleaved back into a row: loops that the
- *                     compiler vectorises, given restrict.
+ *   fc_wino_split_S, fc_wino_interleave_S
+ *                     a row's even and odd columns into two planes, and
+ *                     two planes interleaved back into a row: loops that
+ *                     the compiler vectorises, given restrict.
  *
  * The transforms run L in whole vectors, then one lane at a time: L is all
  * the tiles of an item (tens), not a row of tiles, which at 8 tiles (a

@@ -96,11 +96,13 @@ FC_WINO void FC_NAME(fc_wino_interleave)(const FC_T* FC_WINO_RESTRICT a,
         dst[n - 1] = a[n / 2];
 }
 
-/* dst[k] = src[2k] for k < n: one column of the blocks along a row of tiles */
-FC_WINO void FC_NAME(fc_wino_gather)(const FC_T* FC_WINO_RESTRICT src, ptrdiff_t n,
-                                     FC_T* FC_WINO_RESTRICT dst) {
-    for (ptrdiff_t k = 0; k < n; k++)
-        dst[k] = src[2 * k];
+/* e[k] = src[2k], o[k] = src[2k + 1] for k < n: a row's even and odd columns */
+FC_WINO void FC_NAME(fc_wino_split)(const FC_T* FC_WINO_RESTRICT src, ptrdiff_t n,
+                                    FC_T* FC_WINO_RESTRICT e, FC_T* FC_WINO_RESTRICT o) {
+    for (ptrdiff_t k = 0; k < n; k++) {
+        e[k] = src[2 * k];
+        o[k] = src[2 * k + 1];
+    }
 }
 
 #undef FC_IN_ROW
