@@ -163,11 +163,11 @@ WINOGRAD_MIN_OUT = 32
 # faster: 0.63-1.07x on the shapes above (Zen 5); its float64 (8 x 16):
 # 0.97-1.5x, AVX2 (6 x 16, 6 x 8): 1.1-1.8x, SSE2 (6 x 8, 6 x 4): 1.1-1.8x.
 WINOGRAD_MAX_NR = 16
-# ... and for tiles enough for two items of NR tiles per thread (its
-# items are blocks of tiles), and a transformed weight (16 x C_in x C_out
-# values) of at most
-# this many bytes: every item of tiles reads all of it, and 512 -> 512
-# channels at 7x7 (16.8 MB in float32) ran at 0.55-0.8x the direct time.
+# ... and for tiles enough for two items of NR tiles per thread (its items
+# are blocks of tiles), and a transformed weight (16 x C_in x C_out values)
+# of at most this many bytes: every item of tiles reads all of it, and 512
+# -> 512 channels at 7x7 (16.8 MB in float32) ran at 0.55-0.8x the direct
+# time.
 WINOGRAD_MAX_WEIGHT_BYTES = 1 << 23
 # Bytes of the transformed input of one winograd item (16 x C_in x tiles),
 # which its GEMMs read once per panel of MR output channels: 128 KiB was
