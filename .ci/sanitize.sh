@@ -92,8 +92,10 @@ run_pytest() {  # run_pytest ISA ARGS...: the tests on one ISA build, at 3 threa
     local isa=$1; shift
     local t0=$SECONDS
     echo "-- FASTCONV_ISA=$isa: pytest $*"
+    # --capture=sys: a report written to fd 2 by a process that then halts is
+    # not swallowed by pytest's file-descriptor capture
     FASTCONV_ISA=$isa OMP_NUM_THREADS=3 python -m pytest -p no:cacheprovider -q -x \
-        -m "not slow" "$@"
+        --capture=sys -m "not slow" "$@"
     echo "   ($((SECONDS - t0)) s)"
 }
 

@@ -17,6 +17,7 @@ import numpy as np
 __all__ = [
     "ConvGeometry",
     "PoolGeometry",
+    "aligned",
     "as_float_arrays",
     "check_elements",
     "check_ndim",
@@ -75,7 +76,7 @@ def _float_dtype(a, name):
 
 
 def as_float_arrays(named):
-    """Convert ``{name: array_like or None}`` to C-contiguous float arrays.
+    """Convert ``{name: array_like or None}`` to aligned C-contiguous float arrays.
 
     Integer and bool inputs count as float64; the common dtype of the float
     inputs follows ``numpy.result_type``. float16, long double, complex, object
@@ -96,8 +97,15 @@ def as_float_arrays(named):
             # astype, not asarray: NumPy 2's asarray copies an array whose
             # dtype is equal to `dtype` but another instance of it (as a
             # deepcopy makes), and the fused layers' weights are deepcopies
-            arrays[name] = a.astype(dtype, order="C", copy=False)
+            arrays[name] = aligned(a.astype(dtype, order="C", copy=False))
     return arrays, dtype
+
+
+def aligned(a):
+    """``a``, or an aligned copy of it: the kernels read whole elements, and
+    an array can sit at any byte offset (``np.frombuffer`` at an offset, a
+    pickle's out-of-band buffer as Dask's workers receive it)."""
+    return a if a.flags.aligned else a.copy()
 
 
 def check_ndim(a, nd, name, layout):

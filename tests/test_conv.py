@@ -360,6 +360,41 @@ def test_winograd_gradients_central_differences(padding, rng):
                      rtol=1e-6, atol=1e-7)
 
 
+def _unaligned(a):
+    """A copy of ``a`` one byte into a buffer: not aligned for its dtype, as
+    a pickle's out-of-band buffer can arrive on a Dask worker."""
+    a = np.asarray(a)
+    buf = np.empty(a.nbytes + 1, dtype=np.uint8)
+    out = np.frombuffer(buf.data, dtype=a.dtype, count=a.size, offset=1).reshape(a.shape)
+    out[...] = a
+    assert not out.flags.aligned
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_unaligned_arrays_give_the_aligned_results(dtype, rng):
+    """Every operand may sit at any byte offset: the kernels see an aligned
+    copy (an unaligned load is undefined behaviour, which the sanitizer
+    job checks), and the results are the aligned arrays' exactly."""
+    x = rng.standard_normal((2, 16, 9, 9)).astype(dtype)
+    w = rng.standard_normal((32, 16, 3, 3)).astype(dtype)
+    b = rng.standard_normal(32).astype(dtype)
+    y = fastconv.conv2d(x, w, b, padding=1)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    ux, uw, ub, ugy = map(_unaligned, (x, w, b, gy))
+    np.testing.assert_array_equal(fastconv.conv2d(ux, uw, ub, padding=1), y)
+    np.testing.assert_array_equal(fastconv.grad.conv2d_input(x.shape, uw, ugy, padding=1),
+                                  fastconv.grad.conv2d_input(x.shape, w, gy, padding=1))
+    np.testing.assert_array_equal(fastconv.grad.conv2d_weight(ux, w.shape, ugy, padding=1),
+                                  fastconv.grad.conv2d_weight(x, w.shape, gy, padding=1))
+    p, idx = fastconv.max_pool2d(x, 2, return_indices=True)
+    np.testing.assert_array_equal(fastconv.max_pool2d(ux, 2), p)
+    gp = rng.standard_normal(p.shape).astype(dtype)
+    np.testing.assert_array_equal(
+        fastconv.grad.max_pool2d(_unaligned(gp), _unaligned(idx), x.shape),
+        fastconv.grad.max_pool2d(gp, idx, x.shape))
+
+
 @pytest.mark.parametrize("nd,case", [(2, CONVT2D_CASES[0]), (2, CONVT2D_CASES[4]),
                                      (1, CONVT1D_CASES[1])])
 def test_conv_transpose_gradients_central_differences(nd, case, rng):

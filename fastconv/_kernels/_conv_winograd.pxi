@@ -106,10 +106,11 @@ cdef void _split_columns(const floating* src, Py_ssize_t W, Py_ssize_t c0, Py_ss
     if src != NULL:  # k in lo..hi: both columns inside the row
         lo = min(n, _ceil_div(max(0, -c0), 2))
         hi = max(lo, min(n, (W - c0) // 2))
-    if floating is float:
-        fc_wino_split_f32(src + c0 + 2 * lo, hi - lo, e + lo, o + lo)
-    else:
-        fc_wino_split_f64(src + c0 + 2 * lo, hi - lo, e + lo, o + lo)
+        # (no pointer is formed from NULL, nor before the row's start)
+        if floating is float:
+            fc_wino_split_f32(src + (c0 + 2 * lo), hi - lo, e + lo, o + lo)
+        else:
+            fc_wino_split_f64(src + (c0 + 2 * lo), hi - lo, e + lo, o + lo)
     for k in range(lo):  # the edges: in the padding, or past the row's end
         c = c0 + 2 * k
         e[k] = src[c] if src != NULL and 0 <= c < W else 0
