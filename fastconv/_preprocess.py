@@ -14,11 +14,11 @@ import numbers
 import numpy as np
 
 from ._validation import (
-    aligned,
     as_float_arrays,
     check_ndim,
     check_shape,
     check_size,
+    contiguous,
     conv_geometry,
     conv_transpose_geometry,
     pool_geometry,
@@ -212,7 +212,7 @@ def max_pool_grad(nd, grad_output, indices, input_size):
             f"Expected grad_output with (N, C) = {size[:2]} from input_size, "
             f"got shape {gy.shape}"
         )
-    return gy, aligned(np.ascontiguousarray(idx, dtype=np.int64)), size
+    return gy, contiguous(idx.astype(np.int64, copy=False)), size
 
 
 def check_indices_in_range(n_bad, input_size):

@@ -23,6 +23,7 @@ __all__ = [
     "check_ndim",
     "check_shape",
     "check_size",
+    "contiguous",
     "conv_geometry",
     "conv_transpose_geometry",
     "ntuple",
@@ -106,6 +107,11 @@ def aligned(a):
     an array can sit at any byte offset (``np.frombuffer`` at an offset, a
     pickle's out-of-band buffer as Dask's workers receive it)."""
     return a if a.flags.aligned else a.copy()
+
+
+def contiguous(a):
+    """``a`` as the kernels read it, C-contiguous and aligned (copied only if it is not)."""
+    return aligned(np.ascontiguousarray(a))
 
 
 def check_ndim(a, nd, name, layout):

@@ -17,7 +17,7 @@ import dask.array as da
 import numpy as np
 
 from .. import _launch
-from .._validation import as_float_arrays, check_ndim
+from .._validation import as_float_arrays, check_ndim, contiguous
 
 __all__ = []
 
@@ -221,7 +221,7 @@ def conv_tile(xb, w, b, *, nd, tables, stride, dilation, groups_of, rows_per_gro
     sl = (slice(None), slice(None)) + tuple(slice(r[0], r[1]) for r in rows)
     pad = tuple((r[2], r[3]) for r in rows)
     run = functional.conv1d if nd == 1 else functional.conv2d
-    return run(np.ascontiguousarray(xb[sl]), wl, bl, stride, pad, dilation, g1 - g0)
+    return run(contiguous(xb[sl]), wl, bl, stride, pad, dilation, g1 - g0)
 
 
 def adjoint_tile(gb, w, b, *, nd, tables, stride, dilation, groups_of, rows_per_group,
@@ -229,7 +229,7 @@ def adjoint_tile(gb, w, b, *, nd, tables, stride, dilation, groups_of, rows_per_
     """One input chunk of a convolution's input gradient (a transposed convolution)."""
     rows = pick(block_id, tables)
     g0, g1 = groups_of[block_id[1]]
-    wl = np.ascontiguousarray(w[g0 * rows_per_group:g1 * rows_per_group])
+    wl = contiguous(w[g0 * rows_per_group:g1 * rows_per_group])
     c_in = (g1 - g0) * c_out_per_group
     bl = None if b is None else b[g0 * c_out_per_group:g1 * c_out_per_group]
     kernel = w.shape[2:]
@@ -248,7 +248,7 @@ def adjoint_tile(gb, w, b, *, nd, tables, stride, dilation, groups_of, rows_per_
     else:
         from .._validation import conv_geometry
 
-        gy = np.ascontiguousarray(gb[tuple(sl)])
+        gy = contiguous(gb[tuple(sl)])
         geo = conv_geometry((gb.shape[0], c_in) + tuple(eff_len), wl.shape, nd, stride,
                             tuple(pads), dilation, g1 - g0)
         out = _launch.conv_input_grad(gy, wl, None, geo)
@@ -268,9 +268,9 @@ def weight_tile(xb, gb, *, nd, tables, stride, dilation, groups, weight_shape,
     if any(r[1] <= r[0] for r in rows):
         return np.zeros(weight_shape, dtype=xb.dtype)
     sl = (slice(None), slice(None)) + tuple(slice(r[0], r[1]) for r in rows)
-    xs = np.ascontiguousarray(xb[sl])
+    xs = contiguous(xb[sl])
     pad = tuple((r[2], r[3]) for r in rows)
-    gy = np.ascontiguousarray(gb)
+    gy = contiguous(gb)
     geo = conv_geometry(xs.shape, weight_shape, nd, stride, pad, dilation, groups)
     return _launch.conv_weight_grad(xs, gy, geo)
 
@@ -291,7 +291,7 @@ def pool_tile(xb, *, kind, geo, tables, cip, want_indices, block_id=None):
                  for p, la, f in zip(geo.padding[2 - nd:], last, first)]
         if any(extra):
             xs = np.pad(xs, [(0, 0), (0, 0)] + [(0, e) for e in extra])
-    xs = np.ascontiguousarray(xs)
+    xs = contiguous(xs)
     lgeo = replace(geo, in_size=_to2d(xs.shape[2:], 1), out_size=_to2d([r[5] for r in rows], 1),
                    padding=_to2d(pads, 0))
     if kind == "avg":
@@ -333,7 +333,7 @@ def max_pool_grad_tile(gb, ib, *, geo, tables, block_id=None):
         loc = h * sizes[1] + w
     gy[~inside] = 0
     loc = np.where(inside, loc, 0).astype(np.int64)
-    out, _ = _launch.max_pool_backward(np.ascontiguousarray(gy), np.ascontiguousarray(loc),
+    out, _ = _launch.max_pool_backward(contiguous(gy), contiguous(loc),
                                        (gb.shape[0], gb.shape[1]) + tuple(sizes))
     return out
 
@@ -355,7 +355,7 @@ def avg_pool_grad_tile(gb, *, geo, tables, cip, block_id=None):
     rows = pick(block_id, tables)
     nd = geo.nd
     sl = (slice(None), slice(None)) + tuple(slice(r[0], r[0] + r[4]) for r in rows)
-    gy = np.ascontiguousarray(gb[sl])
+    gy = contiguous(gb[sl])
     ks, ss = geo.kernel[2 - nd:], geo.stride[2 - nd:]
     ps, sizes = geo.padding[2 - nd:], geo.in_size[2 - nd:]
     local = np.ones((1,) * nd)
