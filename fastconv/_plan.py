@@ -149,20 +149,28 @@ CHANNELS_MAX_POSITIONS = 512
 CHANNELS_MIN_WEIGHT = 1 << 20
 # Winograd F(2x2, 3x3) (3x3 at stride 1: the forward, and the input gradient
 # as the forward of grad_out) for at least these input and output channels
-# of its forward: its transforms cost O(C_in + C_out) per tile against the
-# GEMMs' O(C_in * C_out), the input's spread over the output channels and
-# the result's over the input channels. AVX2 build on Zen 5, 2 threads,
-# 32-64 images of 16x16 or 32x32, time of the best other path over
-# winograd's: (in, out) = (16, 32) 1.15-1.2x, (16, 64) 1.4-1.5x, (32, 64)
-# 1.2-1.85x, (64, 64) at 56x56 1.2-1.5x; not taken: (32, 16) 0.93-1.0x,
-# (64, 16) 0.84-0.95x, (16, 16) 0.9-1.2x, (8, 16) 0.7-0.9x.
-WINOGRAD_MIN_IN = 16
-WINOGRAD_MIN_OUT = 32
-# ... with micro-kernel rows (NR) of at most this many values. Against the
-# AVX-512 build's float32 kernel (8 x 32) the direct paths were as fast or
-# faster: 0.63-1.07x on the shapes above (Zen 5); its float64 (8 x 16):
-# 0.97-1.5x, AVX2 (6 x 16, 6 x 8): 1.1-1.8x, SSE2 (6 x 8, 6 x 4): 1.1-1.8x.
-WINOGRAD_MAX_NR = 16
+# of its forward, by micro-kernel and itemsize: its transforms cost
+# O(C_in + C_out) per tile against the GEMMs' O(C_in * C_out), the input's
+# spread over the output channels and the result's over the input channels.
+# Time of the best other path over winograd's, Zen 5, 2 threads, 8-64
+# images of 8x8 to 56x56 (float32 / float64):
+#   avx2+fma: (8, 8) 1.19-1.25 / 1.0-1.20, (16, 16) 1.33-1.35 / 1.15-1.37,
+#     (32, 8) 1.42 / 1.41, (64, 16) 1.31 / 1.17, (16, 32) 1.57 / 1.57;
+#     not taken: (4, 16) 1.15 / 1.13, (3, 32) 0.92 / 0.93.
+#   sse2: 1.5-1.9 from (8, 8) to (128, 16); (3, 32) 1.18-1.24, not taken.
+#   avx512f, float32 (an 8 x 32 kernel): (32, 32) 1.05, (32, 64) and (64,
+#     64) 1.09-1.17; not taken: (16, 32) 0.88, (16, 16) 0.73, (8, 8) 0.76.
+#   avx512f, float64: (16, 32) 1.13, (32, 64) 1.26, (64, 64) 1.10-1.43;
+#     not taken: (16, 16) 1.06, (64, 16) 0.99, (32, 8) 0.72, (8, 8) 0.72.
+#   neon (and scalar): not measured (no aarch64 machine), as avx512f's
+#   float64.
+WINOGRAD_MIN_CHANNELS = {("avx2+fma", 4): (8, 8), ("avx2+fma", 8): (8, 8),
+                         ("sse2", 4): (8, 8), ("sse2", 8): (8, 8),
+                         ("avx512f", 4): (32, 32), ("avx512f", 8): (16, 32)}
+WINOGRAD_MIN_CHANNELS_OTHER = (16, 32)
+# ... and at most this many input channels per output channel: (128, 16) at
+# 8x8 ran at 0.96-0.98 on avx2+fma.
+WINOGRAD_MAX_IN_PER_OUT = 4
 # ... and for tiles enough for two items of NR tiles per thread (its items
 # are blocks of tiles), and a transformed weight (16 x C_in x C_out values)
 # of at most this many bytes: every item of tiles reads all of it, and 512
@@ -365,7 +373,9 @@ def _auto(op, geo, itemsize, n_threads, winograd=True):
         return "channels"
     if winograd and op != "weight_grad" and _applies(op, "winograd", geo, itemsize, n_threads):
         c_in, c_out = _winograd_channels(op, geo)
-        if (c_in >= WINOGRAD_MIN_IN and c_out >= WINOGRAD_MIN_OUT and nr <= WINOGRAD_MAX_NR
+        min_in, min_out = WINOGRAD_MIN_CHANNELS.get(
+            (_config.conv_kernels.ukernel()[0], itemsize), WINOGRAD_MIN_CHANNELS_OTHER)
+        if (c_in >= min_in and c_out >= min_out and c_in <= WINOGRAD_MAX_IN_PER_OUT * c_out
                 and 16 * c_in * c_out * itemsize <= WINOGRAD_MAX_WEIGHT_BYTES
                 and _winograd_tiles(op, geo) >= 2 * n_threads * nr):
             return "winograd"

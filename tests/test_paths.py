@@ -20,6 +20,8 @@ from fastconv._validation import conv_geometry
 CASES = [
     ("3x3", (2, 5, 9, 11), (7, 5, 3, 3), 1, 1, 1, 1),
     ("3x3-s2", (3, 4, 11, 10), (8, 4, 3, 3), 2, 1, 1, 1),
+    # winograd: rows of 19 tiles, more than a vector and not a whole number of them
+    ("3x3-wide", (2, 3, 5, 37), (4, 3, 3, 3), 1, 1, 1, 1),
     ("dilated-groups", (2, 6, 12, 9), (9, 2, 3, 2), (1, 2), (2, 1), (2, 1), 3),
     ("one-channel", (3, 1, 10, 12), (2, 1, 5, 5), 1, 2, 1, 1),
     ("one-image", (1, 2, 9, 10), (3, 2, 3, 3), 1, 1, 1, 1),  # direct: bands for the threads
@@ -133,6 +135,7 @@ LOOP_CASES = [  # (input shape, weight shape, stride, padding, groups), all 4-D
     ((2, 3, 6, 5), (3, 1, 3, 3), (2, 1), (1, 0), 3),  # depthwise
     ((2, 3, 5, 6), (3, 1, 3, 3), (1, 1), (1, 1), 3),  # depthwise at stride 1: flat planes
     ((2, 3, 5, 7), (4, 3, 3, 3), (1, 1), (1, 1), 1),  # 3x3 at stride 1: winograd, odd sizes
+    ((1, 2, 4, 37), (3, 2, 3, 3), (1, 1), (0, 1), 1),  # winograd: rows of tiles past a vector
 ]
 
 
@@ -209,7 +212,7 @@ def test_conv_plan_names_the_paths_a_call_takes():
     for op in _plan.CONV_OPS:
         assert plan[op] in _plan.PATHS[op]
     f64 = fastconv.conv_plan((8, 64, 56, 56), (64, 64, 3, 3), np.float64, padding=1)
-    assert f64["forward"] == f64["input_grad"] == "winograd"  # NR <= 16 on every build
+    assert f64["forward"] == f64["input_grad"] == "winograd"  # on every build
     dw = fastconv.conv_plan((2, 8, 9, 9), (8, 1, 3, 3), np.float64, padding=1, groups=8)
     assert (dw["forward"], dw["input_grad"], dw["weight_grad"]) == ("depthwise_flat",) * 3
     with pytest.raises(TypeError, match="Expected dtype float32 or float64"):

@@ -26,9 +26,13 @@
 # value (ci, i) of panel mp at ((xi*nmp + mp)*C_in + ci)*MR + i. Tiles are
 # numbered across the batch, t = n*tH*tW + th*tW + tw, and an item is a
 # block of WT consecutive tiles (WT a multiple of NR, chosen by the plan):
-# its V, value (xi, ci, t) at (xi*C_in + ci)*WT + t, the micro-kernel's B
-# operand with rows WT apart, and per panel of MR output channels its M,
-# (xi, i, t) at (xi*MR + i)*WT + t.
+# its V, value (xi, ci, t) at (xi*C_in + ci)*LD + t, the micro-kernel's B
+# operand with rows LD apart, and per panel of MR output channels its M,
+# (xi, i, t) at (xi*MR + i)*LD + t. LD = WT + NR, room for the input
+# transform's whole vector past the last tile; and rows of a power of two
+# of tiles (128: 512 bytes) put the rows of a panel on a few sets of the
+# cache: the GEMMs and transforms of cifar-sized items ran 1.1-1.3x slower
+# (Zen 5).
 #
 # Non-finite values. The transforms mix the values of a tile: an inf weight
 # spreads over all 16 values of U, and an inf input meets values of both
@@ -85,94 +89,51 @@ def pack_winograd_weight(const floating[:, :, :, ::1] weight,   # IN (C_out, C_i
 
 
 cdef extern from "_winograd.h" nogil:
-    void fc_wino_input_f32(const float* d, Py_ssize_t ldd, Py_ssize_t L, float* v,
-                           Py_ssize_t ld)
-    void fc_wino_input_f64(const double* d, Py_ssize_t ldd, Py_ssize_t L, double* v,
-                           Py_ssize_t ld)
+    void fc_wino_input_f32(const float* x, Py_ssize_t C, Py_ssize_t ldn, Py_ssize_t H,
+                           Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t tH,
+                           Py_ssize_t tW, Py_ssize_t th, Py_ssize_t tw, Py_ssize_t nt, float* s,
+                           float* v, Py_ssize_t ldc, Py_ssize_t ld)
+    void fc_wino_input_f64(const double* x, Py_ssize_t C, Py_ssize_t ldn, Py_ssize_t H,
+                           Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t tH,
+                           Py_ssize_t tW, Py_ssize_t th, Py_ssize_t tw, Py_ssize_t nt,
+                           double* s, double* v, Py_ssize_t ldc, Py_ssize_t ld)
     bint fc_wino_output_f32(const float* m, Py_ssize_t ldm, Py_ssize_t L, float b, float* y)
     bint fc_wino_output_f64(const double* m, Py_ssize_t ldm, Py_ssize_t L, double b,
                             double* y)
-    void fc_wino_split_f32(const float* src, Py_ssize_t n, float* e, float* o)
-    void fc_wino_split_f64(const double* src, Py_ssize_t n, double* e, double* o)
     void fc_wino_interleave_f32(const float* a, const float* b, Py_ssize_t n, float* dst)
     void fc_wino_interleave_f64(const double* a, const double* b, Py_ssize_t n, double* dst)
 
 
-cdef void _split_columns(const floating* src, Py_ssize_t W, Py_ssize_t c0, Py_ssize_t n,
-                         floating* e, floating* o) noexcept nogil:
-    """e[k] = src[c0 + 2k], o[k] = src[c0 + 2k + 1] for k < n, zero outside
-    0..W (the padding); src NULL: a row of padding."""
-    cdef Py_ssize_t k, c, lo = 0, hi = 0
-    if src != NULL:  # k in lo..hi: both columns inside the row
-        lo = min(n, _ceil_div(max(0, -c0), 2))
-        hi = max(lo, min(n, (W - c0) // 2))
-        # (no pointer is formed from NULL, nor before the row's start)
-        if floating is float:
-            fc_wino_split_f32(src + (c0 + 2 * lo), hi - lo, e + lo, o + lo)
-        else:
-            fc_wino_split_f64(src + (c0 + 2 * lo), hi - lo, e + lo, o + lo)
-    for k in range(lo):  # the edges: in the padding, or past the row's end
-        c = c0 + 2 * k
-        e[k] = src[c] if src != NULL and 0 <= c < W else 0
-        o[k] = src[c + 1] if src != NULL and 0 <= c + 1 < W else 0
-    for k in range(hi, n):
-        c = c0 + 2 * k
-        e[k] = src[c] if src != NULL and 0 <= c < W else 0
-        o[k] = src[c + 1] if src != NULL and 0 <= c + 1 < W else 0
-
-
 cdef void _winograd_input(const floating[:, :, :, ::1] x, Py_ssize_t ph, Py_ssize_t pw,
                           Py_ssize_t tH, Py_ssize_t tW, Py_ssize_t t0, Py_ssize_t nt,
-                          Py_ssize_t ncols, Py_ssize_t wt, floating* v,
-                          floating* d) noexcept nogil:
-    """V of tiles t0..t0+nt (see the layout), columns nt..ncols zero; `d` is
-    scratch of 16*(wt + 1) values: the 4x4 input blocks of the tiles as 16
-    planes, gathered a row of tiles at a time, then transformed all at once.
-    Columns 2 and 3 of a block are columns 0 and 1 of the next tile's, so
-    each row's even and odd columns are split once (with one value more),
-    then copied one place on."""
+                          Py_ssize_t ncols, Py_ssize_t ld, floating* v,
+                          floating* s) noexcept nogil:
+    """V of tiles t0..t0+nt (see the layout, rows ld apart, with room for
+    a vector past nt), columns nt..ncols zero; `s` is scratch of 32*nt + 16
+    values."""
     cdef Py_ssize_t C_in = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t ld = C_in * wt, ldd = wt + 1, per_image = tH * tW
-    cdef Py_ssize_t ci, t, n, th, tw, L, i, ih, xi
-    cdef const floating* row
-    cdef floating* p
+    cdef Py_ssize_t per_image = tH * tW
+    cdef Py_ssize_t n = t0 // per_image, th = (t0 % per_image) // tW, tw = t0 % tW
+    cdef Py_ssize_t ci, t, xi
+    if floating is float:
+        fc_wino_input_f32(&x[n, 0, 0, 0], C_in, C_in * H * W, H, W, ph, pw, tH, tW, th, tw,
+                          nt, s, v, ld, C_in * ld)
+    else:
+        fc_wino_input_f64(&x[n, 0, 0, 0], C_in, C_in * H * W, H, W, ph, pw, tH, tW, th, tw,
+                          nt, s, v, ld, C_in * ld)
     for ci in range(C_in):
-        t = 0
-        n = t0 // per_image
-        th = (t0 - n * per_image) // tW
-        tw = t0 - n * per_image - th * tW
-        while t < nt:  # runs of tiles along a row of tiles
-            L = min(tW - tw, nt - t)
-            for i in range(4):
-                ih = 2 * th - ph + i
-                row = &x[n, ci, 0, 0] + ih * W if 0 <= ih < H else NULL
-                p = d + 4 * i * ldd + t
-                # (the value past this run's end is the next run's first, written then)
-                _split_columns(row, W, 2 * tw - pw, L + 1, p, p + ldd)
-                memcpy(p + 2 * ldd, p + 1, L * sizeof(floating))
-                memcpy(p + 3 * ldd, p + ldd + 1, L * sizeof(floating))
-            t = t + L
-            tw = 0
-            th = th + 1
-            if th == tH:
-                th = 0
-                n = n + 1
-        if floating is float:
-            fc_wino_input_f32(d, ldd, nt, v + ci * wt, ld)
-        else:
-            fc_wino_input_f64(d, ldd, nt, v + ci * wt, ld)
         for t in range(nt, ncols):
             for xi in range(16):
-                v[xi * ld + ci * wt + t] = 0
+                v[(xi * C_in + ci) * ld + t] = 0
 
 
-cdef bint _winograd_output(const floating* m, Py_ssize_t wt, Py_ssize_t rows,
+cdef bint _winograd_output(const floating* m, Py_ssize_t ld, Py_ssize_t rows,
                            Py_ssize_t co0, Py_ssize_t tH, Py_ssize_t tW, Py_ssize_t t0,
                            Py_ssize_t nt, const floating[::1] bias, bint relu,
                            floating[:, :, :, ::1] out, floating* y) noexcept nogil:
     """Y = A^T M A (+ bias, ReLU) of `rows` output channels from co0 at
-    tiles t0..t0+nt into `out` (clipped to it): transformed all at once into
-    `y` (scratch of 4*wt values, 4 planes), then interleaved into the rows
+    tiles t0..t0+nt into `out` (clipped to it), M's rows ld apart:
+    transformed all at once into `y` (scratch of 4*nt values, 4 planes), then interleaved into the rows
     of outputs a row of tiles at a time. False where an output is not
     finite."""
     cdef Py_ssize_t OH = out.shape[2], OW = out.shape[3], per_image = tH * tW
@@ -184,9 +145,9 @@ cdef bint _winograd_output(const floating* m, Py_ssize_t wt, Py_ssize_t rows,
         b = bias[co0 + i] if bias.shape[0] > 0 else 0
         # (finite: checked before the ReLU hides a -inf)
         if floating is float:
-            finite = fc_wino_output_f32(m + i * wt, MR * wt, nt, b, y) and finite
+            finite = fc_wino_output_f32(m + i * ld, MR * ld, nt, b, y) and finite
         else:
-            finite = fc_wino_output_f64(m + i * wt, MR * wt, nt, b, y) and finite
+            finite = fc_wino_output_f64(m + i * ld, MR * ld, nt, b, y) and finite
         if relu:
             for k in range(4 * nt):
                 y[k] = 0 if y[k] < 0 else y[k]  # NaN stays NaN
@@ -224,7 +185,7 @@ cdef bint _forward_winograd(const floating[:, :, :, ::1] x, const floating[::1] 
     cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
     cdef Py_ssize_t N = x.shape[0], C_in = x.shape[1], C_out = out.shape[1]
     cdef Py_ssize_t tH = _ceil_div(out.shape[2], 2), tW = _ceil_div(out.shape[3], 2)
-    cdef Py_ssize_t NT = N * tH * tW, nmp = _ceil_div(C_out, MR)
+    cdef Py_ssize_t NT = N * tH * tW, nmp = _ceil_div(C_out, MR), ld = wt + nr
     cdef Py_ssize_t item, t0, nt, nb, ncols, mp, xi, i
     cdef Py_ssize_t n_failed = 0, n_non_finite = 0
     cdef floating* v
@@ -234,11 +195,11 @@ cdef bint _forward_winograd(const floating[:, :, :, ::1] x, const floating[::1] 
         raise ValueError(f"Expected a winograd block of a multiple of {nr} tiles, got {wt}")
     if not _all_finite(&upack[0], upack.shape[0]):
         return True
-    _note_workspace((16 * (C_in + MR + 1) * wt + 16) * sizeof(floating), n_threads)
+    _note_workspace((16 * (C_in + MR) * ld + 32 * wt + 16) * sizeof(floating), n_threads)
     with nogil, parallel(num_threads=n_threads):
-        v = <floating*> malloc(16 * C_in * wt * sizeof(floating))
-        m = <floating*> malloc(16 * MR * wt * sizeof(floating))
-        scratch = <floating*> malloc(16 * (wt + 1) * sizeof(floating))
+        v = <floating*> malloc(16 * C_in * ld * sizeof(floating))
+        m = <floating*> malloc(16 * MR * ld * sizeof(floating))
+        scratch = <floating*> malloc((32 * wt + 16) * sizeof(floating))
         for item in prange(_ceil_div(NT, wt), schedule='static'):
             if v == NULL or m == NULL or scratch == NULL:
                 n_failed += 1
@@ -246,14 +207,14 @@ cdef bint _forward_winograd(const floating[:, :, :, ::1] x, const floating[::1] 
             t0 = item * wt
             nt = min(wt, NT - t0)
             ncols = _ceil_div(nt, nr) * nr
-            _winograd_input(x, ph, pw, tH, tW, t0, nt, ncols, wt, v, scratch)
+            _winograd_input(x, ph, pw, tH, tW, t0, nt, ncols, ld, v, scratch)
             for mp in range(nmp):
                 for xi in range(16):
                     for nb in range(ncols // nr):
                         _micro(C_in, &upack[(xi * nmp + mp) * C_in * MR],
-                               v + xi * C_in * wt + nb * nr, wt,
-                               m + xi * MR * wt + nb * nr, wt)
-                if not _winograd_output(m, wt, min(MR, C_out - mp * MR), mp * MR, tH, tW, t0,
+                               v + xi * C_in * ld + nb * nr, ld,
+                               m + xi * MR * ld + nb * nr, ld)
+                if not _winograd_output(m, ld, min(MR, C_out - mp * MR), mp * MR, tH, tW, t0,
                                         nt, bias, relu, out, scratch):
                     n_non_finite += 1
         free(scratch)

@@ -3,21 +3,23 @@
  * definition, compiled per ISA and included per dtype from
  * _winograd_body.h.
  *
- *   fc_wino_input_S   V = B^T d B of L tiles: value (i, j) of tile k's 4x4
- *                     input block at d[(4i + j)*ldd + k] (16 planes);
- *                     value xi of V goes to v[xi*ld + k].
+ *   fc_wino_input_S   V = B^T d B of a block of tiles (consecutive across
+ *                     rows of tiles and images) in every input channel;
+ *                     value xi of tile t of channel c goes to
+ *                     v[xi*ld + c*ldc + t].
  *   fc_wino_output_S  Y = A^T M A + b of L tiles, M value xi of tile k at
  *                     m[xi*ldm + k]; output (a, c) of tile k (row a and
  *                     column c of its 2x2 block) goes to y[(2a + c)*L + k].
  *                     Returns whether every output is finite.
- *   fc_wino_split_S, fc_wino_interleave_S
- *                     a row's even and odd columns into two planes, and
- *                     two planes interleaved back into a row: loops that
- *                     the compiler vectorises, given restrict.
+ *   fc_wino_interleave_S
+ *                     two planes interleaved back into a row.
  *
- * The transforms run L in whole vectors, then one lane at a time: L is all
- * the tiles of an item (tens), not a row of tiles, which at 8 tiles (a
- * 16x16 map) would fill no AVX-512 vector of floats.
+ * Both transforms run along the tiles in whole vectors. The input's goes a
+ * row of tiles at a time where a row fills a vector, else over the whole
+ * block; the output's over the whole block (tens of tiles), then one lane at
+ * a time. Before this layout, the input's gather, from Cython, a row of
+ * tiles at a time into 16 planes, cost as much as the GEMMs (Zen 5, AVX2
+ * build); fc_wino_input_S says what changed.
  */
 #ifndef FASTCONV_WINOGRAD_H
 #define FASTCONV_WINOGRAD_H
