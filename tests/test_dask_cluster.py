@@ -6,6 +6,11 @@ a task that crashes its worker every time (a clear KilledWorker, no hang),
 a task over its worker's memory limit (the nanny restarts the worker).
 The nanny writes OMP_NUM_THREADS and friends into this process's
 os.environ: the fixture restores it.
+
+The shared cluster allows no task a second try, so that a worker that dies
+in a test that does not mean it to (a sanitizer report halts the process, as
+in .ci/sanitize.sh) fails that test; the fault tests have clusters of their
+own, which allow one.
 """
 
 import os
@@ -33,9 +38,9 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 MEMORY_LIMIT = 800 * 2**20
 
 
-def _cluster(**kw):
+def _cluster(allowed_failures, **kw):
     env = dict(os.environ)
-    config = {"distributed.scheduler.allowed-failures": 1,
+    config = {"distributed.scheduler.allowed-failures": allowed_failures,
               "distributed.worker.memory.terminate": 0.9,
               "distributed.worker.memory.spill": False,
               "distributed.worker.memory.pause": False,
@@ -55,14 +60,16 @@ def _cluster(**kw):
 
 @pytest.fixture(scope="module")
 def client():
-    yield from _cluster()
+    """A cluster where a worker's death fails the task it was running."""
+    yield from _cluster(allowed_failures=0)
 
 
 @pytest.fixture
 def own_client():
-    """A cluster of its own (for tests that leave dead workers behind), whose
-    workers may use MEMORY_LIMIT bytes each."""
-    yield from _cluster(memory_limit=MEMORY_LIMIT)
+    """A cluster of its own (for tests that kill workers), whose tasks may
+    outlive one worker's death and whose workers may use MEMORY_LIMIT bytes
+    each."""
+    yield from _cluster(allowed_failures=1, memory_limit=MEMORY_LIMIT)
 
 
 def _pids(client):
@@ -114,7 +121,8 @@ def _slow(block):
     return block
 
 
-def test_sigkill_a_worker_mid_computation(client):
+def test_sigkill_a_worker_mid_computation(own_client):
+    client = own_client
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 3, 32, 32))
     w = rng.standard_normal((4, 3, 3, 3))
@@ -141,6 +149,19 @@ def test_a_task_that_kills_its_worker_ends_in_a_clear_error(own_client):
     future = client.compute(fd.conv1d(xd, np.ones((1, 1, 3))))
     with pytest.raises(distributed.KilledWorker, match="workers died while running it"):
         future.result(timeout=120)
+
+
+def test_a_worker_death_fails_its_task_on_the_shared_cluster(client):
+    """No second try here: a worker halted by a sanitizer report fails the
+    test that ran it, instead of passing on the other worker."""
+    pids = _settle(client)
+    xd = da.ones((1, 1, 8), chunks=(1, 1, 8)).map_blocks(_crash, meta=np.empty((0,) * 3))
+    future = client.compute(fd.conv1d(xd, np.ones((1, 1, 3))))
+    with pytest.raises(distributed.KilledWorker):
+        future.result(timeout=120)
+    after = _settle(client, pids)  # the nanny restarts it for the tests after this one
+    # one death: a second try would have killed the other worker too
+    assert len(set(after.values()) - set(pids.values())) == 1
 
 
 def _hog(block):
