@@ -156,8 +156,9 @@ CHANNELS_MIN_WEIGHT = 1 << 20
 # images of 8x8 to 56x56 (float32 / float64):
 #   avx2+fma: (8, 8) 1.19-1.25 / 1.0-1.20, (16, 16) 1.33-1.35 / 1.15-1.37,
 #     (32, 8) 1.42 / 1.41, (64, 16) 1.31 / 1.17, (16, 32) 1.57 / 1.57;
-#     not taken: (4, 16) 1.15 / 1.13, (3, 32) 0.92 / 0.93.
-#   sse2: 1.5-1.9 from (8, 8) to (128, 16); (3, 32) 1.18-1.24, not taken.
+#     not taken: (3, 32) 0.92 / 0.93, and with it (4, 16) 1.15 / 1.13.
+#   sse2: 1.5-1.9 from (8, 8) to (128, 16); (3, 32) 1.18-1.24 is left to
+#     the direct paths, as on avx2+fma.
 #   avx512f, float32 (an 8 x 32 kernel): (32, 32) 1.05, (32, 64) and (64,
 #     64) 1.09-1.17; not taken: (16, 32) 0.88, (16, 16) 0.73, (8, 8) 0.76.
 #   avx512f, float64: (16, 32) 1.13, (32, 64) 1.26, (64, 64) 1.10-1.43;
@@ -169,7 +170,7 @@ WINOGRAD_MIN_CHANNELS = {("avx2+fma", 4): (8, 8), ("avx2+fma", 8): (8, 8),
                          ("avx512f", 4): (32, 32), ("avx512f", 8): (16, 32)}
 WINOGRAD_MIN_CHANNELS_OTHER = (16, 32)
 # ... and at most this many input channels per output channel: (128, 16) at
-# 8x8 ran at 0.96-0.98 on avx2+fma.
+# 8x8 ran at 0.96-0.98 on avx2+fma (1.7 on sse2, left out with it).
 WINOGRAD_MAX_IN_PER_OUT = 4
 # ... and for tiles enough for two items of NR tiles per thread (its items
 # are blocks of tiles), and a transformed weight (16 x C_in x C_out values)

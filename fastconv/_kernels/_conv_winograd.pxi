@@ -109,8 +109,8 @@ cdef void _winograd_input(const floating[:, :, :, ::1] x, Py_ssize_t ph, Py_ssiz
                           Py_ssize_t ncols, Py_ssize_t ld, floating* v,
                           floating* s) noexcept nogil:
     """V of tiles t0..t0+nt (see the layout, rows ld apart, with room for
-    a vector past nt), columns nt..ncols zero; `s` is scratch of 32*nt + 16
-    values."""
+    a vector past nt), columns nt..ncols zero; `s` is scratch of
+    32*max(nt, NR) + 16 values."""
     cdef Py_ssize_t C_in = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t per_image = tH * tW
     cdef Py_ssize_t n = t0 // per_image, th = (t0 % per_image) // tW, tw = t0 % tW
@@ -133,9 +133,9 @@ cdef bint _winograd_output(const floating* m, Py_ssize_t ld, Py_ssize_t rows,
                            floating[:, :, :, ::1] out, floating* y) noexcept nogil:
     """Y = A^T M A (+ bias, ReLU) of `rows` output channels from co0 at
     tiles t0..t0+nt into `out` (clipped to it), M's rows ld apart:
-    transformed all at once into `y` (scratch of 4*nt values, 4 planes), then interleaved into the rows
-    of outputs a row of tiles at a time. False where an output is not
-    finite."""
+    transformed all at once into `y` (scratch of 4*nt values, 4 planes),
+    then interleaved into the rows of outputs a row of tiles at a time.
+    False where an output is not finite."""
     cdef Py_ssize_t OH = out.shape[2], OW = out.shape[3], per_image = tH * tW
     cdef Py_ssize_t i, t, n, th, tw, L, k, a, ncol
     cdef bint finite = True

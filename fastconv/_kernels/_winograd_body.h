@@ -147,7 +147,8 @@ FC_WINO void FC_NAME(fc_wino_gather)(const FC_T* x, ptrdiff_t ldn, ptrdiff_t H, 
  * stores, but whole vectors). Each channel's values are gathered before the
  * previous channel's are transformed: a vector load right after the stores
  * it spans would wait for them (store-to-load forwarding fails: 27% of the
- * kernel's time on Zen 5). `s` is scratch of 32*nt + 16 values. */
+ * kernel's time on Zen 5). `s` is scratch of 32*max(nt, vector) + 16
+ * values. */
 FC_WINO void FC_NAME(fc_wino_input)(const FC_T* x, ptrdiff_t C, ptrdiff_t ldn, ptrdiff_t H,
                                     ptrdiff_t W, ptrdiff_t ph, ptrdiff_t pw, ptrdiff_t tH,
                                     ptrdiff_t tW, ptrdiff_t th, ptrdiff_t tw, ptrdiff_t nt,
