@@ -156,6 +156,8 @@ FC_WINO void FC_NAME(fc_wino_input)(const FC_T* x, ptrdiff_t C, ptrdiff_t ldn, p
                                     ptrdiff_t ldc, ptrdiff_t ld) {
     int rows = tW >= FC_W;
     ptrdiff_t t = 0;
+    if (C <= 0)
+        return;
     while (t < nt) {
         ptrdiff_t L = rows ? (tW - tw < nt - t ? tW - tw : nt - t) : nt;
         ptrdiff_t n = rows && L < FC_W ? FC_W : L;  /* the tiles transformed */
