@@ -35,6 +35,11 @@ CASES = [
     # channels: more output channels than one B panel, positions in two
     # tiles of patches, K in two blocks
     ("channel-panels", (2, 30, 9, 9), (70, 30, 3, 3), 1, 1, 1, 1),
+    # implicit: blocks of NR positions by rows (32 outputs of 34 a row, at
+    # every NR), whole blocks of MR channels stored in place, K in two
+    # blocks (added there), and a partial block of channels; the cases
+    # above take blocks across rows ("channel-panels": 9 of 11)
+    ("deep-wide", (1, 32, 5, 32), (17, 32, 3, 3), 1, 1, 1, 1),
     ("1d-rows", (7, 4, 10), (6, 4, 3), 1, 1, 1, 1),
     ("1d-s2", (5, 3, 19), (5, 3, 3), 2, 1, 1, 1),
     ("1d-wide", (2, 2, 70), (3, 2, 5), 1, 0, 2, 1),
@@ -127,6 +132,30 @@ def test_every_path_matches_the_reference(op, dtype, isa, n_threads):
             assert_close(got, want, n_terms=_terms(op, geo), err_msg=f"{op} {path} {case[0]}")
             taken.add(path)
     assert taken == set(_plan.PATHS[op]), f"paths never taken: {set(_plan.PATHS[op]) - taken}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_forward_path_fuses_the_relu(dtype, isa):
+    """The forward with its fused ReLU (the inference layers), with and
+    without a bias, on every path: max(reference, 0)."""
+    rng = np.random.default_rng(5)
+    taken = set()
+    for path in _plan.PATHS["forward"]:
+        for case in CASES:
+            x, w, b, _, kw, geo = _operands(case, dtype, rng)
+            for bias in (b, None):
+                with _plan.forced(forward=path):
+                    try:
+                        _plan.plan_for("forward", geo, np.dtype(dtype).itemsize)
+                    except ValueError:
+                        continue
+                    got = _launch.conv_forward(x, w, bias, geo, relu=True)
+                want = np.maximum(_oracle("forward", geo.nd, x, w, bias, None, kw), 0)
+                assert_close(got, want, n_terms=_terms("forward", geo),
+                             err_msg=f"{path} {case[0]}")
+                assert (got == 0).any() and (got > 0).any()
+                taken.add(path)
+    assert taken == set(_plan.PATHS["forward"])
 
 
 LOOP_CASES = [  # (input shape, weight shape, stride, padding, groups), all 4-D

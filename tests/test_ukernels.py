@@ -64,7 +64,26 @@ def test_micro_kernels_match_numpy(isa, dtype, kc, rng):
     off = rng.integers(0, flat.size - mr * nr + 1, size=kc).astype(np.intp)
     rows = np.stack([flat[o:o + nr] for o in off])
     m.micro_gemm_taps(a, flat, off, c)
-    assert_close(c[:, :nr], a.T.astype(np.float64) @ rows, n_terms=kc)
+    ab = a.T.astype(np.float64) @ rows
+    assert_close(c[:, :nr], ab, n_terms=kc)
+    # ... its epilogue: the bias added to each row, or the block added to C,
+    # then max(., 0), NaN kept
+    bias = rng.standard_normal(mr).astype(dtype)
+    m.micro_gemm_taps(a, flat, off, c, bias)
+    assert_close(c[:, :nr], ab + bias[:, None], n_terms=kc + 1)
+    before = c[:, :nr].astype(np.float64)
+    m.micro_gemm_taps(a, flat, off, c, bias, add=True)  # the bias is ignored
+    assert_close(c[:, :nr], before + ab, n_terms=kc + 1)
+    start = np.where(ab > 0, -2 * ab, 1.0).astype(dtype)  # sums of either sign
+    c[:, :nr] = start
+    c[0, 0] = np.nan
+    m.micro_gemm_taps(a, flat, off, c, add=True, relu=True)
+    want = np.maximum(start + ab, 0)
+    want[0, 0] = np.nan
+    assert_close(c[:, :nr], want, n_terms=kc + 1)
+    assert np.all(c[:, nr:] == -7.0)
+    m.micro_gemm_taps(a, flat, off, c, bias, relu=True)
+    assert_close(c[:, :nr], np.maximum(ab + bias[:, None], 0), n_terms=kc + 1)
 
     # fc_gemm_row: column 0 of the panel against MR*NR columns at off[k]
     wide = np.stack([flat[o:o + mr * nr] for o in off])
@@ -150,8 +169,12 @@ def test_c_micro_kernels_neon_under_qemu():
 
 
 KERNELS = ("fc_gemm", "fc_gemm_taps", "fc_gemm_row", "fc_gemm_rows")
-# a vector register stored to or loaded from the stack frame (AT&T syntax)
-STACK_VECTOR = re.compile(r"%[xyz]mm\d+.*\(%r[sb]p|\(%r[sb]p[^)]*\).*%[xyz]mm\d+")
+# a vector register stored to or loaded from the stack (AT&T syntax), through
+# %rsp, or through %rbp where the function makes it the frame pointer (else
+# %rbp is one more register, such as a pointer into C)
+STACK_VECTOR = re.compile(r"%[xyz]mm\d+.*\(%rsp|\(%rsp[^)]*\).*%[xyz]mm\d+")
+FRAME_VECTOR = re.compile(r"%[xyz]mm\d+.*\(%rbp|\(%rbp[^)]*\).*%[xyz]mm\d+")
+FRAME_POINTER = re.compile(r"\bmov\s+%rsp,%rbp")
 
 
 def _functions(path, objdump="objdump"):
@@ -192,7 +215,10 @@ def _assert_no_vector_spills(functions, pattern, build):
         body = [line for symbol, lines in functions.items()
                 if symbol == name or symbol.startswith(name + ".") for line in lines]
         assert body, f"{name} is not a function of the {build} build (inlined, or stripped)"
-        spills = [line for line in body if pattern.search(line)]
+        patterns = [pattern]
+        if any(FRAME_POINTER.search(line) for line in body):
+            patterns.append(FRAME_VECTOR)
+        spills = [line for line in body if any(p.search(line) for p in patterns)]
         assert not spills, f"{build} {name} moves vectors through the stack:\n" + "\n".join(spills)
 
 

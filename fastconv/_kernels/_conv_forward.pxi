@@ -179,7 +179,10 @@ cdef void _forward_implicit(const floating[:, :, :, ::1] x, const floating[::1] 
     For each tile (see _Tiling) and block of channels, the input is copied
     once into xt. Tap (ci, kh, kw) of output q is xt[off + q], where off is
     the tap's offset (_tap_offsets): each row of B is a contiguous run of xt.
-    The columns c >= cw of the tile are computed and discarded. `geo` is an
+    The columns c >= cw of the tile are computed and discarded, in blocks
+    of nr positions that run across its rows or start at each row
+    (_blocks_by_row); a block within one row is stored in place by the
+    micro-kernel, the others through ctile. `geo` is an
     _implicit_geometry of N images. With `by_rows`, one output channel at a
     time, in blocks of MR*NR positions (_micro_taps_row).
     """
@@ -190,11 +193,14 @@ cdef void _forward_implicit(const floating[:, :, :, ::1] x, const floating[::1] 
     cdef _Tiling t = _tiling(geo, Cg, R, cw)
     cdef Py_ssize_t[::1] off = _tap_offsets(geo, &t, t.cpb * KK)
     cdef _Tile tl
-    cdef Py_ssize_t item, cb, ci0, nci, nb, mp, m, co
+    cdef Py_ssize_t item, cb, ci0, nci, nb, nbr, q, ncols, mp, m, co, c
+    cdef bint by_row_blocks = _blocks_by_row(t.cw, t.wt, nr)
     cdef Py_ssize_t bw = MR * nr
     cdef Py_ssize_t n_failed = 0
     cdef floating* xt
     cdef floating* ctile
+    cdef floating* y
+    cdef bint direct
 
     _note_workspace((t.cpb * t.cs + 2 * MR * NR_MAX) * sizeof(floating), n_threads)
     with nogil, parallel(num_threads=n_threads):
@@ -222,13 +228,33 @@ cdef void _forward_implicit(const floating[:, :, :, ::1] x, const floating[::1] 
                                         &tl, geo, &out[0, 0, 0, 0] + tl.n * geo.yn, bias, co,
                                         cb == 0, relu and cb == t.ncb - 1)
                     continue
-                for nb in range(_ceil_div(tl.npos, nr)):
+                nbr = _ceil_div(tl.cols, nr)
+                for nb in range(tl.rows * nbr if by_row_blocks else _ceil_div(tl.npos, nr)):
+                    if by_row_blocks:
+                        q = nb // nbr * t.wt + nb % nbr * nr
+                        ncols = min(nr, tl.cols - nb % nbr * nr)
+                    else:
+                        q = nb * nr
+                        ncols = min(nr, tl.npos - q)
+                    # a block of nr outputs of one row goes straight to the
+                    # output, for every full block of MR channels
+                    c = q % t.wt
+                    direct = c + nr <= tl.cols
+                    if direct:
+                        y = (&out[0, 0, 0, 0] + tl.n * geo.yn + (tl.oh0 + q // t.wt) * geo.yr
+                             + tl.ow0 + c)
                     for mp in range(nmp):
+                        co = tl.g * Mg + mp * MR
+                        if direct and co + MR <= (tl.g + 1) * Mg:
+                            _micro_taps(nci * KK, &wpack[((tl.g * nmp + mp) * K + ci0 * KK) * MR],
+                                        xt + q, &off[0], y + co * geo.yc, geo.yc,
+                                        &bias[co] if bias.shape[0] > 0 else NULL, cb > 0,
+                                        relu and cb == t.ncb - 1)
+                            continue
                         _micro_taps(nci * KK, &wpack[((tl.g * nmp + mp) * K + ci0 * KK) * MR],
-                                    xt + nb * nr, &off[0], ctile, nr)
-                        _store_tile(ctile, nr, min(MR, Mg - mp * MR),
-                                    min(nr, tl.npos - nb * nr), nb * nr, &t, &tl, geo,
-                                    &out[0, 0, 0, 0] + tl.n * geo.yn, bias, tl.g * Mg + mp * MR,
+                                    xt + q, &off[0], ctile, nr)
+                        _store_tile(ctile, nr, min(MR, Mg - mp * MR), ncols, q, &t, &tl, geo,
+                                    &out[0, 0, 0, 0] + tl.n * geo.yn, bias, co,
                                     cb == 0, relu and cb == t.ncb - 1)
         free(ctile)
         free(xt)

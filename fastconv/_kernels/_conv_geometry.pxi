@@ -143,6 +143,15 @@ cdef inline Py_ssize_t _phase_extent(Py_ssize_t k, Py_ssize_t d, Py_ssize_t s) n
     return (k - 1) * d // s
 
 
+cdef inline bint _blocks_by_row(Py_ssize_t cw, Py_ssize_t wt, Py_ssize_t nr) noexcept nogil:
+    """Whether the implicit forward's blocks of nr positions start at each
+    row of a tile, computing past the row's cw outputs only to the end of
+    its last block, rather than run on across rows (wt positions a row):
+    where that is no more work. A block within a row goes to the output in
+    place."""
+    return _ceil_div(cw, nr) * nr <= wt
+
+
 cdef double _implicit_tiles(const Geometry* geo, Py_ssize_t nr, Py_ssize_t n_planes,
                             int n_threads, double slack, Py_ssize_t* rows,
                             Py_ssize_t* cw) noexcept nogil:
@@ -153,7 +162,8 @@ cdef double _implicit_tiles(const Geometry* geo, Py_ssize_t nr, Py_ssize_t n_pla
     A tile's rows in each phase of its input copy are cw + ew wide (ew =
     (KW-1)*dw // sw), and the forward computes the positions between rows
     and throws them away, as it does the tail of the last block of nr
-    columns. The most rows are taken whose efficiency is within `slack` of
+    columns, or, by rows (_blocks_by_row), the tail of each row's last
+    block. The most rows are taken whose efficiency is within `slack` of
     the best, while the tiles still number at least 4 per thread. (The
     weight gradient sums only the valid positions, but the same tiles serve
     it well.)
@@ -173,7 +183,10 @@ cdef double _implicit_tiles(const Geometry* geo, Py_ssize_t nr, Py_ssize_t n_pla
     for r in range(1, rmax + 1):
         if n_planes * _ceil_div(geo.OH, r) * _ceil_div(geo.OW, c) < 4 * n_threads and r > 1:
             break
-        eff = <double> (r * c) / (_ceil_div(r * wt, nr) * nr)
+        if _blocks_by_row(c, wt, nr):
+            eff = <double> c / (_ceil_div(c, nr) * nr)
+        else:
+            eff = <double> (r * c) / (_ceil_div(r * wt, nr) * nr)
         if eff >= best - slack:
             rows[0] = r
             best = max(best, eff)

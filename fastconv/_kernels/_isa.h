@@ -50,6 +50,8 @@ typedef __m512d fc_vf64;
 #define fc_sub_f32(a, b) _mm512_sub_ps((a), (b))
 #define fc_add_f64(a, b) _mm512_add_pd((a), (b))
 #define fc_sub_f64(a, b) _mm512_sub_pd((a), (b))
+#define fc_relu_f32(v) _mm512_max_ps(_mm512_setzero_ps(), (v))  /* NaN: the 2nd operand */
+#define fc_relu_f64(v) _mm512_max_pd(_mm512_setzero_pd(), (v))
 
 #elif defined(__AVX2__) && defined(__FMA__) || defined(_MSC_VER) && defined(__AVX2__)
 #define FASTCONV_ISA_NAME "avx2+fma"
@@ -71,6 +73,8 @@ typedef __m256d fc_vf64;
 #define fc_sub_f32(a, b) _mm256_sub_ps((a), (b))
 #define fc_add_f64(a, b) _mm256_add_pd((a), (b))
 #define fc_sub_f64(a, b) _mm256_sub_pd((a), (b))
+#define fc_relu_f32(v) _mm256_max_ps(_mm256_setzero_ps(), (v))  /* NaN: the 2nd operand */
+#define fc_relu_f64(v) _mm256_max_pd(_mm256_setzero_pd(), (v))
 
 #elif defined(__SSE2__) || defined(_M_X64)
 #define FASTCONV_ISA_NAME "sse2"
@@ -92,6 +96,8 @@ typedef __m128d fc_vf64;
 #define fc_sub_f32(a, b) _mm_sub_ps((a), (b))
 #define fc_add_f64(a, b) _mm_add_pd((a), (b))
 #define fc_sub_f64(a, b) _mm_sub_pd((a), (b))
+#define fc_relu_f32(v) _mm_max_ps(_mm_setzero_ps(), (v))  /* NaN: the 2nd operand */
+#define fc_relu_f64(v) _mm_max_pd(_mm_setzero_pd(), (v))
 
 #elif defined(__aarch64__) || defined(_M_ARM64)
 #define FASTCONV_ISA_NAME "neon"
@@ -113,6 +119,9 @@ typedef float64x2_t fc_vf64;
 #define fc_sub_f32(a, b) vsubq_f32((a), (b))
 #define fc_add_f64(a, b) vaddq_f64((a), (b))
 #define fc_sub_f64(a, b) vsubq_f64((a), (b))
+/* vmaxq would give +0 for -0 */
+#define fc_relu_f32(v) vbslq_f32(vcltq_f32((v), vdupq_n_f32(0.0f)), vdupq_n_f32(0.0f), (v))
+#define fc_relu_f64(v) vbslq_f64(vcltq_f64((v), vdupq_n_f64(0.0)), vdupq_n_f64(0.0), (v))
 
 #else  /* any other CPU: one lane, which the compiler may still vectorise */
 #define FASTCONV_SCALAR_ISA 1
@@ -137,6 +146,8 @@ typedef double fc_vf64;
 #define fc_sub_f32(a, b) ((a) - (b))
 #define fc_add_f64(a, b) ((a) + (b))
 #define fc_sub_f64(a, b) ((a) - (b))
+#define fc_relu_f32(v) ((v) < 0 ? 0.0f : (v))
+#define fc_relu_f64(v) ((v) < 0 ? 0.0 : (v))
 #endif
 
 #ifdef FASTCONV_SCALAR_ISA

@@ -12,7 +12,9 @@
  * The kernels are named fc_<op>_<dtype>; show_config names the build's ISA
  * (FASTCONV_ISA_NAME) and MR x NR:
  *   fc_gemm_S        B rows ldb apart
- *   fc_gemm_taps_S   B rows at off[k]
+ *   fc_gemm_taps_S   B rows at off[k]; the block added to c, or bias[i]
+ *                    added to row i, then max(., 0) if asked: the implicit
+ *                    forward's full blocks go straight to the output
  *   fc_gemm_row_S    one row of A against MR*NR columns of B at off[k]: the
  *                    same registers for layers of one or two output channels
  *   fc_gemm_rows_S   A rows read in place as nseg segments of seglen values

@@ -24,9 +24,9 @@ cdef extern from "_ukernel.h" nogil:
     void fc_gemm_f64(Py_ssize_t kc, const double* a, const double* b, Py_ssize_t ldb,
                      double* c, Py_ssize_t ldc)
     void fc_gemm_taps_f32(Py_ssize_t kc, const float* a, const float* b, const Py_ssize_t* off,
-                          float* c, Py_ssize_t ldc)
+                          float* c, Py_ssize_t ldc, const float* bias, bint add, bint relu)
     void fc_gemm_taps_f64(Py_ssize_t kc, const double* a, const double* b, const Py_ssize_t* off,
-                          double* c, Py_ssize_t ldc)
+                          double* c, Py_ssize_t ldc, const double* bias, bint add, bint relu)
     void fc_gemm_row_f32(Py_ssize_t kc, const float* a, const float* b, const Py_ssize_t* off,
                          float* c)
     void fc_gemm_row_f64(Py_ssize_t kc, const double* a, const double* b, const Py_ssize_t* off,
@@ -52,13 +52,17 @@ cdef inline void _micro(Py_ssize_t kc, const floating* a, const floating* b, Py_
 
 
 cdef inline void _micro_taps(Py_ssize_t kc, const floating* a, const floating* b,
-                             const Py_ssize_t* off, floating* c, Py_ssize_t ldc) noexcept nogil:
+                             const Py_ssize_t* off, floating* c, Py_ssize_t ldc,
+                             const floating* bias=NULL, bint add=False,
+                             bint relu=False) noexcept nogil:
     """_micro with row k of `b` at b + off[k], the offset of tap k in the
-    padded input of the implicit forward (fc_gemm_taps)."""
+    padded input of the implicit forward (fc_gemm_taps). With `add` the block
+    is added to c, else bias[i] (if not NULL) to its row i; with `relu`,
+    max(., 0) of that, NaN kept."""
     if floating is float:
-        fc_gemm_taps_f32(kc, a, b, off, c, ldc)
+        fc_gemm_taps_f32(kc, a, b, off, c, ldc, bias, add, relu)
     else:
-        fc_gemm_taps_f64(kc, a, b, off, c, ldc)
+        fc_gemm_taps_f64(kc, a, b, off, c, ldc, bias, add, relu)
 
 
 cdef inline void _micro_taps_row(Py_ssize_t kc, const floating* a, const floating* b,
@@ -134,13 +138,21 @@ def micro_gemm(const floating[:, ::1] a,   # IN  (kc, MR): a packed panel
 def micro_gemm_taps(const floating[:, ::1] a,     # IN  (kc, MR): a packed panel
                     const floating[::1] b,        # IN  rows of NR at off[k]
                     const Py_ssize_t[::1] off,    # IN  (kc,)
-                    floating[:, ::1] c):          # OUT (MR, ldc >= NR)
-    """c[i, j] = sum_k a[k, i] * b[off[k] + j] by fc_gemm_taps."""
+                    floating[:, ::1] c,           # INOUT (MR, ldc >= NR)
+                    const floating[::1] bias=None,  # IN (MR,) or None
+                    bint add=False, bint relu=False):
+    """c[i, j] = sum_k a[k, i] * b[off[k] + j] by fc_gemm_taps, plus c[i, j]
+    with `add`, else plus bias[i]; with `relu`, max(., 0) of that."""
     cdef Py_ssize_t nr = _nr_of(sizeof(floating))
+    cdef const floating* bp = NULL
     _check_block("a", a.shape[0], a.shape[1], 0, MR)
     _check_offsets(off, a.shape[0], nr, b.shape[0])
     _check_block("c", c.shape[0], c.shape[1], MR, nr)
-    _micro_taps(a.shape[0], &a[0, 0], &b[0], &off[0], &c[0, 0], c.shape[1])
+    if bias is not None:
+        if bias.shape[0] != MR:
+            raise ValueError(f"Expected a bias of {MR} values, got {bias.shape[0]}")
+        bp = &bias[0]
+    _micro_taps(a.shape[0], &a[0, 0], &b[0], &off[0], &c[0, 0], c.shape[1], bp, add, relu)
 
 
 def micro_gemm_row(const floating[:, ::1] a,     # IN  (kc, MR): column 0 is used

@@ -11,6 +11,8 @@
 #define FC_BCAST FC_NAME(fc_bcast)
 #define FC_FMA FC_NAME(fc_fma)
 #define FC_ZERO FC_NAME(fc_zero)
+#define FC_ADD FC_NAME(fc_add)
+#define FC_RELU FC_NAME(fc_relu)
 
 /* accumulator row i: two vectors, c<i>a and c<i>b */
 #define FC_ACC(i) FC_V c##i##a = FC_ZERO(), c##i##b = FC_ZERO();
@@ -34,17 +36,34 @@ FC_KERNEL void FC_NAME(fc_gemm)(ptrdiff_t kc, const FC_T* FC_RESTRICT a,
     FC_ROWS(FC_PUT)
 }
 
-/* fc_gemm with row k of B at b + off[k] */
+/* fc_gemm with row k of B at b + off[k], and an epilogue: with `add`, the
+ * block is added to c; else bias[i] (bias NULL: none) is added to row i;
+ * then, with `relu`, max(., 0), NaN kept. The implicit forward stores full
+ * blocks straight into the output with it. */
+#define FC_ADD_C(i) c##i##a = FC_ADD(c##i##a, FC_LOAD(c + (i) * ldc)); \
+    c##i##b = FC_ADD(c##i##b, FC_LOAD(c + (i) * ldc + FC_W));
+#define FC_ADD_BIAS(i) { FC_V s_ = FC_BCAST(bias[i]); \
+    c##i##a = FC_ADD(c##i##a, s_); c##i##b = FC_ADD(c##i##b, s_); }
+#define FC_RELU_ROW(i) c##i##a = FC_RELU(c##i##a); c##i##b = FC_RELU(c##i##b);
 FC_KERNEL void FC_NAME(fc_gemm_taps)(ptrdiff_t kc, const FC_T* FC_RESTRICT a,
                                      const FC_T* FC_RESTRICT b,
                                      const ptrdiff_t* FC_RESTRICT off,
-                                     FC_T* FC_RESTRICT c, ptrdiff_t ldc) {
+                                     FC_T* FC_RESTRICT c, ptrdiff_t ldc,
+                                     const FC_T* FC_RESTRICT bias, int add, int relu) {
     FC_ROWS(FC_ACC)
     for (ptrdiff_t k = 0; k < kc; k++) {
         const FC_T* bk = b + off[k];
         FC_V b0 = FC_LOAD(bk), b1 = FC_LOAD(bk + FC_W);
         FC_ROWS(FC_STEP_PACKED)
         a += FASTCONV_MR;
+    }
+    if (add) {
+        FC_ROWS(FC_ADD_C)
+    } else if (bias) {
+        FC_ROWS(FC_ADD_BIAS)
+    }
+    if (relu) {
+        FC_ROWS(FC_RELU_ROW)
     }
     FC_ROWS(FC_PUT)
 }
@@ -119,6 +138,9 @@ FC_KERNEL double FC_NAME(fc_fma_peak)(ptrdiff_t n, FC_T seed) {
 #undef FC_STEP_PACKED
 #undef FC_STEP_ROWS
 #undef FC_PUT
+#undef FC_ADD_C
+#undef FC_ADD_BIAS
+#undef FC_RELU_ROW
 #undef FC_STEP_ROW
 #undef FC_PUT_ROW
 #undef FC_ROW_PTR
@@ -132,6 +154,8 @@ FC_KERNEL double FC_NAME(fc_fma_peak)(ptrdiff_t n, FC_T seed) {
 #undef FC_BCAST
 #undef FC_FMA
 #undef FC_ZERO
+#undef FC_ADD
+#undef FC_RELU
 /* the bindings of this dtype, set by _ukernel.h */
 #undef FC_T
 #undef FC_S

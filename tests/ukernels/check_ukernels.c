@@ -34,6 +34,7 @@ static void check_##S(int kc) {                                                 
     T* c = malloc(sizeof(T) * MR * LDC);                                               \
     ptrdiff_t* off = malloc(sizeof(ptrdiff_t) * kc);                                   \
     ptrdiff_t aoff[FASTCONV_MR];                                                       \
+    T bias[FASTCONV_MR];                                                               \
     int i, j, k, s, nseg = 3;                                                          \
     double bound = 4 * EPS * (kc + 1) * 3;                                             \
     for (i = 0; i < kc * MR; i++) a[i] = (T)next_value();                              \
@@ -50,14 +51,24 @@ static void check_##S(int kc) {                                                 
         }                                                                              \
         for (j = NR; j < LDC; j++) check("fc_gemm_" #S " (past NR)", kc, c[i * LDC + j], SENTINEL, 0); \
     }                                                                                  \
-    /* fc_gemm_taps: B row k at off[k] */                                              \
-    fc_gemm_taps_##S(kc, a, b, off, c, LDC);                                           \
-    for (i = 0; i < MR; i++)                                                           \
-        for (j = 0; j < NR; j++) {                                                     \
-            double want = 0;                                                           \
-            for (k = 0; k < kc; k++) want += (double)a[k * MR + i] * b[off[k] + j];   \
-            check("fc_gemm_taps_" #S, kc, c[i * LDC + j], want, bound);                \
-        }                                                                              \
+    /* fc_gemm_taps: B row k at off[k]; then with the bias, then added to    \
+     * C = -2 x the block plus 1 with the ReLU (sums of either sign) */              \
+    for (i = 0; i < MR; i++) bias[i] = (T)next_value();                                \
+    for (int mode = 0; mode < 3; mode++) {                                             \
+        if (mode == 2)                                                                 \
+            for (i = 0; i < MR; i++)                                                   \
+                for (j = 0; j < NR; j++) c[i * LDC + j] = (T)(1 - 2 * c[i * LDC + j]); \
+        fc_gemm_taps_##S(kc, a, b, off, c, LDC, mode == 1 ? bias : NULL, mode == 2, mode == 2); \
+        for (i = 0; i < MR; i++)                                                       \
+            for (j = 0; j < NR; j++) {                                                 \
+                double want = 0, ab;                                                   \
+                for (k = 0; k < kc; k++) want += (double)a[k * MR + i] * b[off[k] + j]; \
+                ab = want;                                                             \
+                if (mode == 1) want += bias[i];                                        \
+                if (mode == 2) want = fmax(1 - 2 * (ab + bias[i]) + ab, 0);            \
+                check("fc_gemm_taps_" #S, kc, c[i * LDC + j], want, 3 * bound);        \
+            }                                                                          \
+    }                                                                                  \
     /* fc_gemm_row: row 2 of the panel against MR*NR columns at off[k] */             \
     {                                                                                  \
         T* cr = malloc(sizeof(T) * MR * NR);                                           \
