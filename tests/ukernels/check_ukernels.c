@@ -51,8 +51,8 @@ static void check_##S(int kc) {                                                 
         }                                                                              \
         for (j = NR; j < LDC; j++) check("fc_gemm_" #S " (past NR)", kc, c[i * LDC + j], SENTINEL, 0); \
     }                                                                                  \
-    /* fc_gemm_taps: B row k at off[k]; then with the bias, then added to    \
-     * C = -2 x the block plus 1 with the ReLU (sums of either sign) */              \
+    /* fc_gemm_taps: B row k at off[k]; then with the bias; then, with the  \
+     * ReLU, added to C = 1 - 2 x the last result (sums of either sign) */          \
     for (i = 0; i < MR; i++) bias[i] = (T)next_value();                                \
     for (int mode = 0; mode < 3; mode++) {                                             \
         if (mode == 2)                                                                 \
@@ -66,7 +66,8 @@ static void check_##S(int kc) {                                                 
                 ab = want;                                                             \
                 if (mode == 1) want += bias[i];                                        \
                 if (mode == 2) want = fmax(1 - 2 * (ab + bias[i]) + ab, 0);            \
-                check("fc_gemm_taps_" #S, kc, c[i * LDC + j], want, 3 * bound);        \
+                check("fc_gemm_taps_" #S, kc, c[i * LDC + j], want,                    \
+                      mode == 2 ? 3 * bound : bound);  /* 2 x the last error, plus one */  \
             }                                                                          \
     }                                                                                  \
     /* fc_gemm_row: row 2 of the panel against MR*NR columns at off[k] */             \
