@@ -457,7 +457,7 @@ def _amd_core(family, model):
 
 
 def cpu_slug():
-    """A short file-name-safe name of this CPU, e.g. ``epyc-zen3``."""
+    """A short file-name-safe name of this CPU, e.g. ``epyc-zen3`` or ``xeon-f6m167``."""
     fields = {}
     try:
         with open("/proc/cpuinfo") as f:
@@ -470,8 +470,12 @@ def cpu_slug():
     words = [w for w in name.replace("(r)", "").replace("(tm)", "").split()
              if w not in ("amd", "intel", "processor", "cpu")]
     stem = "-".join(words[:2]) or platform.machine().lower()
-    if fields.get("vendor_id") == "AuthenticAMD" and "cpu family" in fields:
-        stem += "-" + _amd_core(int(fields["cpu family"]), int(fields.get("model", 0)))
+    family, model = int(fields.get("cpu family", -1)), int(fields.get("model", 0))
+    if fields.get("vendor_id") == "AuthenticAMD" and family >= 0:
+        stem += "-" + _amd_core(family, model)
+    elif fields.get("vendor_id") == "GenuineIntel" and family >= 0:
+        # the core generation, which a virtual machine's "Intel Xeon Processor" hides
+        stem += f"-f{family}m{model}"
     return "".join(c if c.isalnum() or c == "-" else "-" for c in stem)
 
 
@@ -600,7 +604,7 @@ def main(argv=None):
     parser.add_argument("--cases", nargs="+", default=None,
                         help="case names to run (default: all)")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch")
-    parser.add_argument("--json", default="bench.json", help="where to write the results")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--save", metavar="DIR", default=None,
                         help="also write DIR/results-<cpu>-<isa>.json and .txt")
     parser.add_argument("--plot", default=None, help="write a PNG bar chart of the ratios")
@@ -610,9 +614,10 @@ def main(argv=None):
         parser.error(f"no case named {args.cases}; known: {sorted({c.name for c in CASES})}")
     result = run(cases, args.dtype, args.threads, args.repeats, args.rounds, not args.no_torch)
     print(format_table(result))
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"\nwrote {args.json}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+        print(f"\nwrote {args.json}")
     if args.save:
         stem = os.path.join(args.save, f"results-{result['cpu']}-{result['isa']}")
         with open(stem + ".json", "w") as f:

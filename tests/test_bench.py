@@ -1,5 +1,8 @@
 """The benchmark suite's timing protocol (no timings are asserted)."""
 
+import io
+import json
+
 import pytest
 
 from fastconv import bench
@@ -62,3 +65,34 @@ def test_table_shows_each_convolution_against_the_fma_peak():
     # convolutions: geomean of 2, 2 and 4 is 2.52
     assert lines[-1] == ("geometric mean, float32, 1 thread(s): x numpy 3.36, x torch nan; "
                          "convolutions x numpy 2.52 (2 direct: 2.00, 5.66 at the FMA peak)")
+
+
+@pytest.mark.parametrize("cpuinfo, slug", [
+    ({"vendor_id": "AuthenticAMD", "cpu family": "25", "model": "1",
+      "model name": "AMD EPYC 7B13 64-Core Processor"}, "epyc-7b13-zen3"),
+    ({"vendor_id": "AuthenticAMD", "cpu family": "26", "model": "2",
+      "model name": "AMD EPYC Processor"}, "epyc-zen5"),
+    # a virtual machine's Intel name hides the core: family and model tell it
+    ({"vendor_id": "GenuineIntel", "cpu family": "6", "model": "167",
+      "model name": "Intel(R) Xeon(R) Processor"}, "xeon-f6m167"),
+    ({"vendor_id": "GenuineIntel", "cpu family": "6", "model": "85",
+      "model name": "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz"}, "xeon-gold-f6m85"),
+])
+def test_cpu_slug_names_the_core(monkeypatch, cpuinfo, slug):
+    text = "".join(f"{key}\t: {value}\n" for key, value in cpuinfo.items())
+    monkeypatch.setattr(bench, "open", lambda path: io.StringIO(text), raising=False)
+    assert bench.cpu_slug() == slug
+
+
+def test_bench_writes_json_only_where_asked(monkeypatch, tmp_path):
+    result = {"fastconv": "x", "numpy": "x", "torch": None, "rounds": 1, "repeats": 1,
+              "processor": "cpu", "cpu": "test-cpu", "cores": 1, "isa": "avx2",
+              "machine": {}, "rows": []}
+    monkeypatch.setattr(bench, "run", lambda *args: result)
+    monkeypatch.chdir(tmp_path)
+    assert bench.main(["--cases", "lenet1"]) == 0
+    assert list(tmp_path.iterdir()) == []
+    assert bench.main(["--cases", "lenet1", "--json", "out.json", "--save", "."]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "out.json", "results-test-cpu-avx2.json", "results-test-cpu-avx2.txt"]
+    assert json.loads((tmp_path / "out.json").read_text())["cpu"] == "test-cpu"
