@@ -907,6 +907,7 @@ class _MaxPoolNd(_PoolNd):
 
     def backward(self, grad_out):
         indices, shape = self._saved()
+        _check_grad_shape(grad_out, indices.shape, self)
         return getattr(_backend.ops().grad, f"max_pool{self._nd}d")(grad_out, indices, shape)
 
     def extra_repr(self):
@@ -1240,6 +1241,7 @@ class Flatten(Module):
 
     def backward(self, grad_out):
         (shape,) = self._saved()
+        _check_grad_shape(grad_out, (shape[0], math.prod(shape[1:])), self)
         return np.asarray(grad_out).reshape(shape)
 
 
@@ -1561,7 +1563,8 @@ class _AdaptiveAvgPoolNd(Module):
 
     def backward(self, grad_out):
         (shape,) = self._saved()
-        return getattr(_backend.ops().grad, f"adaptive_avg_pool{self._nd}d")(grad_out, shape)
+        return getattr(_backend.ops().grad, f"adaptive_avg_pool{self._nd}d")(
+            grad_out, shape, self.output_size)
 
     def extra_repr(self):
         return f"output_size={self.output_size!r}"

@@ -2,6 +2,7 @@
 differences through mixed models on both backends, PyTorch (when importable),
 initialisation, dtypes, state dicts, errors and a short training run."""
 
+import re
 import subprocess
 import sys
 
@@ -609,6 +610,27 @@ def test_wrong_channel_or_feature_count():
     lin(np.zeros((2, 4)))
     with pytest.raises(ValueError, match=r"Expected grad_out of shape \(2, 2\)"):
         lin.backward(np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("layer, out_shape, wrong", [
+    (nn.MaxPool1d(2), (2, 3, 4), (2, 3, 5)),
+    (nn.MaxPool2d(2), (2, 3, 4, 4), (2, 3, 4, 5)),
+    (nn.AvgPool2d(2), (2, 3, 4, 4), (2, 3, 4, 5)),
+    # The functional gradient infers output_size from grad_out; the layer
+    # knows its own and must not accept another.
+    (nn.AdaptiveAvgPool1d(3), (2, 3, 3), (2, 3, 4)),
+    (nn.AdaptiveAvgPool2d(3), (2, 3, 3, 3), (2, 3, 3, 4)),
+    # The same number of elements, which a reshape would take silently.
+    (nn.Flatten(), (2, 192), (192, 2)),
+])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backward_rejects_a_grad_out_of_another_shape(layer, out_shape, wrong, backend):
+    x = np.ones((2, 3, 8) if len(out_shape) == 3 else (2, 3, 8, 8))
+    message = r"Expected grad_out(put)? of shape " + re.escape(str(out_shape))
+    with fastconv.use_backend(backend):
+        assert layer(x).shape == out_shape
+        with pytest.raises(ValueError, match=message):
+            layer.backward(np.ones(wrong))
 
 
 BAD_ARGS = [
