@@ -165,6 +165,9 @@ TOO_BIG = [
           _FIT.format(k="9,", p="6,"), "conv1d-dilated"),
     _case(lambda: fc.conv_transpose2d(X2, WT2, padding=5), ValueError,
           r"positive output size.*got \(-2, -2\)", "conv_transpose2d"),
+    # PyTorch returns an empty array for a size of exactly 0 (see the conventions)
+    _case(lambda: fc.conv_transpose2d(X2, WT2, padding=(0, 4)), ValueError,
+          r"positive output size.*got \(8, 0\)", "conv_transpose2d-zero"),
     _case(lambda: fc.conv_transpose1d(X1, WT1, padding=5), ValueError,
           r"positive output size.*got \(-2,\)", "conv_transpose1d"),
     _case(lambda: fc.max_pool2d(X2, 7), ValueError,
