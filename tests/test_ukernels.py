@@ -103,6 +103,23 @@ def test_micro_kernels_match_numpy(isa, dtype, kc, rng):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_register_transposes_match_numpy(isa, dtype, rng):
+    # fc_transpose: a square of one vector's lanes (NR / 2), rows of both
+    # operands strided; nothing past the square is written
+    m = _build(isa)
+    _, _, nr32, nr64 = m.ukernel()
+    w = (nr32 if dtype == np.float32 else nr64) // 2
+    s = rng.standard_normal((w, w + 3)).astype(dtype)
+    d = np.full((w + 1, w + 5), -7.0, dtype)
+    m.transpose_block(s, d)
+    np.testing.assert_array_equal(d[:w, :w], s[:, :w].T)
+    assert np.all(d[:w, w:] == -7.0) and np.all(d[w:] == -7.0)
+    with pytest.raises(ValueError, match=r"Expected d of at least"):
+        m.transpose_block(s, np.zeros((w, w - 1) if w > 1 else (0, 1), dtype))
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_micro_kernel_entry_points_check_their_operands(isa):
     m = _build(isa)
     _, mr, nr, _ = m.ukernel()

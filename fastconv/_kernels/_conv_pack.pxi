@@ -121,11 +121,14 @@ cdef void _pack_tile_grad(const floating* y_c, Py_ssize_t m, const Geometry* geo
     values) is filled from NR rows before the next, so that it stays in the
     L1 cache. Row by row, every row walked the whole panel (64 KB for a tile
     of 512 outputs in float32), and the packing took half the weight
-    gradient's time on CIFAR's first layer."""
+    gradient's time on CIFAR's first layer. Squares of one vector width go
+    through the registers (_transpose); the edges, one value at a time."""
     cdef Py_ssize_t nr = FASTCONV_NR_F32 if floating is float else FASTCONV_NR_F64
+    cdef Py_ssize_t w = FASTCONV_VEC_F32 if floating is float else FASTCONV_VEC_F64
     cdef Py_ssize_t P = tl.rows * tl.cols, yc = geo.yc, yr = geo.yr
-    cdef Py_ssize_t cp, j, r, c, c0, cb, blk, row
+    cdef Py_ssize_t cp, jb, j, j0, r, c, cv, c0, cb, blk, row
     cdef const floating* src
+    cdef const floating* row_src
     cdef floating* dst
     for cp in range(_ceil_div(m, nr)):
         for r in range(tl.rows):
@@ -133,12 +136,21 @@ cdef void _pack_tile_grad(const floating* y_c, Py_ssize_t m, const Geometry* geo
                 c0 = blk * PB
                 cb = min(PB, tl.cols - c0)
                 dst = out + (cp * P + r * tl.cols + c0) * nr
-                for j in range(nr):
-                    row = cp * nr + j
-                    if row >= m:
-                        for c in range(cb):
-                            dst[c * nr + j] = 0
-                        continue
-                    src = y_c + row * yc + (tl.oh0 + r) * yr + tl.ow0 + c0
-                    for c in range(cb):
-                        dst[c * nr + j] = src[c]
+                src = y_c + (tl.oh0 + r) * yr + tl.ow0 + c0
+                for jb in range(nr // w):  # the panel's rows, a vector's lanes at a time
+                    j0 = jb * w
+                    cv = 0  # the columns transposed in registers
+                    if cp * nr + j0 + w <= m:
+                        cv = cb - cb % w
+                        for c in range(cv // w):
+                            _transpose(src + (cp * nr + j0) * yc + c * w, yc,
+                                       dst + c * w * nr + j0, nr)
+                    for j in range(j0, j0 + w):
+                        row = cp * nr + j
+                        if row >= m:
+                            for c in range(cv, cb):
+                                dst[c * nr + j] = 0
+                        else:
+                            row_src = src + row * yc
+                            for c in range(cv, cb):
+                                dst[c * nr + j] = row_src[c]

@@ -3,8 +3,14 @@
  * Every kernel module is compiled once per ISA (setup.py passes the flags);
  * this header reads the compiler's ISA macros and defines, for float32 and
  * float64, the handful of vector operations the micro-kernels need
- * (_ukernel.h) and the Winograd transforms add (_winograd.h), plus every block size of the convolution kernels, in one
- * table with compile-time checks of the constraints the kernels rely on.
+ * (_ukernel.h) and the Winograd transforms add (_winograd.h), plus every
+ * block size of the convolution kernels, in one table with compile-time
+ * checks of the constraints the kernels rely on. Each ISA also has its
+ * register transposes of one vector width, for the packing of B panels:
+ *
+ *   fc_transpose_S(s, lds, d, ldd)   d[c*ldd + j] = s[j*lds + c], j, c < W
+ *
+ * for W = FASTCONV_VEC_F32 floats or FASTCONV_VEC_F64 doubles.
  *
  *   build            vector              MR x NR (f32 / f64)   registers
  *   avx512           zmm, FMA            8 x 32 / 8 x 16       32
@@ -27,6 +33,12 @@
 #ifndef FASTCONV_ISA_H
 #define FASTCONV_ISA_H
 #include <stddef.h>
+
+#if defined(_MSC_VER)
+#define FC_ISA_FN static __inline
+#else
+#define FC_ISA_FN static inline __attribute__((unused))
+#endif
 
 #if defined(FASTCONV_FORCE_SCALAR)  /* for testing the portable path anywhere */
 #define FASTCONV_SCALAR_ISA 1
@@ -52,6 +64,54 @@ typedef __m512d fc_vf64;
 #define fc_sub_f64(a, b) _mm512_sub_pd((a), (b))
 #define fc_relu_f32(v) _mm512_max_ps(_mm512_setzero_ps(), (v))  /* NaN: the 2nd operand */
 #define fc_relu_f64(v) _mm512_max_pd(_mm512_setzero_pd(), (v))
+/* the transposes: 16x16 floats by 2x2 and 4x4 blocks within 128-bit lanes,
+ * then the lanes; 8x8 doubles by 2x2 blocks, then the lanes */
+FC_ISA_FN void fc_transpose_f32(const float* s, ptrdiff_t lds, float* d, ptrdiff_t ldd) {
+    __m512 r[16], t[16];
+    int i, e;
+    for (i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(s + i * lds);
+    for (i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (i = 0; i < 16; i += 4) {  /* r[i + e], lane L: rows i..i+3 of column 4L + e */
+        __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
+        __m512d c = _mm512_castps_pd(t[i + 2]), dd = _mm512_castps_pd(t[i + 3]);
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, dd));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, dd));
+    }
+    for (e = 0; e < 4; e++) {  /* lanes (0, 2) and (1, 3) of the four row groups */
+        __m512 lo02 = _mm512_shuffle_f32x4(r[e], r[4 + e], 0x88);
+        __m512 hi02 = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0x88);
+        __m512 lo13 = _mm512_shuffle_f32x4(r[e], r[4 + e], 0xdd);
+        __m512 hi13 = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0xdd);
+        _mm512_storeu_ps(d + e * ldd, _mm512_shuffle_f32x4(lo02, hi02, 0x88));
+        _mm512_storeu_ps(d + (4 + e) * ldd, _mm512_shuffle_f32x4(lo13, hi13, 0x88));
+        _mm512_storeu_ps(d + (8 + e) * ldd, _mm512_shuffle_f32x4(lo02, hi02, 0xdd));
+        _mm512_storeu_ps(d + (12 + e) * ldd, _mm512_shuffle_f32x4(lo13, hi13, 0xdd));
+    }
+}
+FC_ISA_FN void fc_transpose_f64(const double* s, ptrdiff_t lds, double* d, ptrdiff_t ldd) {
+    __m512d r[8], t[8];
+    int i, e;
+    for (i = 0; i < 8; i++) r[i] = _mm512_loadu_pd(s + i * lds);
+    for (i = 0; i < 8; i += 2) {  /* t[i + e], lane L: rows i, i+1 of column 2L + e */
+        t[i] = _mm512_unpacklo_pd(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_pd(r[i], r[i + 1]);
+    }
+    for (e = 0; e < 2; e++) {
+        __m512d lo02 = _mm512_shuffle_f64x2(t[e], t[2 + e], 0x88);
+        __m512d hi02 = _mm512_shuffle_f64x2(t[4 + e], t[6 + e], 0x88);
+        __m512d lo13 = _mm512_shuffle_f64x2(t[e], t[2 + e], 0xdd);
+        __m512d hi13 = _mm512_shuffle_f64x2(t[4 + e], t[6 + e], 0xdd);
+        _mm512_storeu_pd(d + e * ldd, _mm512_shuffle_f64x2(lo02, hi02, 0x88));
+        _mm512_storeu_pd(d + (2 + e) * ldd, _mm512_shuffle_f64x2(lo13, hi13, 0x88));
+        _mm512_storeu_pd(d + (4 + e) * ldd, _mm512_shuffle_f64x2(lo02, hi02, 0xdd));
+        _mm512_storeu_pd(d + (6 + e) * ldd, _mm512_shuffle_f64x2(lo13, hi13, 0xdd));
+    }
+}
 
 #elif defined(__AVX2__) && defined(__FMA__) || defined(_MSC_VER) && defined(__AVX2__)
 #define FASTCONV_ISA_NAME "avx2+fma"
@@ -75,6 +135,40 @@ typedef __m256d fc_vf64;
 #define fc_sub_f64(a, b) _mm256_sub_pd((a), (b))
 #define fc_relu_f32(v) _mm256_max_ps(_mm256_setzero_ps(), (v))  /* NaN: the 2nd operand */
 #define fc_relu_f64(v) _mm256_max_pd(_mm256_setzero_pd(), (v))
+/* the transposes: 8x8 floats by 2x2 and 4x4 blocks within 128-bit lanes,
+ * then the lanes; 4x4 doubles by 2x2 blocks, then the lanes */
+FC_ISA_FN void fc_transpose_f32(const float* s, ptrdiff_t lds, float* d, ptrdiff_t ldd) {
+    __m256 r[8], t[8];
+    int i, e;
+    for (i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(s + i * lds);
+    for (i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (i = 0; i < 8; i += 4) {  /* r[i + e], lane L: rows i..i+3 of column 4L + e */
+        __m256d a = _mm256_castps_pd(t[i]), b = _mm256_castps_pd(t[i + 1]);
+        __m256d c = _mm256_castps_pd(t[i + 2]), dd = _mm256_castps_pd(t[i + 3]);
+        r[i] = _mm256_castpd_ps(_mm256_unpacklo_pd(a, c));
+        r[i + 1] = _mm256_castpd_ps(_mm256_unpackhi_pd(a, c));
+        r[i + 2] = _mm256_castpd_ps(_mm256_unpacklo_pd(b, dd));
+        r[i + 3] = _mm256_castpd_ps(_mm256_unpackhi_pd(b, dd));
+    }
+    for (e = 0; e < 4; e++) {
+        _mm256_storeu_ps(d + e * ldd, _mm256_permute2f128_ps(r[e], r[4 + e], 0x20));
+        _mm256_storeu_ps(d + (4 + e) * ldd, _mm256_permute2f128_ps(r[e], r[4 + e], 0x31));
+    }
+}
+FC_ISA_FN void fc_transpose_f64(const double* s, ptrdiff_t lds, double* d, ptrdiff_t ldd) {
+    __m256d r0 = _mm256_loadu_pd(s), r1 = _mm256_loadu_pd(s + lds);
+    __m256d r2 = _mm256_loadu_pd(s + 2 * lds), r3 = _mm256_loadu_pd(s + 3 * lds);
+    /* lane L of t<e>, u<e>: rows (0, 1), (2, 3) of column 2L + e */
+    __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+    __m256d u0 = _mm256_unpacklo_pd(r2, r3), u1 = _mm256_unpackhi_pd(r2, r3);
+    _mm256_storeu_pd(d, _mm256_permute2f128_pd(t0, u0, 0x20));
+    _mm256_storeu_pd(d + ldd, _mm256_permute2f128_pd(t1, u1, 0x20));
+    _mm256_storeu_pd(d + 2 * ldd, _mm256_permute2f128_pd(t0, u0, 0x31));
+    _mm256_storeu_pd(d + 3 * ldd, _mm256_permute2f128_pd(t1, u1, 0x31));
+}
 
 #elif defined(__SSE2__) || defined(_M_X64)
 #define FASTCONV_ISA_NAME "sse2"
@@ -98,6 +192,22 @@ typedef __m128d fc_vf64;
 #define fc_sub_f64(a, b) _mm_sub_pd((a), (b))
 #define fc_relu_f32(v) _mm_max_ps(_mm_setzero_ps(), (v))  /* NaN: the 2nd operand */
 #define fc_relu_f64(v) _mm_max_pd(_mm_setzero_pd(), (v))
+/* the transposes: 4x4 floats, 2x2 doubles */
+FC_ISA_FN void fc_transpose_f32(const float* s, ptrdiff_t lds, float* d, ptrdiff_t ldd) {
+    __m128 r0 = _mm_loadu_ps(s), r1 = _mm_loadu_ps(s + lds);
+    __m128 r2 = _mm_loadu_ps(s + 2 * lds), r3 = _mm_loadu_ps(s + 3 * lds);
+    __m128 t0 = _mm_unpacklo_ps(r0, r1), t1 = _mm_unpacklo_ps(r2, r3);  /* columns 0, 1 */
+    __m128 t2 = _mm_unpackhi_ps(r0, r1), t3 = _mm_unpackhi_ps(r2, r3);  /* columns 2, 3 */
+    _mm_storeu_ps(d, _mm_movelh_ps(t0, t1));
+    _mm_storeu_ps(d + ldd, _mm_movehl_ps(t1, t0));
+    _mm_storeu_ps(d + 2 * ldd, _mm_movelh_ps(t2, t3));
+    _mm_storeu_ps(d + 3 * ldd, _mm_movehl_ps(t3, t2));
+}
+FC_ISA_FN void fc_transpose_f64(const double* s, ptrdiff_t lds, double* d, ptrdiff_t ldd) {
+    __m128d r0 = _mm_loadu_pd(s), r1 = _mm_loadu_pd(s + lds);
+    _mm_storeu_pd(d, _mm_unpacklo_pd(r0, r1));
+    _mm_storeu_pd(d + ldd, _mm_unpackhi_pd(r0, r1));
+}
 
 #elif defined(__aarch64__) || defined(_M_ARM64)
 #define FASTCONV_ISA_NAME "neon"
@@ -122,6 +232,25 @@ typedef float64x2_t fc_vf64;
 /* vmaxq would give +0 for -0 */
 #define fc_relu_f32(v) vbslq_f32(vcltq_f32((v), vdupq_n_f32(0.0f)), vdupq_n_f32(0.0f), (v))
 #define fc_relu_f64(v) vbslq_f64(vcltq_f64((v), vdupq_n_f64(0.0)), vdupq_n_f64(0.0), (v))
+/* the transposes: 4x4 floats by 2x2 blocks, then pairs; 2x2 doubles */
+FC_ISA_FN void fc_transpose_f32(const float* s, ptrdiff_t lds, float* d, ptrdiff_t ldd) {
+    float32x4_t r0 = vld1q_f32(s), r1 = vld1q_f32(s + lds);
+    float32x4_t r2 = vld1q_f32(s + 2 * lds), r3 = vld1q_f32(s + 3 * lds);
+    /* t<e>, u<e>: rows (0, 1), (2, 3) of columns e and 2 + e */
+    float64x2_t t0 = vreinterpretq_f64_f32(vtrn1q_f32(r0, r1));
+    float64x2_t t1 = vreinterpretq_f64_f32(vtrn2q_f32(r0, r1));
+    float64x2_t u0 = vreinterpretq_f64_f32(vtrn1q_f32(r2, r3));
+    float64x2_t u1 = vreinterpretq_f64_f32(vtrn2q_f32(r2, r3));
+    vst1q_f32(d, vreinterpretq_f32_f64(vtrn1q_f64(t0, u0)));
+    vst1q_f32(d + ldd, vreinterpretq_f32_f64(vtrn1q_f64(t1, u1)));
+    vst1q_f32(d + 2 * ldd, vreinterpretq_f32_f64(vtrn2q_f64(t0, u0)));
+    vst1q_f32(d + 3 * ldd, vreinterpretq_f32_f64(vtrn2q_f64(t1, u1)));
+}
+FC_ISA_FN void fc_transpose_f64(const double* s, ptrdiff_t lds, double* d, ptrdiff_t ldd) {
+    float64x2_t r0 = vld1q_f64(s), r1 = vld1q_f64(s + lds);
+    vst1q_f64(d, vtrn1q_f64(r0, r1));
+    vst1q_f64(d + ldd, vtrn2q_f64(r0, r1));
+}
 
 #else  /* any other CPU: one lane, which the compiler may still vectorise */
 #define FASTCONV_SCALAR_ISA 1
@@ -148,6 +277,15 @@ typedef double fc_vf64;
 #define fc_sub_f64(a, b) ((a) - (b))
 #define fc_relu_f32(v) ((v) < 0 ? 0.0f : (v))
 #define fc_relu_f64(v) ((v) < 0 ? 0.0 : (v))
+/* the transposes: of one value */
+FC_ISA_FN void fc_transpose_f32(const float* s, ptrdiff_t lds, float* d, ptrdiff_t ldd) {
+    (void)lds; (void)ldd;
+    d[0] = s[0];
+}
+FC_ISA_FN void fc_transpose_f64(const double* s, ptrdiff_t lds, double* d, ptrdiff_t ldd) {
+    (void)lds; (void)ldd;
+    d[0] = s[0];
+}
 #endif
 
 #ifdef FASTCONV_SCALAR_ISA

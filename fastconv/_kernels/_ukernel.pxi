@@ -10,6 +10,8 @@ cdef extern from "_ukernel.h" nogil:
     enum:
         FASTCONV_NR_F32  # micro-kernel columns for float32 (2 SIMD vectors)
         FASTCONV_NR_F64  # ... and for float64
+        FASTCONV_VEC_F32  # lanes of one vector of floats
+        FASTCONV_VEC_F64  # ... and of doubles
         MR "FASTCONV_MR"  # rows of the micro-kernel's accumulator block
         NR_MAX "FASTCONV_NR_MAX"  # the widest NR of any build
         TP "FASTCONV_TP"  # output positions per tile (a multiple of every NR)
@@ -37,6 +39,9 @@ cdef extern from "_ukernel.h" nogil:
                           const Py_ssize_t* aoff, const double* b, double* c, Py_ssize_t ldc)
     double fc_fma_peak_f32(Py_ssize_t n, float seed)
     double fc_fma_peak_f64(Py_ssize_t n, double seed)
+    # the register transposes of one vector width (see _isa.h)
+    void fc_transpose_f32(const float* s, Py_ssize_t lds, float* d, Py_ssize_t ldd)
+    void fc_transpose_f64(const double* s, Py_ssize_t lds, double* d, Py_ssize_t ldd)
 
 cdef inline void _micro(Py_ssize_t kc, const floating* a, const floating* b, Py_ssize_t ldb,
                         floating* c, Py_ssize_t ldc) noexcept nogil:
@@ -93,6 +98,15 @@ cdef inline void _micro_rows(Py_ssize_t nseg, Py_ssize_t seglen, Py_ssize_t sstr
         fc_gemm_rows_f32(nseg, seglen, sstride, a, aoff, b, c, ldc)
     else:
         fc_gemm_rows_f64(nseg, seglen, sstride, a, aoff, b, c, ldc)
+
+
+cdef inline void _transpose(const floating* s, Py_ssize_t lds, floating* d,
+                            Py_ssize_t ldd) noexcept nogil:
+    """d[c*ldd + j] = s[j*lds + c] for j, c < one vector's lanes (fc_transpose)."""
+    if floating is float:
+        fc_transpose_f32(s, lds, d, ldd)
+    else:
+        fc_transpose_f64(s, lds, d, ldd)
 
 
 # -- entry points for the tests and the benchmark ------------------------------
@@ -183,6 +197,15 @@ def micro_gemm_rows(Py_ssize_t nseg, Py_ssize_t seglen, Py_ssize_t sstride,
     _check_offsets(aoff, MR, (nseg - 1) * sstride + seglen, a.shape[0])
     _check_block("c", c.shape[0], c.shape[1], MR, nr)
     _micro_rows(nseg, seglen, sstride, &a[0], &aoff[0], &b[0, 0], &c[0, 0], c.shape[1])
+
+
+def transpose_block(const floating[:, ::1] s,  # IN  (W, lds >= W)
+                    floating[:, ::1] d):        # OUT (W, ldd >= W)
+    """d[:W, :W] = s[:W, :W].T by fc_transpose, W the lanes of one vector."""
+    cdef Py_ssize_t w = FASTCONV_VEC_F32 if floating is float else FASTCONV_VEC_F64
+    _check_block("s", s.shape[0], s.shape[1], w, w)
+    _check_block("d", d.shape[0], d.shape[1], w, w)
+    _transpose(&s[0, 0], s.shape[1], &d[0, 0], d.shape[1])
 
 
 def micro_run(Py_ssize_t itemsize, Py_ssize_t kc, Py_ssize_t reps, int n_threads):

@@ -1,7 +1,7 @@
-/* Checks every micro-kernel of _ukernel.h against a plain loop, for the ISA
- * this file is compiled for: built and run by tests/test_ukernels.py with
- * each x86-64 ISA's flags natively, and for aarch64 (NEON) with a cross
- * compiler under qemu-user. Prints the ISA, MR x NR, and "ok", or the first
+/* Checks every micro-kernel of _ukernel.h, and _isa.h's transposes, against
+ * a plain loop, for the ISA this file is compiled for: built and run by
+ * tests/test_ukernels.py with each x86-64 ISA's flags natively, and for
+ * aarch64 (NEON) with a cross compiler under qemu-user. Prints the ISA, MR x NR, and "ok", or the first
  * mismatch; exits non-zero on any mismatch. */
 #include <math.h>
 #include <stdio.h>
@@ -107,6 +107,13 @@ static void check_##S(int kc) {                                                 
 CHECK_DTYPE(float, f32, FASTCONV_NR_F32, 1.2e-7)
 CHECK_DTYPE(double, f64, FASTCONV_NR_F64, 2.3e-16)
 
+/* fc_transpose: a W x W square, rows W + 3 and W + 5 apart; nothing else of
+ * d is written */
+#define CHECK_TRANSPOSE(T, S, W)                                                       static void check_transpose_##S(void) {                                                    enum { LDS = W + 3, LDD = W + 5 };                                                     T s[W * LDS], d[(W + 1) * LDD];                                                        int i, j;                                                                              for (i = 0; i < W * LDS; i++) s[i] = (T)next_value();                                  for (i = 0; i < (W + 1) * LDD; i++) d[i] = (T)SENTINEL;                                fc_transpose_##S(s, LDS, d, LDD);                                                      for (i = 0; i < W + 1; i++)                                                                for (j = 0; j < LDD; j++)                                                                  check("fc_transpose_" #S, W, d[i * LDD + j],                                                 i < W && j < W ? s[j * LDS + i] : SENTINEL, 0);                      }
+
+CHECK_TRANSPOSE(float, f32, FASTCONV_VEC_F32)
+CHECK_TRANSPOSE(double, f64, FASTCONV_VEC_F64)
+
 int main(void) {
     static const int depths[] = {1, 2, 5, 16, 97, 256};
     unsigned i;
@@ -114,6 +121,8 @@ int main(void) {
         check_f32(depths[i]);
         check_f64(depths[i]);
     }
+    check_transpose_f32();
+    check_transpose_f64();
     /* the FMA peak loop computes a finite, seed-dependent value */
     if (!(fc_fma_peak_f32(1000, 1.0f) != fc_fma_peak_f32(1000, 2.0f)) ||
         !isfinite(fc_fma_peak_f64(1000, 1.0))) {
