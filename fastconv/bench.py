@@ -606,12 +606,14 @@ def main(argv=None):
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--save", metavar="DIR", default=None,
-                        help="also write DIR/results-<cpu>-<isa>.json and .txt")
+                        help="also write DIR/results-<cpu>-<isa>.json and .txt (DIR is made if need be)")
     parser.add_argument("--plot", default=None, help="write a PNG bar chart of the ratios")
     args = parser.parse_args(argv)
     cases = CASES if args.cases is None else [c for c in CASES if c.name in args.cases]
     if not cases:
         parser.error(f"no case named {args.cases}; known: {sorted({c.name for c in CASES})}")
+    if args.save:  # made before the run, so that a path it cannot make fails at once
+        os.makedirs(args.save, exist_ok=True)
     result = run(cases, args.dtype, args.threads, args.repeats, args.rounds, not args.no_torch)
     print(format_table(result))
     if args.json:

@@ -96,3 +96,6 @@ def test_bench_writes_json_only_where_asked(monkeypatch, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "out.json", "results-test-cpu-avx2.json", "results-test-cpu-avx2.txt"]
     assert json.loads((tmp_path / "out.json").read_text())["cpu"] == "test-cpu"
+    assert bench.main(["--cases", "lenet1", "--save", "new/dir"]) == 0
+    assert sorted(p.name for p in (tmp_path / "new" / "dir").iterdir()) == [
+        "results-test-cpu-avx2.json", "results-test-cpu-avx2.txt"]
